@@ -1,0 +1,62 @@
+"""One small family of errors. Every message says what went wrong and how to fix it, in one line."""
+
+from __future__ import annotations
+
+
+class Phi3Error(Exception):
+    """Base error of phi3_helpers. ``str(err)`` is a single line that names the fix."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+class UnknownModel(Phi3Error):
+    pass
+
+
+class ModelFolderError(Phi3Error):
+    """A model folder is missing, incomplete or corrupt."""
+
+
+class UnknownBackend(Phi3Error):
+    pass
+
+
+class BackendUnavailable(Phi3Error):
+    """The backend exists but its runtime is not installed on this machine."""
+
+
+class UnknownPrecision(Phi3Error):
+    pass
+
+
+class UnknownDevice(Phi3Error):
+    pass
+
+
+class DeviceUnavailable(Phi3Error):
+    """The device is a real one, but this machine does not have it."""
+
+
+class InvalidOption(Phi3Error):
+    pass
+
+
+class EmptyPrompt(Phi3Error):
+    pass
+
+
+class PromptTooLong(Phi3Error):
+    pass
+
+
+class SessionBusy(Phi3Error):
+    pass
+
+
+class GenerationTimeout(Phi3Error):
+    pass
+
+
+class BuildInterrupted(Phi3Error):
+    pass

@@ -1,0 +1,99 @@
+"""A multi-turn chat over any backend: keeps the history, trims it to fit the context."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import EmptyPrompt, PromptTooLong
+from .models import notice
+from .options import GenerationOptions
+from .response import Response
+
+
+class ChatSession:
+    """History of one conversation.
+
+    >>> chat = llm.chat(system="You are a concise assistant.")
+    >>> for piece in chat.ask("What is the capital of France?"): print(piece, end="")
+    >>> chat.ask("And of Italy?").text()
+
+    When the history no longer fits the model's context (prompt plus the answer's
+    max_new_tokens), the oldest turns are dropped and a one-line notice says so.
+    """
+
+    def __init__(self, backend, system: str | None = None, options: GenerationOptions | None = None):
+        self.backend = backend
+        self.system = system
+        self.options = options or GenerationOptions()
+        self.history: list[dict] = []  # user/assistant turns, oldest first
+        self._response: Response | None = None
+
+    # -- the conversation -----------------------------------------------------------------
+    def messages(self, extra_user: str | None = None) -> list[dict]:
+        msgs = [{"role": "system", "content": self.system}] if self.system else []
+        msgs += self.history
+        if extra_user is not None:
+            msgs.append({"role": "user", "content": extra_user})
+        return msgs
+
+    def _fit(self, question: str, max_new_tokens: int) -> list[str]:
+        """Drop the oldest turns until the prompt fits; return the notices to show."""
+        b = self.backend
+        budget = min(b.max_prompt_tokens, b.context_length - max_new_tokens)
+        dropped = 0
+        while True:
+            n = b.count_tokens(self.messages(question))
+            if n <= budget or not self.history:
+                break
+            # drop the oldest user turn and the answer that followed it
+            self.history.pop(0)
+            if self.history and self.history[0]["role"] == "assistant":
+                self.history.pop(0)
+            dropped += 1
+        if n > b.max_prompt_tokens:
+            raise PromptTooLong(
+                f"this message alone is {n} tokens with the system prompt, but the model accepts at most "
+                f"{b.max_prompt_tokens}; shorten it."
+            )
+        if dropped:
+            msg = f"dropped the {dropped} oldest turn(s) to fit the context of {b.context_length} tokens."
+            notice(msg)
+            return [msg]
+        return []
+
+    def ask(self, question: str, **overrides: Any) -> Response:
+        """Send a user message; returns the streamed answer. The turn is recorded when it ends."""
+        if not isinstance(question, str) or not question.strip():
+            raise EmptyPrompt("the message is empty; type a question first.")
+        opts = GenerationOptions.make(self.options, **overrides)
+        notices = self._fit(question, opts.max_new_tokens)
+
+        def record(resp: Response) -> None:
+            self._response = None
+            answer = "".join(resp._pieces)
+            if resp.error is not None and not answer:
+                return  # nothing came back: leave the history as it was, so the user can retry
+            self.history.append({"role": "user", "content": question})
+            self.history.append({"role": "assistant", "content": answer})
+
+        resp = self.backend.generate(self.messages(question), opts, on_done=record, notices=notices)
+        self._response = resp
+        return resp
+
+    def stop(self) -> None:
+        """End the answer being generated; the partial answer stays in the history."""
+        if self._response is not None:
+            self._response.stop()
+
+    def clear(self) -> None:
+        """Forget the conversation (and any runtime cache)."""
+        self.stop()
+        self.history.clear()
+        self.backend.reset()
+
+    @property
+    def busy(self) -> bool:
+        return self._response is not None and not self._response.done
+
+    def __repr__(self) -> str:
+        return f"<ChatSession {len(self.history) // 2} turns on {self.backend.describe()}>"
