@@ -13,6 +13,9 @@ BACKENDS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "transformers": ("phi3_helpers.backends.pytorch", "TransformersBackend", ("torch", "transformers"), "pip install -r requirements.txt"),
     "openvino": ("phi3_helpers.backends.openvino", "OpenVINOGenAIBackend", ("openvino_genai", "optimum.intel"), "pip install -r requirements.txt"),
     "openvino-optimum": ("phi3_helpers.backends.openvino", "OptimumOpenVINOBackend", ("optimum.intel",), "pip install -r requirements.txt"),
+    # npu: OpenVINO GenAI on the NPU (CPU when there is none); path="classic" uses the archived
+    # intel-npu-acceleration-library (Windows only), imported only when asked for.
+    "npu": ("phi3_helpers.backends.npu", "NPUBackend", ("openvino_genai", "optimum.intel"), "pip install -r requirements.txt"),
 }
 
 

@@ -1,0 +1,151 @@
+"""The classic NPU path: intel-npu-acceleration-library's NPUModelForCausalLM.
+
+This is how the first NPU tutorials ran Phi-3: load the Hugging Face model through the library,
+which quantizes it (CompilerConfig dtype int4 / int8 / fp16) and compiles its layers for the NPU,
+then call ``generate`` as with any transformers model.
+
+The library is archived (end of life; Intel points to OpenVINO / OpenVINO GenAI instead) and
+installs on Windows only. It is kept here so the course can show the classic code next to the
+maintained path. The library is imported only when this path is chosen.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ..errors import BackendUnavailable, ModelFolderError
+from ..options import GenerationOptions
+
+LIBRARY = "intel_npu_acceleration_library"
+PACKAGE = "intel-npu-acceleration-library"
+#: The pins that make the library import (see FINDINGS): neural-compressor 3.8+ removed an API it
+#: uses, and neural-compressor 3.7.1 needs numpy<2 and setuptools<81.
+WINDOWS_INSTALL = 'pip install "intel-npu-acceleration-library==1.4.0" "neural-compressor==3.7.1" "numpy<2" "setuptools<81"'
+PRECISIONS = ("int4", "int8", "fp16")
+#: Where the library caches compiled models when export=True (relative to the working folder).
+LIBRARY_CACHE = Path("cache") / "models"
+
+
+def missing_library_message(reason: str = "") -> str:
+    why = f" ({reason})" if reason else ""
+    return (
+        f"the classic NPU path needs {PACKAGE}, which is not installed here{why}. It installs on Windows only: "
+        f"{WINDOWS_INSTALL}. It is archived (end of life); the maintained path needs nothing extra: "
+        "load('npu') or --backend npu (OpenVINO GenAI)."
+    )
+
+
+def import_library(import_module: Callable = importlib.import_module):
+    """The library's top-level module, or a BackendUnavailable that says how to install it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "NPU is not available ... fallback to AUTO": we say it ourselves
+            return import_module(LIBRARY)
+    except ImportError as exc:
+        reason = "" if getattr(exc, "name", None) == LIBRARY else f"{type(exc).__name__}: {exc}"
+        raise BackendUnavailable(missing_library_message(reason)) from None
+
+
+# -- what the library reports --------------------------------------------------------------
+@dataclass(frozen=True)
+class ClassicStatus:
+    """What intel-npu-acceleration-library says about this machine."""
+
+    installed: bool
+    version: str = ""
+    npu_available: bool | None = None
+    driver_version: str = ""
+    problem: str = ""
+
+    def describe(self) -> str:
+        if not self.installed:
+            return f"{PACKAGE} not installed ({self.problem or 'Windows only, archived'}); maintained path: --backend npu"
+        text = f"{PACKAGE} {self.version or '?'}: npu_available() = {self.npu_available}"
+        if self.driver_version:
+            text += f", NPU driver {self.driver_version}"
+        if self.npu_available is False:
+            text += " (the library falls back to CPU)"
+        if self.problem:
+            text += f"; {self.problem}"
+        return text
+
+
+def classic_status(import_module: Callable = importlib.import_module) -> ClassicStatus:
+    """Ask the library (if installed) whether it sees an NPU and which driver it runs on.
+
+    ``import_module`` is injectable so tests can hand in what the library would report.
+    """
+    try:
+        lib = import_library(import_module)
+    except BackendUnavailable:
+        return ClassicStatus(installed=False)
+    version = str(getattr(lib, "__version__", ""))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            backend = import_module(f"{LIBRARY}.backend")
+        available = bool(backend.npu_available())
+    except Exception as exc:  # a broken install is a status to show, not a crash
+        return ClassicStatus(True, version, None, "", f"its backend failed to load: {type(exc).__name__}: {exc}")
+    driver = ""
+    if available:
+        try:
+            driver = str(backend.get_driver_version())
+        except Exception:  # Windows-only query (PowerShell); elsewhere it raises
+            driver = ""
+    return ClassicStatus(True, version, available, driver)
+
+
+# -- loading and generating ----------------------------------------------------------------
+def compiler_config(lib, precision: str, import_module: Callable = importlib.import_module):
+    """CompilerConfig(dtype=...) for a course precision name, as the library documents it."""
+    import torch
+
+    compiler = import_module(f"{LIBRARY}.compiler")
+    dtypes = {"int4": lambda: lib.int4, "int8": lambda: lib.int8, "fp16": lambda: torch.float16}
+    return compiler.CompilerConfig(dtype=dtypes[precision]())
+
+
+def _is_stale_cache_error(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}"
+    return "weights_only" in text or "Weights only load failed" in text or "UnpicklingError" in text
+
+
+class ClassicNPUModel:
+    """NPUModelForCausalLM loaded from a Hugging Face folder, streamed through transformers.
+
+    ``export=False``: the library's own cache (``./cache/models/*.pt``, a pickled module) cannot
+    be reloaded under torch>=2.6 (``weights_only``), so nothing is written there.
+    """
+
+    def __init__(self, folder: Path, precision: str, import_module: Callable = importlib.import_module):
+        self.lib = import_library(import_module)
+        self.precision = precision
+        self.config = compiler_config(self.lib, precision, import_module)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = self.lib.NPUModelForCausalLM.from_pretrained(
+                    str(folder), config=self.config, export=False, use_cache=True, attn_implementation="sdpa"
+                )
+        except Exception as exc:
+            if _is_stale_cache_error(exc):
+                raise ModelFolderError(
+                    f"{PACKAGE} found an old compiled copy in {LIBRARY_CACHE.resolve()} that torch cannot reload "
+                    f"(weights_only); delete that folder and load again."
+                ) from None
+            raise
+        self.model = model.eval()
+
+    def stream(self, input_ids: list[int], options: GenerationOptions, stop: threading.Event, eos_ids, pad_id) -> Iterator[list[int]]:
+        from .pytorch import hf_generate_stream
+
+        yield from hf_generate_stream(self.model, input_ids, options, stop, eos_ids, pad_id)
+
+    def close(self) -> None:
+        self.model = None

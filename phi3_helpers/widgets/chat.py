@@ -1,0 +1,353 @@
+"""A multi-turn streaming chat (ipywidgets) over any backend's ChatSession.
+
+Design (see STYLE.md, "Widgets"):
+- an explicit state: ``idle`` -> ``generating`` -> (``stopping``) -> ``idle``; the input and the
+  controls are disabled while an answer is generated and re-enabled in a ``finally``;
+- the answer is generated in a background thread, so the notebook stays responsive;
+- each answer has its own Markdown output, updated in place at most every ``paint_interval``
+  seconds by a painter thread (the rest of the conversation is never re-rendered);
+- worker threads only set widget values (``Output.outputs``, ``HTML.value``); nothing prints;
+- Stop calls the session's stop, which ends generation inside the runtime;
+- errors from the runtime are shown in the conversation, next to the partial answer.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+import warnings
+from typing import Any, Optional
+
+import ipywidgets as widgets
+import traitlets
+
+from ..errors import InvalidOption, Phi3Error
+from ..response import Metrics, Response
+
+IDLE, GENERATING, STOPPING = "idle", "generating", "stopping"
+
+#: Characters per token, roughly, for English text: used to refuse a huge paste before tokenizing it.
+_CHARS_PER_TOKEN = 4
+
+
+def _as_session(llm_or_session: Any, system: Optional[str]):
+    """A ChatSession from a backend (``load(...)``) or a session (``llm.chat(...)``)."""
+    if hasattr(llm_or_session, "ask") and hasattr(llm_or_session, "history") and hasattr(llm_or_session, "backend"):
+        session = llm_or_session
+        if system is not None:
+            session.system = system
+        return session
+    if hasattr(llm_or_session, "chat") and hasattr(llm_or_session, "generate"):
+        return llm_or_session.chat(system=system)
+    raise InvalidOption(
+        f"chat_widget needs a loaded model or a chat session (got {type(llm_or_session).__name__}); "
+        "use chat_widget(phi3_helpers.load('openvino'))."
+    )
+
+
+def metrics_line(m: Metrics, running: bool = False) -> str:
+    """One line of timings: time to first token, tokens, tokens/s (and why the answer ended)."""
+    ttft = f"{m.ttft_s * 1000:.0f} ms" if m.ttft_s is not None else "…"
+    speed = f"{m.tokens_per_s:.1f} tok/s" if m.tokens_per_s else "… tok/s"
+    parts = [f"first token {ttft}", f"{m.tokens} tokens", speed]
+    if not running:
+        parts.append(f"{m.total_s:.2f} s")
+        reason = {
+            "stop": "done",
+            "length": "reached max new tokens",
+            "stopped": "stopped by you",
+            "error": "error",
+        }.get(m.finish_reason, m.finish_reason)
+        parts.append(reason)
+    return " · ".join(parts)
+
+
+class Turn:
+    """One question and its answer in the conversation view."""
+
+    def __init__(self, question: str):
+        self.question = question
+        self.user = widgets.HTML(
+            f"<div style='white-space:pre-wrap;background:var(--jp-layout-color2,#eee);"
+            f"border-radius:6px;padding:4px 8px'><b>You:</b> {html.escape(question)}</div>"
+        )
+        self.notices = widgets.HTML("")
+        self.answer = widgets.Output(layout=widgets.Layout(padding="0 8px"))
+        self.metrics = widgets.HTML("")
+        self.error = widgets.HTML("")
+        self.box = widgets.VBox([self.user, self.notices, self.answer, self.error, self.metrics])
+        self.pieces: list[str] = []
+        self.response: Optional[Response] = None
+        self.error_text = ""
+
+    @property
+    def text(self) -> str:
+        """The answer so far (raw Markdown)."""
+        return "".join(self.pieces)
+
+    def show_notices(self, notices: list[str]) -> None:
+        self.notices.value = "".join(
+            f"<div style='color:var(--jp-warn-color0,#a60)'><i>Note: {html.escape(n)}</i></div>" for n in notices
+        )
+
+    def paint(self, running: bool) -> None:
+        """Put the answer so far into its output (one Markdown output, replaced in place)."""
+        text = self.text
+        shown = text + (" ▌" if running else "")
+        self.answer.outputs = (
+            {"output_type": "display_data", "data": {"text/markdown": shown, "text/plain": shown}, "metadata": {}},
+        )
+        if self.response is not None:
+            self.metrics.value = (
+                "<span style='color:var(--jp-ui-font-color2,#777);font-size:smaller'>"
+                f"{html.escape(metrics_line(self.response.metrics, running))}</span>"
+            )
+
+    def show_error(self, exc: BaseException) -> None:
+        msg = str(exc) if isinstance(exc, Phi3Error) else f"{type(exc).__name__}: {exc}"
+        self.error_text = msg
+        self.error.value = (
+            "<div style='color:var(--jp-error-color0,#c00);white-space:pre-wrap'>"
+            f"<b>Error:</b> {html.escape(msg)}</div>"
+        )
+
+
+class ChatWidget(widgets.VBox):
+    """A chat over a ChatSession. Display it in a notebook; or drive it from code:
+
+    >>> w = ChatWidget(llm)
+    >>> w.input.value = "What is the capital of France?"; w.send_button.click(); w.wait()
+    >>> w.turns[-1].text
+    """
+
+    #: idle | generating | stopping (observe it from code; the page shows it in the status line).
+    state = traitlets.Unicode(IDLE)
+
+    def __init__(
+        self,
+        llm_or_session: Any,
+        *,
+        system: Optional[str] = None,
+        max_new_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+        max_chars: Optional[int] = None,
+        paint_interval: float = 0.03,
+        height: str = "420px",
+    ):
+        super().__init__()
+        self.session = _as_session(llm_or_session, system)
+        backend = self.session.backend
+        opts = self.session.options
+        self.paint_interval = float(paint_interval)
+        context = int(backend.context_length)
+        self.max_chars = int(max_chars) if max_chars else _CHARS_PER_TOKEN * int(backend.max_prompt_tokens)
+        self.turns: list[Turn] = []
+        self._lock = threading.Lock()
+        self._worker: Optional[threading.Thread] = None
+        self._current: Optional[Turn] = None
+        self._stop_requested = False
+        self._clear_requested = False
+
+        # -- controls ------------------------------------------------------------------------
+        self.model_label = widgets.HTML(
+            f"<b>backend</b> {html.escape(backend.name)} · <b>device</b> {html.escape(str(backend.device))} · "
+            f"<b>precision</b> {html.escape(str(backend.precision))} · <b>model</b> {html.escape(backend.model.name)}"
+        )
+        self.system_prompt = widgets.Text(
+            value=self.session.system or "",
+            placeholder="System prompt (optional), e.g. You are a concise assistant.",
+            description="System",
+            layout=widgets.Layout(width="100%"),
+        )
+        self.temperature = widgets.BoundedFloatText(
+            value=opts.temperature if temperature is None else float(temperature),
+            min=0.0, max=2.0, step=0.1, description="Temperature",
+            layout=widgets.Layout(width="190px"),
+        )
+        self.max_new_tokens = widgets.BoundedIntText(
+            value=opts.max_new_tokens if max_new_tokens is None else int(max_new_tokens),
+            min=1, max=max(1, context - 1), step=32, description="Max tokens",
+            layout=widgets.Layout(width="190px"),
+        )
+        self.conversation = widgets.VBox(
+            layout=widgets.Layout(height=height, overflow_y="auto", border="1px solid var(--jp-border-color1,#ccc)", padding="4px")
+        )
+        self.input = widgets.Text(
+            placeholder="Ask something and press Enter",
+            layout=widgets.Layout(flex="1 1 auto", width="auto"),
+        )
+        self.send_button = widgets.Button(description="Send", button_style="primary", icon="paper-plane")
+        self.stop_button = widgets.Button(description="Stop", button_style="warning", icon="stop", disabled=True)
+        self.clear_button = widgets.Button(description="Clear", icon="trash")
+        self.status = widgets.HTML()
+        self.hint = widgets.HTML()
+
+        # Enter sends. ipywidgets 8 marks on_submit deprecated in favour of continuous_update=False,
+        # but that also "submits" when the box loses focus (clicking Send would send twice).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.input.on_submit(lambda _w: self.send())
+        self.send_button.on_click(lambda _b: self.send())
+        self.stop_button.on_click(lambda _b: self.stop())
+        self.clear_button.on_click(lambda _b: self.clear())
+        self.observe(self._on_state, names="state")
+
+        self.children = [
+            self.model_label,
+            self.system_prompt,
+            widgets.HBox([self.temperature, self.max_new_tokens]),
+            self.conversation,
+            widgets.HBox([self.input, self.send_button, self.stop_button, self.clear_button]),
+            widgets.HBox([self.status, self.hint]),
+        ]
+        self.add_class("phi3-chat")
+        self._on_state({"new": IDLE})
+
+    # -- actions -----------------------------------------------------------------------------
+    def send(self, text: Optional[str] = None) -> bool:
+        """Send the input box's text (or ``text``); returns False when nothing was sent, and says why."""
+        question = self.input.value if text is None else text
+        with self._lock:
+            if self.state != IDLE:
+                self._hint("Still answering: wait, or press Stop first.")
+                return False
+            if not question or not question.strip():
+                self._hint("Type a question first.")
+                return False
+            if len(question) > self.max_chars:
+                self._hint(
+                    f"The message has {len(question):,} characters; the limit is {self.max_chars:,} "
+                    f"(the model reads at most {self.session.backend.max_prompt_tokens:,} tokens). Shorten it."
+                )
+                return False
+            try:
+                self.session.system = self.system_prompt.value.strip() or None
+                response = self.session.ask(
+                    question, max_new_tokens=int(self.max_new_tokens.value), temperature=float(self.temperature.value)
+                )
+            except Phi3Error as exc:  # too long with the system prompt, bad option...: nothing started
+                self._hint(str(exc))
+                return False
+            turn = Turn(question)
+            turn.response = response
+            if response.notices:
+                turn.show_notices(response.notices)
+            self.turns.append(turn)
+            self.conversation.children = tuple(self.conversation.children) + (turn.box,)
+            self._current = turn
+            self._stop_requested = False
+            self._hint("")
+            if text is None:
+                self.input.value = ""
+            self.state = GENERATING
+            self._worker = threading.Thread(target=self._generate, args=(turn,), name="phi3-chat-widget", daemon=True)
+            self._worker.start()
+            return True
+
+    def stop(self) -> None:
+        """End the answer being generated (in the runtime); safe when idle."""
+        with self._lock:
+            if self.state == IDLE:
+                self._hint("Nothing to stop.")
+                return
+            self._stop_requested = True
+            self.state = STOPPING
+        self.session.stop()
+
+    def clear(self) -> None:
+        """Empty the conversation, the session's history and the runtime's cache; safe while generating."""
+        with self._lock:
+            if self.state != IDLE:
+                # Let the answer end first: it records its turn when it ends, and Clear must win.
+                self._clear_requested = True
+                self._stop_requested = True
+                self.state = STOPPING
+                busy = True
+            else:
+                busy = False
+        if busy:
+            self.session.stop()
+            return
+        self._clear_now()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the current answer has ended (for code and tests); True when idle."""
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+        return self.state == IDLE
+
+    # -- the background answer -----------------------------------------------------------------
+    def _generate(self, turn: Turn) -> None:
+        dirty = threading.Event()
+        finished = threading.Event()
+        painter = threading.Thread(target=self._paint_loop, args=(turn, dirty, finished), name="phi3-chat-painter", daemon=True)
+        painter.start()
+        try:
+            turn.paint(running=True)
+            for piece in turn.response:
+                turn.pieces.append(piece)
+                dirty.set()
+        except Exception as exc:  # shown in the chat, never lost
+            turn.show_error(exc)
+        finally:
+            finished.set()
+            dirty.set()
+            painter.join()
+            try:
+                turn.paint(running=False)
+            finally:
+                with self._lock:
+                    clear = self._clear_requested
+                    self._clear_requested = False
+                    self._current = None
+                    self.state = IDLE
+                if clear:
+                    self._clear_now()
+
+    def _paint_loop(self, turn: Turn, dirty: threading.Event, finished: threading.Event) -> None:
+        """Repaint the current answer when new text came, at most every ``paint_interval`` s."""
+        while True:
+            dirty.wait()
+            if finished.is_set():
+                return
+            dirty.clear()
+            try:
+                turn.paint(running=True)
+            except Exception as exc:  # a failed paint must not kill the answer; say so once
+                turn.show_error(exc)
+                return
+            time.sleep(self.paint_interval)
+
+    def _clear_now(self) -> None:
+        self.session.clear()
+        self.turns = []
+        self.conversation.children = ()
+        self._hint("Conversation cleared.")
+
+    # -- view state ------------------------------------------------------------------------------
+    def _hint(self, text: str) -> None:
+        self.hint.value = f"<i>{html.escape(text)}</i>" if text else ""
+
+    def _on_state(self, change) -> None:
+        state = change["new"]
+        busy = state != IDLE
+        for w in (self.input, self.send_button, self.system_prompt, self.temperature, self.max_new_tokens):
+            w.disabled = busy
+        self.stop_button.disabled = state != GENERATING
+        label = {IDLE: "ready", GENERATING: "generating…", STOPPING: "stopping…"}[state]
+        self.status.value = f"<span class='phi3-chat-state' data-state='{state}'>{label}</span>&nbsp;"
+
+    @property
+    def history(self) -> list[dict]:
+        """The session's history (user/assistant messages)."""
+        return self.session.history
+
+
+def chat_widget(llm_or_session: Any, **kw: Any) -> ChatWidget:
+    """A chat widget over a loaded model (``load(...)``) or a ChatSession; display it as a cell's last line.
+
+    Keywords: system, max_new_tokens, temperature, max_chars, paint_interval, height.
+    """
+    return ChatWidget(llm_or_session, **kw)
