@@ -16,6 +16,8 @@ BACKENDS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     # npu: OpenVINO GenAI on the NPU (CPU when there is none); path="classic" uses the archived
     # intel-npu-acceleration-library (Windows only), imported only when asked for.
     "npu": ("phi3_helpers.backends.npu", "NPUBackend", ("openvino_genai", "optimum.intel"), "pip install -r requirements.txt"),
+    # onnx: ONNX Runtime GenAI (DirectML on Windows with onnxruntime-genai-directml, else CPU/CUDA)
+    "onnx": ("phi3_helpers.backends.onnx", "OnnxGenAIBackend", ("onnxruntime_genai",), "pip install -r requirements.txt"),
 }
 
 

@@ -50,9 +50,11 @@ class Backend(abc.ABC):
     runtime: ClassVar[str] = ""
 
     def __init__(self, model: ModelSource | str | None = None, device: str | None = None, precision: str | None = None):
-        self.model = model if isinstance(model, ModelSource) else resolve_model(model)
+        # cheap checks first, so a typo fails before a slow model build or download
         self.precision = self._check_precision(precision)
         self.device = self._pick_device(device)
+        self.model = model if isinstance(model, ModelSource) else resolve_model(model)
+        self.prepared_folder: Path = self.model.folder  # what the runtime loads; exports set their own
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.model.folder))

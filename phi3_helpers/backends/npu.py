@@ -158,21 +158,15 @@ def npu_export_recipe(model: ModelSource, group_size: int = DEFAULT_GROUP_SIZE) 
     """int4, symmetric, ratio 1.0 (every layer 4-bit), group-wise (128) or channel-wise (-1).
 
     Layers whose width is not a multiple of the group (576 in the offline model) get an adjusted
-    group size (``--group-size-fallback adjust``), with a notice.
+    group size (``--group-size-fallback adjust``); the export says so when it runs.
     """
-    if group_size != -1 and (not isinstance(group_size, int) or group_size <= 0):
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or not (group_size == -1 or group_size > 0):
         raise InvalidOption(f"group_size must be a positive whole number or -1 for channel-wise (got {group_size!r}); try 128.")
     fallback = None
     if group_size != -1:
         c = model.config
-        odd = sorted({int(c["hidden_size"]), int(c["intermediate_size"])} - {0})
-        odd = [w for w in odd if w % group_size]
-        if odd:
+        if any(int(c[k]) % group_size for k in ("hidden_size", "intermediate_size")):
             fallback = "adjust"
-            notice(
-                f"{model.name}: layer width {odd[0]} is not a multiple of group size {group_size}; "
-                "NNCF adjusts the group for those layers (--group-size-fallback adjust)."
-            )
     variant = "npu" if group_size == DEFAULT_GROUP_SIZE else ("npu-cw" if group_size == -1 else f"npu-g{group_size}")
     return ExportRecipe("int4", "int4", bits=4, sym=True, group_size=group_size, ratio=1.0, group_size_fallback=fallback, variant=variant)
 
@@ -193,43 +187,74 @@ def _recorded_quantization(folder: Path) -> dict | None:
     return None
 
 
-def npu_export_problem(folder: Path) -> str | None:
-    """Why an OpenVINO export folder is not the NPU export (None when it is, or when unknown).
+def _weight_types(folder: Path) -> set[str]:
+    """Element types of the constants in an OpenVINO IR (``i4`` = symmetric 4-bit, ``u4`` = asymmetric)."""
+    import re
 
-    The NPU compiler wants every weight layer in symmetric 4-bit; an export made for the CPU
-    (fp16, int8, or int4 with ratio 0.6 / asymmetric) either fails to compile or runs slowly.
+    xml = Path(folder) / "openvino_model.xml"
+    if not xml.is_file():
+        return set()
+    return set(re.findall(r'element_type="([a-z0-9]+)"', xml.read_text(errors="replace")))
+
+
+def npu_export_problem(folder: Path) -> str | None:
+    """Why an OpenVINO export folder is not an NPU export (None when it is, or when it cannot tell).
+
+    The NPU wants every weight layer in symmetric 4-bit. An export made for the CPU (fp16, int8,
+    asymmetric int4, or int4 with ratio below 1.0 so that some layers stay 8-bit) fails to compile
+    for the NPU or runs slowly there. Checked twice: in the recorded recipe and in the IR itself.
     """
-    q = _recorded_quantization(folder)
-    if q is None:
-        return None
+    name = Path(folder).name
     fix = "re-export with --weight-format int4 --sym --ratio 1.0 --group-size 128 (load('npu') does this for you)"
-    bits = q.get("bits")
-    if bits != 4:
-        what = q.get("weight_format") or (f"int{bits}" if bits else "float")
-        return f"{Path(folder).name} holds {what} weights, but the NPU wants symmetric int4; {fix}."
-    if not q.get("sym", False):
-        return f"{Path(folder).name} holds asymmetric int4 weights, but the NPU wants symmetric ones; {fix}."
-    ratio = q.get("ratio", 1.0)
-    if ratio is not None and float(ratio) < 1.0:
-        return (
-            f"{Path(folder).name} keeps {100 - float(ratio) * 100:.0f}% of its layers in 8-bit (ratio {ratio}), "
-            f"an export made for the CPU; {fix}."
-        )
+    q = _recorded_quantization(folder)
+    if q is not None:
+        bits = q.get("bits")
+        if bits != 4:
+            what = q.get("weight_format") or (f"int{bits}" if bits else "float")
+            return f"{name} holds {what} weights, but the NPU wants symmetric int4; {fix}."
+        if not q.get("sym", False):
+            return f"{name} holds asymmetric int4 weights, but the NPU wants symmetric ones; {fix}."
+        ratio = q.get("ratio", 1.0)
+        if ratio is not None and float(ratio) < 1.0:
+            return (
+                f"{name} keeps {100 - float(ratio) * 100:.0f}% of its layers in 8-bit (ratio {ratio}), "
+                f"an export made for the CPU; {fix}."
+            )
+    types = _weight_types(folder)
+    if types:
+        if "u4" in types:
+            return f"{name} holds asymmetric 4-bit weights (u4), but the NPU wants symmetric ones; {fix}."
+        if not types & {"i4", "nf4"}:
+            return (
+                f"{name} holds no 4-bit weights at all (its export did not compress them); delete {folder} "
+                "and export again with --weight-format int4 --sym --ratio 1.0."
+            )
     return None
 
 
+def _same_recipe(folder: Path, recipe: ExportRecipe) -> bool:
+    q = _recorded_quantization(folder) or {}
+    want = recipe.quantization_config() or {}
+    return all(q.get(k) == v for k, v in want.items())
+
+
 def export_for_npu(model: ModelSource, group_size: int = DEFAULT_GROUP_SIZE, progress=notice) -> Path:
-    """The NPU export of ``model`` (cached per model; rebuilt when the cached one is not NPU-ready)."""
+    """The NPU export of ``model``, cached per model and group size.
+
+    A cached folder made with other settings is rebuilt; a folder whose IR is not NPU-ready
+    gets a one-line notice (an NPU would refuse or run it slowly; a CPU still runs it).
+    """
     recipe = npu_export_recipe(model, group_size)
     folder = export_folder(model, recipe.precision, recipe.variant)
-    force = False
-    if is_complete_export(folder):
-        problem = npu_export_problem(folder)
-        if problem is None:
-            return folder
-        progress(f"{problem} Re-exporting.")
-        force = True
-    return export_openvino(model, recipe.precision, recipe=recipe, force=force, progress=progress)
+    complete = is_complete_export(folder)
+    if complete and not _same_recipe(folder, recipe):
+        progress(f"{folder.name} was exported with other settings; re-exporting for the NPU.")
+    if not complete or not _same_recipe(folder, recipe):
+        folder = export_openvino(model, recipe.precision, recipe=recipe, force=complete, progress=progress)
+    problem = npu_export_problem(folder)
+    if problem:
+        progress(problem)
+    return folder
 
 
 def npu_export_command(model: ModelSource, group_size: int = DEFAULT_GROUP_SIZE) -> str:
@@ -339,7 +364,7 @@ class NPUBackend(OpenVINOGenAIBackend):
                 "or leave the device unset to run on the CPU."
             )
         self.fallback = True
-        notice(f"No NPU here ({self.npu.absent_reason()}): the npu backend runs the same OpenVINO GenAI pipeline on CPU.")
+        notice(f"No NPU on this machine: {self.npu.absent_reason()}. The npu backend runs the same OpenVINO GenAI pipeline on CPU.")
         return "CPU"
 
     def _pick_classic_device(self, want: str) -> str:

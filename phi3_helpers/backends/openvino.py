@@ -115,31 +115,36 @@ def export_openvino(model: ModelSource, precision: str = "int4", recipe: ExportR
     out = export_folder(model, recipe.precision, recipe.variant)
     if is_complete_export(out) and not force:
         return out
-    from optimum.exporters.openvino import main_export
-    from optimum.intel import OVConfig, OVWeightQuantizationConfig
+    from optimum.exporters.openvino.convert import export_tokenizer
+    from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
+    from transformers import AutoTokenizer
 
     progress(f"Exporting {model.name} to OpenVINO {recipe.precision} (once; cached in {out}) ...")
     progress("Same as: " + export_command(model, recipe, out))
+    q = recipe.quantization_config()
     if recipe.group_size_fallback:
         odd = sorted(w for w in _layer_widths(model) if w % (recipe.group_size or 1))
         progress(
             f"Layer width {odd[0] if odd else '?'} is not a multiple of the int4 group size {recipe.group_size}: "
             "NNCF adjusts the group size for those layers (--group-size-fallback adjust)."
         )
-    q = recipe.quantization_config()
-    if q is not None:
-        ov_config = OVConfig(quantization_config=OVWeightQuantizationConfig(**q))
-    else:
-        ov_config = OVConfig(dtype=recipe.weight_format)
     with atomic_folder(out) as tmp:
-        main_export(
-            model_name_or_path=str(model.folder),
-            output=tmp,
-            task="text-generation-with-past",
-            ov_config=ov_config,
-            convert_tokenizer=True,
+        # The Python API of the classic tutorial: export while loading, quantize weights with NNCF.
+        ov_model = OVModelForCausalLM.from_pretrained(
+            str(model.folder),
+            export=True,
+            compile=False,
+            load_in_8bit=False,  # no automatic int8 for >1B models: the recipe decides
+            quantization_config=OVWeightQuantizationConfig(**q) if q else None,
             local_files_only=True,
         )
+        if recipe.weight_format == "fp16":
+            ov_model.half()  # weights stored as fp16
+        ov_model.save_pretrained(tmp)
+        del ov_model
+        tokenizer = AutoTokenizer.from_pretrained(str(model.folder))
+        tokenizer.save_pretrained(tmp)
+        export_tokenizer(tokenizer, tmp)  # openvino_tokenizer.xml / openvino_detokenizer.xml for GenAI
         (tmp / "phi3_helpers_export.json").write_text(
             json.dumps({"model": model.name, "precision": recipe.precision, "variant": recipe.variant, "quantization": q, "command": export_command(model, recipe, out)}, indent=2)
         )
@@ -235,6 +240,7 @@ class _OpenVINOBase(Backend):
     def _export(self) -> Path:
         self.ov_folder = export_openvino(self.model, self.precision, recipe=export_recipe(self.model, self.precision, self.export_variant) if self.export_variant else None)
         check_export_folder(self.ov_folder)
+        self.prepared_folder = self.ov_folder
         return self.ov_folder
 
     def _config(self) -> dict:

@@ -77,6 +77,9 @@ class Turn:
         self.metrics = widgets.HTML("")
         self.error = widgets.HTML("")
         self.box = widgets.VBox([self.user, self.notices, self.answer, self.error, self.metrics])
+        self.box.add_class("phi3-chat-turn")
+        self.answer.add_class("phi3-chat-answer")
+        self.metrics.add_class("phi3-chat-metrics")
         self.pieces: list[str] = []
         self.response: Optional[Response] = None
         self.error_text = ""
@@ -201,7 +204,15 @@ class ChatWidget(widgets.VBox):
             widgets.HBox([self.input, self.send_button, self.stop_button, self.clear_button]),
             widgets.HBox([self.status, self.hint]),
         ]
+        # stable names for the page (and the browser test)
         self.add_class("phi3-chat")
+        for w, name in (
+            (self.conversation, "phi3-chat-conversation"), (self.input, "phi3-chat-input"),
+            (self.send_button, "phi3-chat-send"), (self.stop_button, "phi3-chat-stop"),
+            (self.clear_button, "phi3-chat-clear"), (self.max_new_tokens, "phi3-chat-max-new-tokens"),
+            (self.temperature, "phi3-chat-temperature"), (self.system_prompt, "phi3-chat-system"),
+        ):
+            w.add_class(name)
         self._on_state({"new": IDLE})
 
     # -- actions -----------------------------------------------------------------------------

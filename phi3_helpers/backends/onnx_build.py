@@ -1,0 +1,202 @@
+"""Model folders for ONNX Runtime GenAI: built with its model builder, or Microsoft's prebuilt one.
+
+A GenAI folder holds ``model.onnx`` (+ ``model.onnx.data``), ``genai_config.json`` (the model's
+shape, its search defaults and the execution provider it was built for) and the tokenizer.
+It is built once per model, precision and target provider, into
+``<cache>/onnx/<model>-<precision>-<target>``, atomically (an interrupted build leaves nothing
+a later run could mistake for a good folder).
+
+The builder runs in a child process (``python -m onnxruntime_genai.models.builder``), because:
+it loads the whole model with PyTorch (many GB for Phi-3-mini), and that memory goes back to the
+system the moment the child ends instead of staying in a notebook kernel; its verbose output goes
+to a log file, shown only when it fails; and Ctrl-C or a kernel interrupt ends it cleanly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..errors import BuildInterrupted, ModelFolderError, Phi3Error, UnknownPrecision
+from ..models import KNOWN_MODELS, PHI3_MINI, ModelSource, notice
+from ..models.cache import atomic_folder, cache_root, folder_size
+
+#: Precisions the builder supports per target provider (its own list of valid combinations).
+PRECISIONS_BY_TARGET: dict[str, tuple[str, ...]] = {
+    "cpu": ("int4", "fp32"),
+    "dml": ("int4", "fp16"),
+    "cuda": ("int4", "fp16", "fp32"),
+}
+TARGET_NAMES = {"cpu": "CPU", "dml": "DirectML", "cuda": "CUDA"}
+BUILD_RECORD = "phi3_helpers_build.json"
+
+#: Microsoft's prebuilt Phi-3-mini for DirectML (int4, AWQ): only this subfolder is downloaded.
+PREBUILT_REPO = "microsoft/Phi-3-mini-4k-instruct-onnx"
+PREBUILT_DML_INT4 = "directml/directml-int4-awq-block-128"
+
+
+def check_combination(precision: str, target: str) -> None:
+    """Refuse a precision the builder cannot make for that provider, naming the ones it can."""
+    ok = PRECISIONS_BY_TARGET.get(target, ())
+    if precision not in ok:
+        alt = [t for t, ps in PRECISIONS_BY_TARGET.items() if precision in ps]
+        raise UnknownPrecision(
+            f"ONNX Runtime GenAI builds {precision} models for {', '.join(TARGET_NAMES[t] for t in alt) or 'no provider'}, "
+            f"not for {TARGET_NAMES.get(target, target)}; on {TARGET_NAMES.get(target, target)} use precision "
+            f"{' or '.join(ok)}, or pick another device."
+        )
+
+
+def onnx_folder(model: ModelSource, precision: str, target: str) -> Path:
+    """Where the GenAI folder for this model, precision and target lives in the cache."""
+    name = model.name
+    if name not in KNOWN_MODELS:  # a user's folder: keep two folders with the same name apart
+        name += "-" + hashlib.sha1(str(model.folder).encode()).hexdigest()[:8]
+    return cache_root() / "onnx" / f"{name}-{precision}-{target}"
+
+
+def builder_command(source: Path | str, out: Path | str, precision: str, target: str, cache: Path | str = "cache") -> list[str]:
+    """The model-builder command line (also shown to learners)."""
+    return [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out), "-p", precision, "-e", target, "-c", str(cache)]
+
+
+def build_onnx_model(model: ModelSource, precision: str = "int4", target: str = "cpu", rebuild: bool = False, progress=notice) -> Path:
+    """Build (once) the GenAI folder of ``model`` for ``precision`` on ``target``; returns it."""
+    check_combination(precision, target)
+    out = onnx_folder(model, precision, target)
+    if out.is_dir() and not rebuild:
+        check_onnx_folder(out)
+        return out
+    show = shlex.join(["python"] + builder_command(model.folder, out, precision, target)[1:])
+    progress(f"Building {model.name} for ONNX Runtime GenAI, {precision} for {TARGET_NAMES[target]} (once; cached in {out}) ...")
+    progress("Same as: " + show)
+    t0 = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_folder(out) as tmp, tempfile.TemporaryDirectory(prefix=".builder-cache-", dir=out.parent) as scratch:
+        log = Path(scratch) / "builder.log"
+        cmd = builder_command(model.folder, tmp, precision, target, Path(scratch) / "cache")
+        _run_builder(cmd, log)
+        if not (tmp / "genai_config.json").is_file():
+            raise Phi3Error(f"the ONNX model builder wrote no genai_config.json; see its log: {_tail(log)}")
+        record = {"model": model.name, "source": str(model.folder), "precision": precision, "target": target, "command": show}
+        try:
+            import importlib.metadata as md
+
+            record["onnxruntime_genai"] = md.version("onnxruntime-genai")
+        except Exception:  # the DirectML/CUDA builds have other package names; the record is informative only
+            pass
+        (tmp / BUILD_RECORD).write_text(json.dumps(record, indent=2))
+    progress(f"Built in {time.perf_counter() - t0:.0f} s: {folder_size(out) / 2**20:.0f} MiB in {out}")
+    return out
+
+
+def _run_builder(cmd: list[str], log: Path) -> None:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        try:
+            rc = proc.wait()
+        except BaseException:  # Ctrl-C or a kernel interrupt: end the child too
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise BuildInterrupted("the ONNX model build was interrupted; nothing was kept - run it again to rebuild.") from None
+    if rc != 0:
+        raise Phi3Error(f"the ONNX model builder failed (exit code {rc}): {_tail(log)}")
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    try:
+        text = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"
+
+
+def fetch_prebuilt_phi3_dml(progress=notice) -> Path:
+    """Microsoft's prebuilt Phi-3-mini DirectML int4 folder; downloads only that subfolder (~2 GB).
+
+    Used only for phi3-mini, int4, DirectML; needs the Hugging Face hub.
+    """
+    from huggingface_hub import snapshot_download
+
+    progress(f"Fetching the prebuilt {PREBUILT_REPO}/{PREBUILT_DML_INT4} (only that folder, about 2 GB) ...")
+    try:
+        root = snapshot_download(PREBUILT_REPO, allow_patterns=[f"{PREBUILT_DML_INT4}/*"])
+    except Exception as exc:
+        raise ModelFolderError(
+            f"could not download {PREBUILT_REPO}/{PREBUILT_DML_INT4} ({type(exc).__name__}); check the network, "
+            "or pass prebuilt=False to build the model yourself."
+        ) from None
+    folder = Path(root) / PREBUILT_DML_INT4
+    check_onnx_folder(folder)
+    return folder
+
+
+# -- reading a GenAI folder ---------------------------------------------------------------------
+def is_onnx_folder(path: Path | str) -> bool:
+    """True for a folder that looks like a GenAI model (genai_config.json or an .onnx file)."""
+    p = Path(path)
+    return p.is_dir() and ((p / "genai_config.json").is_file() or any(p.glob("*.onnx")))
+
+
+def check_onnx_folder(folder: Path | str) -> dict:
+    """Read genai_config.json; refuse a folder that lacks it or the model file it names."""
+    folder = Path(folder)
+    fix = (
+        "delete the folder and build it again (python -m phi3_helpers prepare --backend onnx)"
+        if cache_root() in folder.resolve().parents
+        else "point at a complete ONNX Runtime GenAI folder, or at a Hugging Face folder to build one"
+    )
+    cfg_file = folder / "genai_config.json"
+    if not cfg_file.is_file():
+        raise ModelFolderError(f"{folder} has no genai_config.json, so ONNX Runtime GenAI cannot load it; {fix}.")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+        decoder = cfg["model"]["decoder"]
+    except (ValueError, KeyError, TypeError):
+        raise ModelFolderError(f"genai_config.json in {folder} is not a valid GenAI config; {fix}.") from None
+    fname = decoder.get("filename", "model.onnx")
+    if not (folder / fname).is_file():
+        raise ModelFolderError(f"{folder} has no {fname} (named in its genai_config.json); {fix}.")
+    return cfg
+
+
+def built_for(cfg: dict) -> str:
+    """The execution provider a GenAI folder was built for ('cpu' when it names none)."""
+    opts = cfg.get("model", {}).get("decoder", {}).get("session_options", {}).get("provider_options", [])
+    for entry in opts or []:
+        for key in entry:
+            return str(key).lower()
+    return "cpu"
+
+
+def build_record(folder: Path | str) -> dict:
+    f = Path(folder) / BUILD_RECORD
+    try:
+        return json.loads(f.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+__all__ = [
+    "PRECISIONS_BY_TARGET",
+    "build_onnx_model",
+    "builder_command",
+    "check_combination",
+    "check_onnx_folder",
+    "built_for",
+    "fetch_prebuilt_phi3_dml",
+    "is_onnx_folder",
+    "onnx_folder",
+    "PHI3_MINI",
+]

@@ -1,0 +1,347 @@
+"""Benchmark every backend available here: ``python -m phi3_helpers bench [--quick]``.
+
+For each backend x precision x device: load time, time to first token (TTFT) and ms per output
+token at a short (~32 tokens) and a long (~1,000 tokens, or the model's limit) prompt, tokens/s,
+peak memory and size on disk; a warm-up run, then the median (and min/max) of several runs.
+In the same run, each backend is compared with its runtime driven through its own API (the raw
+loops in ``raw.py``): the ratio helper / raw of ms per token is the helper's overhead.
+
+Each configuration runs in a fresh process (``worker.py``), so peak memory and runtime thread
+pools never mix. Writes ``bench.json`` and ``bench.png`` into ``--output``.
+
+Greedy decoding with the model's end-of-text token honoured, on both sides: prompts ask for long
+answers, so runs normally produce exactly ``--tokens`` tokens; when one stops earlier, the tokens
+actually produced are reported and ms per token is computed over them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib.metadata as md
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .report import markdown_table, plot, summary_lines
+
+EXIT_BAD_INPUT = 2
+DEFAULT_OUTPUT = "bench-results"
+
+
+@dataclass(frozen=True)
+class Settings:
+    runs: int
+    warmup: int
+    max_new_tokens: int
+    long_tokens: int
+    overhead_pairs: int
+    timeout_s: float
+
+
+QUICK = Settings(runs=2, warmup=1, max_new_tokens=32, long_tokens=1000, overhead_pairs=4, timeout_s=180)
+FULL = Settings(runs=5, warmup=1, max_new_tokens=128, long_tokens=1000, overhead_pairs=8, timeout_s=1800)
+
+
+@dataclass(frozen=True)
+class Config:
+    backend: str
+    precision: str
+    device: str | None  # None: the backend chooses (npu: the NPU, else the CPU)
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.precision} {self.device or 'auto'}"
+
+
+class BadInput(Exception):
+    """Refused command-line input; the message names the fix."""
+
+
+# -- what to measure ----------------------------------------------------------------------------
+def backend_devices(name: str) -> list[str | None]:
+    """Devices worth measuring for a backend on this machine."""
+    if name == "transformers":
+        return ["CPU"]
+    if name in {"openvino", "openvino-optimum"}:
+        from ..backends.openvino import available_devices
+
+        found = available_devices()
+        # The NPU wants its own export and settings: the npu backend measures it.
+        return [d for d in ("CPU", "GPU") if any(f.split(".", 1)[0] == d for f in found)] or ["CPU"]
+    if name == "npu":
+        from ..backends.npu import detect_npu
+
+        return ["NPU" if detect_npu().present else "CPU"]
+    if name == "onnx":
+        from ..backends.onnx import choose_provider, installed_packages
+
+        return [choose_provider(None, installed_packages()).provider.upper()]
+    return [None]
+
+
+def plan(
+    backends: Sequence[str] | None,
+    precisions: Sequence[str] | None,
+    devices: Sequence[str] | None,
+    quick: bool,
+) -> tuple[list[Config], list[dict]]:
+    """The configurations to measure, and the skipped ones with their reasons."""
+    from ..backends import BACKENDS, available_backends, backend_class
+
+    status = available_backends()
+    if backends:
+        unknown = [b for b in backends if b not in BACKENDS]
+        if unknown:
+            raise BadInput(f"unknown backend {unknown[0]!r}; use one or more of {', '.join(BACKENDS)} (comma-separated).")
+        missing = [b for b in backends if status[b]]
+        if missing:
+            raise BadInput(f"backend {missing[0]!r} is not usable here: {status[missing[0]]}")
+        names = list(dict.fromkeys(backends))
+    else:
+        names = [b for b in BACKENDS if not status[b]]
+    skipped = [{"backend": b, "status": "skipped", "reason": status[b]} for b in BACKENDS if b not in names and status[b]]
+
+    wanted_devices = {d.upper() for d in devices} if devices else None
+    if wanted_devices:
+        bad = sorted(d for d in wanted_devices if d not in {"CPU", "GPU", "NPU", "DML", "CUDA"})
+        if bad:
+            raise BadInput(f"unknown device {bad[0]!r}; use CPU, GPU, NPU (or DML/CUDA for onnx), comma-separated.")
+    all_precisions = set()
+    configs: list[Config] = []
+    for name in names:
+        cls = backend_class(name)
+        all_precisions.update(cls.precisions)
+        if precisions:
+            chosen = [p for p in cls.precisions if p in precisions]
+        elif quick and name != "openvino":
+            chosen = [cls.precisions[0]]  # quick: every precision of openvino, the default of the others
+        else:
+            chosen = list(cls.precisions)
+        if not chosen:
+            skipped.append({"backend": name, "status": "skipped", "reason": f"none of the precisions asked for; it has {', '.join(cls.precisions)}"})
+            continue
+        for device in backend_devices(name):
+            if wanted_devices and (device or "AUTO") not in wanted_devices:
+                skipped.append({"backend": name, "device": device, "status": "skipped", "reason": "device not asked for"})
+                continue
+            configs.extend(Config(name, p, device) for p in chosen)
+    if precisions:
+        bad = [p for p in precisions if p not in all_precisions]
+        if bad:
+            raise BadInput(f"unknown precision {bad[0]!r}; the backends here take {', '.join(sorted(all_precisions))}.")
+    if not configs:
+        raise BadInput("nothing to measure with these choices; run `python -m phi3_helpers devices` to see what is available.")
+    return configs, skipped
+
+
+# -- exports are built before timing ------------------------------------------------------------
+def export_ready(cfg: Config, model) -> bool | None:
+    """True/False when the export this config loads is (not) cached; None when it needs none."""
+    if cfg.backend in {"openvino", "openvino-optimum"}:
+        from ..backends.openvino import export_folder, is_complete_export
+
+        return is_complete_export(export_folder(model, cfg.precision))
+    if cfg.backend == "npu":
+        from ..backends.npu import DEFAULT_GROUP_SIZE, npu_export_recipe
+        from ..backends.openvino import export_folder, is_complete_export
+
+        recipe = npu_export_recipe(model, DEFAULT_GROUP_SIZE)
+        return is_complete_export(export_folder(model, recipe.precision, recipe.variant))
+    if cfg.backend == "onnx":
+        from ..backends.onnx_build import onnx_folder
+
+        target = (cfg.device or "CPU").lower()
+        return (onnx_folder(model, cfg.precision, target) / "genai_config.json").is_file()
+    return None
+
+
+def prepare(cfg: Config, model_arg: str | None, timeout: float) -> float:
+    """Build the export in its own process (not part of any timing); returns the seconds it took."""
+    cmd = [sys.executable, "-m", "phi3_helpers", "prepare", "--backend", cfg.backend, "--precision", cfg.precision]
+    if cfg.device:
+        cmd += ["--device", cfg.device]
+    if model_arg:
+        cmd += ["--model", model_arg]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"export failed: {tail}")
+    return time.perf_counter() - t0
+
+
+# -- running ------------------------------------------------------------------------------------
+def run_config(cfg: Config, model_arg: str | None, settings: Settings, workdir: Path) -> dict:
+    """Measure one configuration in a fresh Python process."""
+    spec = {**asdict(cfg), **asdict(settings), "model": model_arg}
+    base = workdir / cfg.label.replace(" ", "_")
+    spec_file, out_file, log_file = base.with_suffix(".spec.json"), base.with_suffix(".json"), base.with_suffix(".log")
+    spec_file.write_text(json.dumps(spec))
+    t0 = time.perf_counter()
+    try:
+        with log_file.open("w") as log:
+            subprocess.run(
+                [sys.executable, "-m", "phi3_helpers.bench.worker", str(spec_file), str(out_file)],
+                stdout=log, stderr=subprocess.STDOUT, timeout=settings.timeout_s, check=False,
+            )
+    except subprocess.TimeoutExpired:
+        return {**asdict(cfg), "status": "error", "reason": f"timed out after {settings.timeout_s:.0f} s (log: {log_file})"}
+    if not out_file.is_file():
+        tail = (log_file.read_text(errors="replace").strip().splitlines() or ["(no output)"])[-1]
+        return {**asdict(cfg), "status": "error", "reason": f"the worker died: {tail[:300]}"}
+    result = json.loads(out_file.read_text())
+    result["wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("torch", "transformers", "openvino", "openvino-genai", "optimum-intel", "onnxruntime", "onnxruntime-genai", "onnxruntime-genai-directml"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(), "versions": versions}
+
+
+def _load_avg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def run(
+    backends=None, precisions=None, devices=None, quick: bool = False, runs: int | None = None, tokens: int | None = None,
+    long_tokens: int | None = None, pairs: int | None = None, output: str | os.PathLike = DEFAULT_OUTPUT, model: str | None = None,
+    progress=None,
+) -> dict:
+    """Run the benchmark and write bench.json + bench.png into ``output``; returns the results."""
+    progress = progress or (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
+    base = QUICK if quick else FULL
+    settings = Settings(
+        runs=runs or base.runs, warmup=base.warmup, max_new_tokens=tokens or base.max_new_tokens,
+        long_tokens=long_tokens or base.long_tokens, overhead_pairs=pairs or base.overhead_pairs, timeout_s=base.timeout_s,
+    )
+    configs, skipped = plan(backends, precisions, devices, quick)
+    from ..models import resolve_model
+
+    source = resolve_model(model)
+    model_arg = model if model is not None else source.name
+    out_dir = Path(output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = _dt.datetime.now(_dt.timezone.utc)
+    exports = []
+    for cfg in configs:  # exports first, outside every timing
+        if export_ready(cfg, source) is False:
+            progress(f"building the export for {cfg.label} first (once; not part of the timing) ...")
+            exports.append({"config": cfg.label, "seconds": prepare(cfg, model_arg, 3600)})
+    results = []
+    load_before = _load_avg()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="phi3-bench-") as tmp:
+        for i, cfg in enumerate(configs, 1):
+            progress(f"[{i}/{len(configs)}] {cfg.label} ...")
+            res = run_config(cfg, model_arg, settings, Path(tmp))
+            line = summary_lines([res])[0]
+            progress(f"[{i}/{len(configs)}] {line}")
+            results.append(res)
+    doc = {
+        "started": started.isoformat(timespec="seconds"),
+        "duration_s": time.perf_counter() - t0,
+        "quick": quick,
+        "model": source.name,
+        "settings": asdict(settings),
+        "machine": {**machine(), "load_avg_before": load_before, "load_avg_after": _load_avg()},
+        "exports_built_first": exports,
+        "results": results,
+        "skipped": skipped,
+        "notes": NOTES,
+    }
+    (out_dir / "bench.json").write_text(json.dumps(doc, indent=2))
+    plot(doc, out_dir / "bench.png")
+    return doc
+
+
+NOTES = {
+    "ttft_ms": "time from the start of generation to the first token (prefill of the prompt + one decode step); tokenization excluded",
+    "ms_per_token": "decode time per token after the first: (time of last token - time of first) / (tokens - 1)",
+    "tokens_per_s": "1000 / median ms_per_token (decode speed)",
+    "peak_rss_mb": "peak resident memory (VmHWM) of the process after the helper's runs, before the raw loop loads; MiB",
+    "size_on_disk_mb": "size of the folder the runtime loads (weights + configs + tokenizer files); MiB",
+    "load_s": "phi3_helpers.load() in a fresh process: imports, tokenizer, model load and compile (compiled-model cache warm after the first run); exports are built beforehand and not included",
+    "overhead.ratio": "median helper ms/token / median raw-API ms/token, runs interleaved; 1.00 = no overhead",
+    "overhead.cpu_ratio": "same with process CPU time per token (less sensitive to other jobs on the machine)",
+}
+
+
+# -- command line -------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see: python -m phi3_helpers bench --help)\n")
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip().lower() for t in text.split(",") if t.strip()]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="phi3_helpers bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer configurations, runs and tokens (under 2 minutes with exports cached)")
+    p.add_argument("--backends", type=_csv, default=None, help="comma-separated, e.g. openvino,transformers (default: every available one)")
+    p.add_argument("--precisions", type=_csv, default=None, help="comma-separated, e.g. int4,fp16 (default: all; --quick: all for openvino, the default for others)")
+    p.add_argument("--devices", type=_csv, default=None, help="comma-separated, e.g. CPU,GPU (default: every device found)")
+    p.add_argument("--runs", type=_positive_int, default=None, help=f"timed runs per prompt length (default {FULL.runs}; --quick {QUICK.runs})")
+    p.add_argument("--tokens", type=_positive_int, default=None, help=f"new tokens per run (default {FULL.max_new_tokens}; --quick {QUICK.max_new_tokens})")
+    p.add_argument("--long-tokens", type=_positive_int, default=None, help="target length of the long prompt (default 1000, capped by the model)")
+    p.add_argument("--pairs", type=_positive_int, default=None, help=f"helper/raw run pairs for the overhead (default {FULL.overhead_pairs}; --quick {QUICK.overhead_pairs})")
+    p.add_argument("--output", default=DEFAULT_OUTPUT, help=f"folder for bench.json and bench.png (default ./{DEFAULT_OUTPUT})")
+    p.add_argument("--model", default=None, help="phi3-mini, smollm2-135m-phi3 or a folder (default: $PHI3_MODEL, else as load() chooses)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import Phi3Error
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        doc = run(
+            backends=args.backends, precisions=args.precisions, devices=args.devices, quick=args.quick, runs=args.runs,
+            tokens=args.tokens, long_tokens=args.long_tokens, pairs=args.pairs, output=args.output, model=args.model,
+        )
+    except (BadInput, Phi3Error) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(markdown_table(doc))
+    out = Path(args.output)
+    print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'} in {doc['duration_s']:.0f} s", file=sys.stderr)
+    return 0 if all(r.get("status") == "ok" for r in doc["results"]) else 1
+
+
+__all__ = ["main", "run", "plan", "Config", "Settings", "markdown_table", "plot"]

@@ -1,0 +1,132 @@
+"""Model resolution and the offline model: an exact Phi-3 conversion with a correct tokenizer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from phi3_helpers.errors import ModelFolderError, UnknownModel
+from phi3_helpers.models import check_model_folder, resolve_model
+from phi3_helpers.models.cache import atomic_folder
+
+
+def test_converted_phi3_logits_equal_the_source_llama_logits(offline_model):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from phi3_helpers.models.offline import load_source_llama
+
+    phi3 = AutoModelForCausalLM.from_pretrained(str(offline_model.folder))
+    assert type(phi3).__name__ == "Phi3ForCausalLM"
+    assert phi3.model.layers[0].self_attn.qkv_proj.weight.shape == (576 + 2 * 192, 576)
+    llama = load_source_llama()
+    tok = AutoTokenizer.from_pretrained(str(offline_model.folder))
+    text = tok.apply_chat_template([{"role": "user", "content": "Explain rope scaling in 3 words."}], tokenize=False, add_generation_prompt=True)
+    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        a, b = phi3(ids).logits, llama(ids).logits
+    assert a.shape == b.shape and torch.max(torch.abs(a - b)).item() < 1e-4
+
+
+def test_offline_tokenizer_is_the_models_own(offline_model):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(offline_model.folder))
+    assert len(tok) == offline_model.config["vocab_size"] == 49152  # no extra tokens past the embedding
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id) == (1, 2, 2, 0)
+    ids = tok("Hello 2024", add_special_tokens=True)["input_ids"]
+    assert ids[0] != tok.bos_token_id  # no bos prepended
+    assert tok.convert_ids_to_tokens(ids)[-4:] == ["2", "0", "2", "4"]  # digits split one by one
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    assert "<|im_start|>user\nHi<|im_end|>" in prompt and prompt.endswith("<|im_start|>assistant\n")
+    assert "<|user|>" not in prompt  # ChatML, not Phi-3 tags: always the tokenizer's own template
+
+
+def test_interrupted_offline_build_leaves_no_folder(monkeypatch, tmp_path):
+    from phi3_helpers.models import offline
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(offline, "load_source_llama", interrupt)
+    target = tmp_path / "hf" / "smollm2-135m-phi3"
+    with pytest.raises(KeyboardInterrupt):
+        offline.build_offline_model(target, progress=lambda *_: None)
+    assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+def test_atomic_folder_removes_leftovers_of_an_earlier_crash(tmp_path):
+    final = tmp_path / "model"
+    stale = tmp_path / ".model.partial-abc"
+    stale.mkdir()
+    (stale / "junk").write_text("x")
+    with atomic_folder(final) as tmp:
+        (tmp / "ok").write_text("y")
+    assert (final / "ok").read_text() == "y" and not stale.exists()
+
+
+def test_default_model_offline_is_the_small_one_with_a_notice(offline_model, monkeypatch, capsys):
+    monkeypatch.delenv("PHI3_MODEL", raising=False)
+    m = resolve_model()
+    assert m.name == "smollm2-135m-phi3" and m.folder == offline_model.folder
+    err = capsys.readouterr().err
+    assert "HF_HUB_OFFLINE" in err and "offline model" in err and err.count("\n") == 1
+
+
+def test_model_chosen_by_environment_variable(offline_model, monkeypatch):
+    monkeypatch.setenv("PHI3_MODEL", str(offline_model.folder))
+    assert resolve_model().folder == offline_model.folder
+
+
+def test_unknown_model_name_is_refused():
+    with pytest.raises(UnknownModel, match="phi3-mini, smollm2-135m-phi3"):
+        resolve_model("phi-42")
+
+
+def test_phi3_mini_offline_says_how_to_fall_back():
+    with pytest.raises(ModelFolderError, match="PHI3_MODEL=smollm2-135m-phi3"):
+        resolve_model("phi3-mini")
+
+
+def _small_folder(tmp_path, offline_model):
+    from safetensors.numpy import save_file
+
+    d = tmp_path / "m"
+    d.mkdir()
+    for f in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(offline_model.folder / f, d / f)
+    save_file({"w": np.ones((64, 64), np.float32)}, str(d / "model.safetensors"))
+    return d
+
+
+@pytest.mark.parametrize("damage, word", [
+    ("missing", "does not exist"),
+    ("no-config", "config.json"),
+    ("bad-config", "not valid JSON"),
+    ("no-tokenizer", "tokenizer"),
+    ("no-weights", "safetensors"),
+    ("truncated", "truncated"),
+])
+def test_missing_or_corrupt_model_folders_are_refused_with_the_fix(tmp_path, offline_model, damage, word):
+    d = _small_folder(tmp_path, offline_model)
+    check_model_folder(d)  # intact: accepted
+    if damage == "missing":
+        shutil.rmtree(d)
+    elif damage == "no-config":
+        (d / "config.json").unlink()
+    elif damage == "bad-config":
+        (d / "config.json").write_text("{ nope")
+    elif damage == "no-tokenizer":
+        (d / "tokenizer.json").unlink()
+    elif damage == "no-weights":
+        (d / "model.safetensors").unlink()
+    elif damage == "truncated":
+        w = d / "model.safetensors"
+        w.write_bytes(w.read_bytes()[:-100])
+    with pytest.raises(ModelFolderError) as err:
+        resolve_model(str(d))
+    msg = str(err.value)
+    assert word in msg and "\n" not in msg and ("rebuild" in msg or "delete" in msg)

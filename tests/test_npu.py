@@ -1,0 +1,224 @@
+"""The npu backend's maintained path (OpenVINO GenAI), NPU detection and the NPU export.
+
+This machine has no NPU: the backend runs the same pipeline on the CPU, which is what these tests
+exercise end to end. Detection is tested by feeding ``read_npu_info`` what OpenVINO reports on
+machines with and without an NPU (the "present" values are those OpenVINO prints for a Core
+Ultra 7 155H's NPU).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+FRANCE = "What is the capital of France?"
+from phi3_helpers.backends import npu
+from phi3_helpers.errors import DeviceUnavailable, InvalidOption, PromptTooLong, UnknownDevice, UnknownPrecision
+
+# What ov.Core() reports on a Core Ultra 7 155H (hello_query_device output).
+MTL_DEVICES = ["CPU", "GPU", "NPU"]
+MTL_NPU = {
+    "FULL_DEVICE_NAME": "Intel(R) AI Boost",
+    "NPU_DRIVER_VERSION": 1738334590,
+    "DEVICE_ARCHITECTURE": "3720",
+    "NPU_DEVICE_TOTAL_MEM_SIZE": 32924782592,
+}
+
+
+def _props(table):
+    def get_property(device, key):
+        if key not in table.get(device, {}):
+            raise RuntimeError(f"Unsupported property {key} by {device} plugin")
+        return table[device][key]
+
+    return get_property
+
+
+def _absent(found=("CPU",)):
+    return npu.read_npu_info(list(found), _props({}))
+
+
+# -- detection ---------------------------------------------------------------------------------
+def test_detection_npu_present_reads_name_driver_architecture():
+    info = npu.read_npu_info(MTL_DEVICES, _props({"NPU": MTL_NPU}))
+    assert info.present and info.device == "NPU"
+    assert info.name == "Intel(R) AI Boost"
+    assert info.driver_version == "1738334590"
+    assert info.architecture == "3720"
+    assert info.memory_bytes == 32924782592
+    assert "Intel(R) AI Boost" in info.describe() and "driver 1738334590" in info.describe()
+
+
+def test_detection_npu_absent_names_what_was_found():
+    info = _absent(["CPU", "GPU.0"])
+    assert not info.present
+    assert "CPU, GPU.0" in info.describe() and "no NPU" in info.describe()
+
+
+def test_detection_property_not_exposed_is_left_empty():
+    info = npu.read_npu_info(["CPU", "NPU"], _props({"NPU": {"FULL_DEVICE_NAME": "Intel(R) AI Boost"}}))
+    assert info.present and info.name == "Intel(R) AI Boost"
+    assert info.driver_version == "" and info.memory_bytes is None
+    assert "driver" not in info.describe()
+
+
+def test_detection_on_this_machine_matches_openvino():
+    import openvino as ov
+
+    found = ov.Core().available_devices
+    info = npu.detect_npu()
+    assert info.present == any(d.split(".")[0] == "NPU" for d in found)
+    assert set(info.found) == set(found)
+
+
+def test_device_report_rows_present_and_absent():
+    from phi3_helpers.backends.npu_classic import ClassicStatus
+
+    present = npu.device_report(npu.read_npu_info(MTL_DEVICES, _props({"NPU": MTL_NPU})), ClassicStatus(installed=False))
+    absent = npu.device_report(_absent(), ClassicStatus(True, "1.4.0", False))
+    for rows in (present, absent):
+        assert [set(r) for r in rows] == [{"backend", "device", "available", "detail"}] * 2
+    assert present[0]["available"] is True and "Intel(R) AI Boost" in present[0]["detail"]
+    assert present[1]["available"] is False and "not installed" in present[1]["detail"]
+    assert absent[0]["available"] is False and "runs on CPU instead" in absent[0]["detail"]
+    assert absent[1]["available"] is False and "npu_available() = False" in absent[1]["detail"]
+
+
+def test_device_report_on_this_machine():
+    rows = npu.device_report()
+    assert rows[0]["available"] == npu.detect_npu().present
+    assert rows[1]["detail"]  # installed or not, it says which
+
+
+# -- export ------------------------------------------------------------------------------------
+def test_npu_export_recipe_is_symmetric_int4_ratio_1(offline_model):
+    r = npu.npu_export_recipe(offline_model)
+    assert (r.bits, r.sym, r.ratio, r.group_size) == (4, True, 1.0, 128)
+    assert r.group_size_fallback == "adjust"  # hidden size 576 is not a multiple of 128
+    flags = " ".join(r.cli_flags())
+    assert "--sym" in flags and "--ratio 1.0" in flags and "--group-size 128" in flags
+    cw = npu.npu_export_recipe(offline_model, group_size=-1)
+    assert cw.group_size == -1 and cw.group_size_fallback is None and cw.variant == "npu-cw"
+    with pytest.raises(InvalidOption):
+        npu.npu_export_recipe(offline_model, group_size=0)
+
+
+def _fake_export(tmp_path, name, quantization, types):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "phi3_helpers_export.json").write_text(json.dumps({"precision": name, "quantization": quantization}))
+    consts = "".join(f'<layer type="Const"><data element_type="{t}"/></layer>' for t in types)
+    (folder / "openvino_model.xml").write_text(f"<net><layers>{consts}</layers></net>")
+    return folder
+
+
+def test_npu_export_problem_tells_cpu_exports_apart(tmp_path):
+    ok = _fake_export(tmp_path, "npu", {"bits": 4, "sym": True, "group_size": 128, "ratio": 1.0}, ["i4", "f16", "u8"])
+    cpu_int4 = _fake_export(tmp_path, "int4", {"bits": 4, "sym": True, "group_size": 128, "ratio": 0.6}, ["i4", "u8"])
+    asym = _fake_export(tmp_path, "asym", {"bits": 4, "sym": False, "ratio": 1.0}, ["u4"])
+    fp16 = _fake_export(tmp_path, "fp16", None, ["f16"])
+    uncompressed = _fake_export(tmp_path, "claims-int4", {"bits": 4, "sym": True, "ratio": 1.0}, ["f32"])
+    assert npu.npu_export_problem(ok) is None
+    assert "ratio 0.6" in npu.npu_export_problem(cpu_int4) and "--ratio 1.0" in npu.npu_export_problem(cpu_int4)
+    assert "asymmetric" in npu.npu_export_problem(asym)
+    assert "fp16" in npu.npu_export_problem(fp16)
+    assert "no 4-bit weights" in npu.npu_export_problem(uncompressed)
+
+
+def test_the_npu_export_is_npu_ready(load_backend):
+    llm = load_backend("npu")
+    assert llm.ov_folder.name.endswith("-int4-npu")
+    assert npu.npu_export_problem(llm.ov_folder) is None
+
+
+def test_openvino_int4_export_made_for_cpu_is_flagged(offline_model):
+    """The general int4 export (ratio 0.6) is the 'model exported for CPU' the NPU must not get."""
+    from phi3_helpers.backends.openvino import export_folder, is_complete_export
+
+    folder = export_folder(offline_model, "int4")
+    if not is_complete_export(folder):
+        pytest.skip("the openvino backend's int4 export is not in the cache yet (built by its own tests)")
+    assert npu.npu_export_problem(folder) is not None
+
+
+# -- the backend on this machine ---------------------------------------------------------------
+def test_france_on_cpu_fallback(load_backend):
+    llm = load_backend("npu")
+    if not npu.detect_npu().present:
+        assert llm.device == "CPU" and llm.fallback
+        assert "fallback" in llm.describe()
+    assert "Paris" in llm.ask(FRANCE, max_new_tokens=24)
+
+
+def test_no_npu_says_so_in_one_line(offline_model, monkeypatch, capfd):
+    monkeypatch.setattr(npu, "detect_npu", lambda: _absent())
+    llm = npu.NPUBackend(offline_model)
+    lines = [ln for ln in capfd.readouterr().err.splitlines() if "NPU" in ln and "No NPU" in ln]
+    assert len(lines) == 1 and "CPU" in lines[0]
+    assert llm.device == "CPU"
+    llm.close()
+
+
+def test_forced_npu_without_one_names_what_was_found(offline_model, monkeypatch):
+    monkeypatch.setattr(npu, "detect_npu", lambda: _absent(["CPU", "GPU.0"]))
+    with pytest.raises(DeviceUnavailable) as err:
+        npu.NPUBackend(offline_model, device="NPU")
+    assert "found: CPU, GPU.0" in str(err.value) and "driver" in str(err.value)
+
+
+def test_forced_npu_on_this_machine(offline_model):
+    if npu.detect_npu().present:
+        pytest.skip("this machine has an NPU")
+    with pytest.raises(DeviceUnavailable, match="no NPU"):
+        npu.NPUBackend(offline_model, device="NPU")
+
+
+def test_npu_config_only_on_npu(load_backend, monkeypatch):
+    llm = load_backend("npu")
+    cpu_cfg = llm._config()
+    assert not {"MAX_PROMPT_LEN", "MIN_RESPONSE_LEN"} & set(cpu_cfg)  # NPU-only properties
+    monkeypatch.setattr(llm, "device", "NPU")
+    cfg = llm._config()
+    assert cfg["MAX_PROMPT_LEN"] == llm.max_prompt_len == 1024
+    assert cfg["MIN_RESPONSE_LEN"] == llm.min_response_len == 128
+    assert cfg["CACHE_DIR"] == str(npu.blob_cache_dir(llm.ov_folder))
+    assert llm.ov_folder.name in cfg["CACHE_DIR"]  # one blob cache per export
+
+
+def test_prompt_longer_than_max_prompt_len_says_the_limit(load_backend, monkeypatch):
+    llm = load_backend("npu")
+    monkeypatch.setattr(llm, "max_prompt_len", 32)
+    long_prompt = "Please summarise this: " + "the quick brown fox jumps over the lazy dog " * 10
+    with pytest.raises(PromptTooLong) as err:
+        llm.generate(long_prompt)
+    msg = str(err.value)
+    assert "at most 32" in msg and "MAX_PROMPT_LEN" in msg and "max_prompt_tokens=" in msg
+    assert llm.context_length == 32 + 128
+
+
+def test_stop_mid_answer_then_normal_answer(load_backend):
+    llm = load_backend("npu")
+    resp = llm.generate("Write a long story about a dragon who learns to cook.", max_new_tokens=200)
+    for i, _piece in enumerate(resp):
+        if i == 3:
+            resp.stop()
+    assert resp.metrics.finish_reason == "stopped"
+    assert resp.metrics.tokens < 200
+    nxt = llm.generate(FRANCE, max_new_tokens=24)
+    assert "Paris" in nxt.text() and nxt.metrics.finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    "kw, error",
+    [
+        (dict(path="turbo"), InvalidOption),
+        (dict(precision="int8"), UnknownPrecision),
+        (dict(device="GPU"), UnknownDevice),
+        (dict(max_prompt_tokens=0), InvalidOption),
+    ],
+)
+def test_bad_choices_are_refused_clearly(offline_model, kw, error):
+    with pytest.raises(error) as err:
+        npu.NPUBackend(offline_model, **kw)
+    assert "\n" not in str(err.value)

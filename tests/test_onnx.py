@@ -1,0 +1,247 @@
+"""The onnx backend (ONNX Runtime GenAI) on the offline model, and its provider choice.
+
+The provider choice is a pure function of the installed packages, so each case (DirectML,
+CUDA, CPU, a GPU asked where none is installed) is proven here by passing the package names;
+nothing of the runtime is faked. Everything else runs the real runtime on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from phi3_helpers import load
+from phi3_helpers.backends.onnx import (
+    GENAI_PACKAGES,
+    choose_provider,
+    device_report,
+    installed_packages,
+    package_conflicts,
+)
+from phi3_helpers.backends.onnx_build import built_for, check_onnx_folder
+from phi3_helpers.errors import (
+    BackendUnavailable,
+    DeviceUnavailable,
+    InvalidOption,
+    ModelFolderError,
+    PromptTooLong,
+    UnknownDevice,
+    UnknownPrecision,
+)
+
+FRANCE = "What is the capital of France?"
+PROMPTS = [
+    FRANCE,
+    "Write a haiku about the sea.",
+    "Explain what a CPU does in two sentences.",
+    "List three fruits.",
+]
+CPU_ONLY = {"onnxruntime-genai", "onnxruntime"}
+DIRECTML = {"onnxruntime-genai-directml", "onnxruntime-directml"}
+CUDA = {"onnxruntime-genai-cuda", "onnxruntime-gpu"}
+
+
+# -- provider choice: every case, by the installed packages ----------------------------------------
+@pytest.mark.parametrize(
+    "installed, device, provider, why",
+    [
+        (DIRECTML, None, "dml", "onnxruntime-genai-directml is installed"),
+        (CUDA, None, "cuda", "onnxruntime-genai-cuda is installed"),
+        (CPU_ONLY, None, "cpu", "only the CPU package onnxruntime-genai"),
+        (CPU_ONLY, "auto", "cpu", "only the CPU package"),
+        (DIRECTML, "dml", "dml", "DirectML was asked for"),
+        (DIRECTML, "DirectML", "dml", "DirectML was asked for"),
+        (CUDA, "CUDA", "cuda", "CUDA was asked for"),
+        (DIRECTML, "gpu", "dml", "DirectML was asked for"),
+        (CUDA, "gpu", "cuda", "CUDA was asked for"),
+        (DIRECTML, "cpu", "cpu", "the CPU was asked for"),
+    ],
+)
+def test_provider_follows_the_installed_package_and_the_device_asked(installed, device, provider, why):
+    choice = choose_provider(device, installed)
+    assert choice.provider == provider
+    assert why in choice.reason
+    assert not choice.fell_back
+    assert "\n" not in choice.notice and choice.notice.startswith("ONNX Runtime GenAI runs on ")
+
+
+@pytest.mark.parametrize("device, package", [("dml", "onnxruntime-genai-directml"), ("cuda", "onnxruntime-genai-cuda"), ("gpu", "onnxruntime-genai-directml")])
+def test_a_gpu_asked_where_its_package_is_missing_falls_back_to_cpu_or_fails_clearly(device, package):
+    choice = choose_provider(device, CPU_ONLY)
+    assert choice.provider == "cpu" and choice.fell_back
+    assert package in choice.reason and "falling back to the CPU" in choice.reason
+    with pytest.raises(DeviceUnavailable) as err:
+        choose_provider(device, CPU_ONLY, fallback_to_cpu=False)
+    msg = str(err.value)
+    assert package in msg and "device='cpu'" in msg and "\n" not in msg
+
+
+def test_no_genai_package_and_unknown_devices_are_refused_with_the_fix():
+    with pytest.raises(BackendUnavailable, match="pip install"):
+        choose_provider(None, {"onnxruntime"})
+    with pytest.raises(UnknownDevice, match="npu or openvino backend"):
+        choose_provider("NPU", CPU_ONLY)
+    with pytest.raises(UnknownDevice, match="auto, cpu, dml"):
+        choose_provider("tpu", CPU_ONLY)
+
+
+def test_known_package_conflicts_are_named():
+    assert package_conflicts(CPU_ONLY) == [] and package_conflicts(DIRECTML) == []
+    (mixed,) = package_conflicts(DIRECTML | {"onnxruntime"})
+    assert "Specified provider is not supported" in mixed and "pip uninstall onnxruntime" in mixed
+    (two,) = package_conflicts({"onnxruntime-genai", "onnxruntime-genai-directml"})
+    assert "keep only one" in two
+
+
+def test_this_machine_has_the_cpu_package_and_the_report_says_why_dml_is_absent():
+    have = installed_packages()
+    assert GENAI_PACKAGES["cpu"] in have and choose_provider(None, have).provider == "cpu"
+    rows = {r["device"]: r for r in device_report()}
+    assert set(rows) >= {"DML", "CUDA", "CPU"}
+    for r in rows.values():
+        assert set(r) == {"backend", "device", "available", "detail"} and r["backend"] == "onnx"
+    assert rows["CPU"]["available"] and "onnxruntime-genai" in rows["CPU"]["detail"]
+    assert not rows["DML"]["available"] and "onnxruntime-genai-directml is not installed" in rows["DML"]["detail"]
+
+
+# -- the runtime ----------------------------------------------------------------------------------
+def test_fp32_greedy_tokens_equal_transformers_fp32(load_backend):
+    ref = load_backend("transformers", "fp32")
+    onnx = load_backend("onnx", "fp32")
+    assert onnx.device == "CPU" and onnx.precision == "fp32"
+    for prompt in PROMPTS:
+        want = ref.generate(prompt, max_new_tokens=32).token_ids
+        got = onnx.generate(prompt, max_new_tokens=32).token_ids
+        assert got == want, prompt
+
+
+def test_int4_answers_the_france_question_with_paris_streamed_with_metrics(load_backend):
+    llm = load_backend("onnx", "int4")
+    resp = llm.generate(FRANCE, max_new_tokens=24)
+    pieces = list(resp)
+    assert len(pieces) > 1  # streamed, not one block
+    assert "Paris" in "".join(pieces) == resp.text()
+    m = resp.metrics
+    assert m.tokens == len(resp.token_ids) > 1 and m.prompt_tokens > 0
+    assert m.ttft_s > 0 and m.tokens_per_s > 0 and m.finish_reason in {"stop", "length"}
+    record = json.loads((Path(llm.prepared_folder) / "phi3_helpers_build.json").read_text())
+    assert record["precision"] == "int4" and record["target"] == "cpu"
+
+
+def test_stop_mid_answer_then_a_normal_next_answer_in_the_same_chat(load_backend):
+    llm = load_backend("onnx", "int4")
+    chat = llm.chat()
+    resp = chat.ask("Write a very long story about a dragon and a knight.", max_new_tokens=200)
+    seen = []
+    for piece in resp:
+        seen.append(piece)
+        if len(seen) == 5:
+            chat.stop()
+    assert resp.metrics.finish_reason == "stopped"
+    assert resp.metrics.tokens < 10  # the token loop ended at once, not after 200 tokens
+    assert chat.history[-1]["content"] == resp.text()  # the partial answer is kept
+    nxt = chat.ask(FRANCE, max_new_tokens=24)
+    assert "Paris" in nxt.text() and nxt.metrics.finish_reason in {"stop", "length"}
+    assert [m["role"] for m in chat.history] == ["user", "assistant", "user", "assistant"]
+    # the second prompt carried the first turn: it is longer than the question alone
+    assert nxt.metrics.prompt_tokens > llm.count_tokens([{"role": "user", "content": FRANCE}])
+
+
+def test_a_folder_built_for_directml_loads_on_cpu_here_with_a_notice(offline_model, capsys):
+    llm = load("onnx", model=offline_model, precision="int4", device="dml")
+    err = capsys.readouterr().err
+    assert "DirectML was asked for, but onnxruntime-genai-directml is not installed" in err
+    assert "built for DirectML and runs on the CPU here" in err
+    assert llm.device == "CPU" and llm.target_built == "dml" and llm.choice.fell_back
+    assert built_for(check_onnx_folder(llm.prepared_folder)) == "dml"
+    assert "Paris" in llm.ask(FRANCE, max_new_tokens=16)
+    with pytest.raises(DeviceUnavailable, match="onnxruntime-genai-directml"):
+        load("onnx", model=offline_model, precision="int4", device="dml", fallback_to_cpu=False)
+
+
+# -- bad input --------------------------------------------------------------------------------------
+def _copy_of(folder: Path, dest: Path, skip: tuple[str, ...] = ()) -> Path:
+    """A GenAI folder that links to the built one's files (the big ones are not copied)."""
+    dest.mkdir()
+    for f in folder.iterdir():
+        if f.name not in skip:
+            (dest / f.name).symlink_to(f)
+    return dest
+
+
+def test_a_folder_without_genai_config_is_refused(load_backend, tmp_path):
+    built = Path(load_backend("onnx", "int4").prepared_folder)
+    broken = _copy_of(built, tmp_path / "no-config", skip=("genai_config.json",))
+    with pytest.raises(ModelFolderError, match="has no genai_config.json") as err:
+        load("onnx", model=str(broken))
+    assert "\n" not in str(err.value)
+
+
+def test_a_ready_folder_loads_directly_and_keeps_its_precision(load_backend, tmp_path):
+    built = Path(load_backend("onnx", "int4").prepared_folder)
+    ready = _copy_of(built, tmp_path / "ready")
+    llm = load("onnx", model=str(ready))
+    assert llm.precision == "int4" and llm.prepared_folder == ready.resolve()
+    assert "Paris" in llm.ask(FRANCE, max_new_tokens=16)
+    with pytest.raises(UnknownPrecision, match="holds a int4 model"):
+        load("onnx", model=str(ready), precision="fp32")
+
+
+def test_a_folder_built_for_another_provider(load_backend, tmp_path, capsys):
+    built = Path(load_backend("onnx", "int4").prepared_folder)
+    other = _copy_of(built, tmp_path / "built-for-cuda", skip=("genai_config.json",))
+    cfg = json.loads((built / "genai_config.json").read_text())
+    cfg["model"]["decoder"]["session_options"]["provider_options"] = [{"cuda": {"enable_cuda_graph": "0"}}]
+    (other / "genai_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(DeviceUnavailable, match="was built for CUDA, which is not installed here") as err:
+        load("onnx", model=str(other), device="cpu", fallback_to_cpu=False)
+    assert "target='cpu'" in str(err.value)
+    capsys.readouterr()
+    llm = load("onnx", model=str(other))  # by default it runs on the CPU, and says so
+    assert "built for CUDA and runs on the CPU here" in capsys.readouterr().err
+    assert "Paris" in llm.ask(FRANCE, max_new_tokens=16)
+
+
+def test_a_prompt_over_the_context_is_refused_and_the_chat_trims_old_turns(load_backend, capsys):
+    llm = load_backend("onnx", "int4")
+    limit = llm.context_length
+    assert limit == 8192  # genai_config.json of the offline model
+    long_text = "tree " * (limit + 100)
+    with pytest.raises(PromptTooLong, match=f"at most {limit}"):
+        llm.generate(long_text)
+    chat = llm.chat()
+    filler = "tree " * (limit // 3)
+    chat.history = [m for _ in range(3) for m in ({"role": "user", "content": filler}, {"role": "assistant", "content": "ok"})]
+    resp = chat.ask(FRANCE, max_new_tokens=8)
+    assert any("dropped the" in n for n in resp.notices)
+    assert "dropped the" in capsys.readouterr().err
+    resp.text()
+    assert resp.error is None and resp.metrics.finish_reason in {"stop", "length"} and resp.metrics.tokens >= 1
+    assert resp.metrics.prompt_tokens <= limit - 8 and len(chat.history) == 6  # 2 old turns + this one
+
+
+def test_invalid_options_are_refused_with_the_fix(load_backend, offline_model):
+    llm = load_backend("onnx", "int4")
+    with pytest.raises(InvalidOption, match="max_new_tokens"):
+        llm.generate(FRANCE, max_new_tokens=0)
+    with pytest.raises(InvalidOption, match="unknown option 'beams'"):
+        llm.generate(FRANCE, beams=2)
+    with pytest.raises(InvalidOption, match="top_p"):
+        llm.generate(FRANCE, top_p=2)
+    with pytest.raises(UnknownPrecision, match="int4, fp16, fp32"):
+        load("onnx", model=offline_model, precision="int8")
+    with pytest.raises(UnknownPrecision, match="use precision int4 or fp32"):
+        load("onnx", model=offline_model, precision="fp16", device="cpu")
+    with pytest.raises(UnknownDevice, match="cpu, dml or cuda"):
+        load("onnx", model=offline_model, target="tpu")
+    with pytest.raises(InvalidOption, match="threads"):
+        load("onnx", model=offline_model, threads=0)
+
+
+def test_sampling_options_reach_the_runtime(load_backend):
+    llm = load_backend("onnx", "int4")
+    resp = llm.generate(FRANCE, temperature=0.7, top_p=0.9, max_new_tokens=12)
+    assert resp.text().strip() and 0 < resp.metrics.tokens <= 12
