@@ -304,7 +304,9 @@ class OptimumOpenVINOBackend(_OpenVINOBase):
         from optimum.intel import OVModelForCausalLM
 
         folder = self._export()
-        self.model_obj = OVModelForCausalLM.from_pretrained(str(folder), device=self.device, ov_config=self._config(), compile=True)
+        self.model_obj = OVModelForCausalLM.from_pretrained(
+            str(folder), export=False, device=self.device, ov_config=self._config(), compile=True
+        )
 
     def stream_tokens(self, input_ids: list[int], options: GenerationOptions, stop: threading.Event) -> Iterator[list[int]]:
         from .pytorch import hf_generate_stream
