@@ -25,6 +25,12 @@ def load(backend: str = "openvino", model=None, device: str | None = None, preci
     """
     from .backends import backend_class
 
+    if str(backend).strip().lower() == "openvino" and str(device or "").strip().upper().startswith("NPU"):
+        # The NPU needs its own export (int4 symmetric, ratio 1.0) and static-shape settings.
+        from .models import notice
+
+        notice("on the NPU the openvino backend runs as the npu backend (NPU-ready export and settings).")
+        backend = "npu"
     cls = backend_class(backend)
     return cls(model=model, device=device, precision=precision, **kw)
 

@@ -85,3 +85,24 @@ def test_a_corrupt_export_folder_is_refused_with_the_fix(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelFolderError, match="export again"):
         ovb.check_export_folder(tmp_path)
+
+
+def test_openvino_on_the_npu_goes_through_the_npu_backend(offline_model, monkeypatch):
+    """On an NPU the openvino backend needs the NPU export; here (no NPU) the NPU path says what it found."""
+    from phi3_helpers import load
+    from phi3_helpers.backends import npu
+
+    seen = {}
+    real = npu.NPUBackend.__init__
+
+    def spy(self, *a, **kw):
+        seen["class"] = type(self).__name__
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(npu.NPUBackend, "__init__", spy)
+    if any(d.startswith("NPU") for d in ovb.available_devices()):
+        assert load("openvino", model=offline_model, device="NPU").name == "npu"
+    else:
+        with pytest.raises(DeviceUnavailable, match="NPU"):
+            load("openvino", model=offline_model, device="NPU")
+    assert seen["class"] == "NPUBackend"

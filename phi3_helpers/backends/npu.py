@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -320,7 +320,7 @@ class NPUBackend(OpenVINOGenAIBackend):
     ):
         chosen = (path or os.environ.get(PATH_ENV) or MAINTAINED).strip().lower()
         if chosen not in PATHS:
-            raise InvalidOption(f"path must be 'maintained' (OpenVINO GenAI) or 'classic' (intel-npu-acceleration-library); got {path!r}.")
+            raise InvalidOption(f"path must be 'maintained' (OpenVINO GenAI) or 'classic' (intel-npu-acceleration-library); got {chosen!r} (from path= or ${PATH_ENV}).")
         self.path = chosen
         self.max_prompt_len = _positive("max_prompt_tokens", max_prompt_tokens, DEFAULT_MAX_PROMPT_LEN)
         self.min_response_len = _positive("min_response_tokens", min_response_tokens, DEFAULT_MIN_RESPONSE_LEN)
@@ -411,6 +411,7 @@ class NPUBackend(OpenVINOGenAIBackend):
     def _export(self) -> Path:
         self.ov_folder = export_for_npu(self.model, self.group_size)
         check_export_folder(self.ov_folder)
+        self.prepared_folder = self.ov_folder  # what `python -m phi3_helpers prepare` prints
         return self.ov_folder
 
     def _config(self) -> dict:
@@ -424,6 +425,7 @@ class NPUBackend(OpenVINOGenAIBackend):
         t0 = time.perf_counter()
         if self.path == CLASSIC:
             self.classic = npu_classic.ClassicNPUModel(self.model.folder, self.precision)
+            self.prepared_folder = self.model.folder  # the library quantizes in memory, nothing exported
         else:
             try:
                 super()._load()

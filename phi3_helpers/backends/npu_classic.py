@@ -27,6 +27,8 @@ PACKAGE = "intel-npu-acceleration-library"
 #: uses, and neural-compressor 3.7.1 needs numpy<2 and setuptools<81.
 WINDOWS_INSTALL = 'pip install "intel-npu-acceleration-library==1.4.0" "neural-compressor==3.7.1" "numpy<2" "setuptools<81"'
 PRECISIONS = ("int4", "int8", "fp16")
+#: The oldest NPU driver build the library 1.4.0 accepts without warning (get_driver_version()).
+MIN_DRIVER = 2408
 #: Where the library caches compiled models when export=True (relative to the working folder).
 LIBRARY_CACHE = Path("cache") / "models"
 
@@ -68,6 +70,8 @@ class ClassicStatus:
         text = f"{PACKAGE} {self.version or '?'}: npu_available() = {self.npu_available}"
         if self.driver_version:
             text += f", NPU driver {self.driver_version}"
+            if self.driver_version.isdigit() and int(self.driver_version) < MIN_DRIVER:
+                text += f" (older than {MIN_DRIVER}, the library's minimum: update the NPU driver)"
         if self.npu_available is False:
             text += " (the library falls back to CPU)"
         if self.problem:
@@ -96,7 +100,7 @@ def classic_status(import_module: Callable = importlib.import_module) -> Classic
     if available:
         try:
             driver = str(backend.get_driver_version())
-        except Exception:  # Windows-only query (PowerShell); elsewhere it raises
+        except Exception:  # raises when the driver cannot be queried
             driver = ""
     return ClassicStatus(True, version, available, driver)
 

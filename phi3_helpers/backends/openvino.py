@@ -146,8 +146,30 @@ def export_openvino(model: ModelSource, precision: str = "int4", recipe: ExportR
         tokenizer.save_pretrained(tmp)
         export_tokenizer(tokenizer, tmp)  # openvino_tokenizer.xml / openvino_detokenizer.xml for GenAI
         (tmp / "phi3_helpers_export.json").write_text(
-            json.dumps({"model": model.name, "precision": recipe.precision, "variant": recipe.variant, "quantization": q, "command": export_command(model, recipe, out)}, indent=2)
+            json.dumps(
+                {
+                    "model": model.name,
+                    "precision": recipe.precision,
+                    "variant": recipe.variant,
+                    "quantization": q,
+                    "command": export_command(model, recipe, out),
+                    "versions": _versions("optimum-intel", "openvino", "nncf", "transformers"),
+                },
+                indent=2,
+            )
         )
+    return out
+
+
+def _versions(*dists: str) -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for d in dists:
+        try:
+            out[d] = md.version(d)
+        except md.PackageNotFoundError:
+            out[d] = None
     return out
 
 

@@ -11,8 +11,12 @@ def npu_available() -> bool:
     return lib.NPU_AVAILABLE
 
 
-def get_driver_version() -> str:
-    # Like the real one: raises when there is no NPU; the version string is the stand-in's own.
+#: What get_driver_version() answers (an int, like the real 1.4.0; tests switch it).
+DRIVER_VERSION = 4321
+
+
+def get_driver_version() -> int:
+    # Like the real one: raises when there is no NPU.
     if not npu_available():
         raise RuntimeError("NPU is not available on this system")
-    return "0.0.0.0-stand-in"
+    return DRIVER_VERSION
