@@ -52,6 +52,13 @@ def cmd_ask(args) -> int:
     opts = _options(args)  # validate before the (slow) load
     llm = _load(args)
     resp = llm.generate(args.question, system=args.system, **opts)
+    _print_stream(resp)
+    print(f"[{llm.describe()}] {resp.metrics}", file=sys.stderr)
+    return 0
+
+
+def _print_stream(resp) -> None:
+    """Write the answer as it streams; Ctrl-C stops it inside the runtime (not just the display)."""
     try:
         for piece in resp:
             sys.stdout.write(piece)
@@ -59,8 +66,6 @@ def cmd_ask(args) -> int:
     except KeyboardInterrupt:
         resp.stop()
     sys.stdout.write("\n")
-    print(f"[{llm.describe()}] {resp.metrics}", file=sys.stderr)
-    return 0
 
 
 def raise_empty():
@@ -93,15 +98,7 @@ def cmd_chat(args) -> int:
         try:
             resp = session.ask(line)
             sys.stdout.write("assistant> ")
-            try:
-                for piece in resp:
-                    sys.stdout.write(piece)
-                    sys.stdout.flush()
-            except KeyboardInterrupt:
-                resp.stop()
-                for _ in resp:  # drain what is left (ends within a token)
-                    pass
-            sys.stdout.write("\n")
+            _print_stream(resp)
             print(f"  [{resp.metrics}]", file=sys.stderr)
         except Phi3Error as exc:  # the chat goes on after bad input
             print(f"error: {exc}", file=sys.stderr)
