@@ -25,7 +25,7 @@ def _common(p: argparse.ArgumentParser, generation: bool = True) -> None:
 
     p.add_argument("--backend", default="openvino", help=f"one of {', '.join(BACKENDS)} (default: openvino); npu: PHI3_NPU_PATH=classic for the archived intel-npu-acceleration-library")
     p.add_argument("--precision", default=None, help="int4, int8, fp16 (openvino/onnx/npu), fp32 (transformers, onnx); default: the backend's first")
-    p.add_argument("--device", default=None, help="CPU, GPU, NPU or AUTO (default: CPU; --backend npu: the NPU if present, else CPU; see `devices`)")
+    p.add_argument("--device", default=None, help="CPU, GPU, NPU or AUTO (default: CPU; --backend npu: the NPU if present, else CPU; onnx: auto, dml, cuda, cpu; see `devices`)")
     p.add_argument("--model", default=None, help="phi3-mini, smollm2-135m-phi3 or a folder (default: $PHI3_MODEL, else phi3-mini online, else offline)")
     if generation:
         p.add_argument("--max-new-tokens", type=int, default=256)

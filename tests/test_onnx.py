@@ -239,9 +239,62 @@ def test_invalid_options_are_refused_with_the_fix(load_backend, offline_model):
         load("onnx", model=offline_model, target="tpu")
     with pytest.raises(InvalidOption, match="threads"):
         load("onnx", model=offline_model, threads=0)
+    with pytest.raises(InvalidOption, match="prebuilt=True is only for phi3-mini"):
+        load("onnx", model=offline_model, prebuilt=True)  # built for the CPU here
+    with pytest.raises(InvalidOption, match="prebuilt=True is only for phi3-mini"):
+        load("onnx", model=offline_model, device="dml", prebuilt=True)
+
+
+def test_phi3_mini_on_directml_fetches_only_the_prebuilt_subfolder(load_backend, tmp_path, monkeypatch):
+    """Wiring only, with a STAND-IN for the Hugging Face hub (unreachable here): the stand-in
+    "downloads" a DirectML folder built here, laid out like the hub's cache."""
+    import huggingface_hub
+
+    from phi3_helpers.backends.onnx_build import PREBUILT_DML_INT4, PREBUILT_REPO
+
+    with pytest.raises(ModelFolderError, match="could not get"):
+        load("onnx", model="phi3-mini", device="dml", prebuilt=False)  # builds: needs the real weights
+    dml_folder = Path(load("onnx", model=load_backend("onnx", "int4").model, device="dml").prepared_folder)
+    calls = []
+
+    def stand_in_snapshot_download(repo_id, allow_patterns=None, **kw):
+        calls.append((repo_id, allow_patterns))
+        root = tmp_path / "models--microsoft--Phi-3-mini-4k-instruct-onnx" / "snapshots" / "0"
+        (root / PREBUILT_DML_INT4).parent.mkdir(parents=True)
+        _copy_of(dml_folder, root / PREBUILT_DML_INT4, skip=("phi3_helpers_build.json",))
+        return str(root)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", stand_in_snapshot_download)
+    llm = load("onnx", model="phi3-mini", device="dml")
+    assert calls == [(PREBUILT_REPO, [f"{PREBUILT_DML_INT4}/*"])]  # that subfolder only
+    assert llm.model.name == "phi3-mini" and llm.precision == "int4" and llm.model_is_prebuilt
+    assert llm.prepared_folder.name == PREBUILT_DML_INT4.split("/")[1] and llm.target_built == "dml"
+    assert "Paris" in llm.ask(FRANCE, max_new_tokens=16)
 
 
 def test_sampling_options_reach_the_runtime(load_backend):
     llm = load_backend("onnx", "int4")
     resp = llm.generate(FRANCE, temperature=0.7, top_p=0.9, max_new_tokens=12)
     assert resp.text().strip() and 0 < resp.metrics.tokens <= 12
+
+
+def test_a_failed_build_says_why_and_leaves_nothing_behind(offline_model, tmp_path, monkeypatch):
+    from phi3_helpers.backends.onnx_build import build_onnx_model, onnx_folder
+    from phi3_helpers.errors import Phi3Error
+    from phi3_helpers.models import ModelSource
+
+    monkeypatch.setenv("PHI3_CACHE_DIR", str(tmp_path / "cache"))
+    odd = tmp_path / "odd-model"
+    odd.mkdir()
+    for f in offline_model.folder.iterdir():
+        if f.name != "config.json":
+            (odd / f.name).symlink_to(f)
+    config = json.loads((offline_model.folder / "config.json").read_text())
+    config["architectures"] = ["NoSuchModelForCausalLM"]
+    (odd / "config.json").write_text(json.dumps(config))
+    source = ModelSource("odd-model", odd)
+    with pytest.raises(Phi3Error, match="the ONNX model builder failed") as err:
+        build_onnx_model(source, "int4", "cpu")
+    assert "\n" not in str(err.value)
+    out = onnx_folder(source, "int4", "cpu")
+    assert not out.exists() and list(out.parent.iterdir()) == []  # no half-built folder, no scratch left

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..errors import BackendUnavailable, DeviceUnavailable, InvalidOption, ModelFolderError, UnknownDevice, UnknownPrecision
-from ..models import MODEL_ENV, PHI3_MINI, ModelSource, notice
+from ..models import MODEL_ENV, PHI3_MINI, ModelSource, hub_reachable, notice
 from ..options import GenerationOptions
 from .base import Backend
 from .onnx_build import (
@@ -161,7 +161,7 @@ def device_report() -> list[dict]:
         elif p == "cpu":
             ok = True
             pkgs = ", ".join(f"{n} {md.version(n)}" for n in GENAI_PACKAGES.values() if n in have)
-            detail = f"{pkgs}; {os.cpu_count()} CPU threads"
+            detail = f"{pkgs}; {os.cpu_count()} logical CPUs"
         elif pkg not in have:
             ok = False
             where = " (Windows only)" if p == "dml" and sys.platform != "win32" else ""
@@ -172,8 +172,9 @@ def device_report() -> list[dict]:
             except Exception as exc:
                 ok = False
                 detail = f"{pkg} {md.version(pkg)} is installed but the provider did not load ({exc})"
-            else:
-                detail = f"{pkg} {md.version(pkg)}" + ("" if ok else " is installed but reports the provider unavailable (driver?)")
+            else:  # a build flag: the GPU and its driver are only tried when a model loads
+                what = "DirectML (needs a DirectX 12 GPU driver)" if p == "dml" else "CUDA (needs an NVIDIA driver and CUDA 12)"
+                detail = f"{pkg} {md.version(pkg)}: built with {what}" if ok else f"{pkg} {md.version(pkg)} is installed but not built with {TARGET_NAMES[p]}; reinstall it"
         rows.append({"backend": "onnx", "device": p.upper(), "available": ok, "detail": detail})
     for c in package_conflicts(have):
         rows.append({"backend": "onnx", "device": "-", "available": False, "detail": "conflict: " + c})
@@ -187,7 +188,7 @@ class OnnxGenAIBackend(Backend):
     ``model`` may also be a ready GenAI folder (with genai_config.json). Extra options:
     ``target`` the provider to build the model for (default: the device asked, else the one
     chosen), ``fallback_to_cpu`` (default True), ``prebuilt`` (phi3-mini int4 on DirectML:
-    use Microsoft's prebuilt folder; default yes), ``threads`` (CPU threads; default all cores),
+    use Microsoft's prebuilt folder; default yes), ``threads`` (CPU threads; default one per physical core),
     ``rebuild`` (build the folder again).
     """
 
@@ -227,7 +228,7 @@ class OnnxGenAIBackend(Backend):
 
     def _pick_target(self, target: str | None) -> str:
         if target is not None:
-            t = normalize_device(target)
+            t = _DEVICE_NAMES.get(str(target).strip().lower())
             if t not in TARGET_NAMES:
                 raise UnknownDevice(f"target {target!r} is not a provider to build for; use cpu, dml or cuda.")
             return t
@@ -236,9 +237,20 @@ class OnnxGenAIBackend(Backend):
         return self.choice.provider
 
     def _use_prebuilt(self, model, precision, prebuilt: bool | None) -> bool:
-        name = model if model is not None else os.environ.get(MODEL_ENV)
-        fits = name == PHI3_MINI and (precision or self.precisions[0]).lower() == "int4" and self.target == "dml"
-        return bool(fits and prebuilt is not False)
+        """phi3-mini, int4, for DirectML: Microsoft's prebuilt folder (about 2 GB) beats downloading
+        7.6 GB of weights and building. Only that case; ``prebuilt=False`` builds instead."""
+        if prebuilt is False:
+            return False
+        if self.target != "dml" or (precision or self.precisions[0]).lower() != "int4":
+            if prebuilt:
+                raise InvalidOption("prebuilt=True is only for phi3-mini at int4 for DirectML (device='dml'); drop it to build the model.")
+            return False
+        name = model.name if isinstance(model, ModelSource) else model if model is not None else os.environ.get(MODEL_ENV)
+        if name is None:  # the default model: the real Phi-3 when the hub is reachable
+            name = PHI3_MINI if hub_reachable()[0] else None
+        if prebuilt and name != PHI3_MINI:
+            raise InvalidOption(f"prebuilt=True is only for {PHI3_MINI} (int4, DirectML), not {name!r}; drop it to build the model.")
+        return name == PHI3_MINI
 
     # -- checks the base class calls first -------------------------------------------------------
     def _check_precision(self, precision: str | None) -> str:
@@ -265,7 +277,7 @@ class OnnxGenAIBackend(Backend):
         return int(n) if n else self.model.context_length
 
     def describe(self) -> str:
-        return f"{self.name} | {self.device} | {self.precision} (built for {TARGET_NAMES[self.target_built]}) | {self.model.name}"
+        return f"{self.name} | {self.device} | {self.precision} (built for {TARGET_NAMES.get(self.target_built, self.target_built)}) | {self.model.name}"
 
     # -- load ------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -284,9 +296,11 @@ class OnnxGenAIBackend(Backend):
         line = self.choice.notice
         if self.target_built != self.choice.provider:
             line = line.rstrip(".") + "; " + self._reconcile(config)
-        if self.choice.provider == "cpu":
-            # ORT GenAI's int4 CPU kernels use one thread unless told otherwise.
-            n = self.threads or os.cpu_count() or 1
+        if self.choice.provider == "cpu" and hasattr(config, "overlay"):
+            # ORT GenAI runs the CPU on one thread unless told otherwise. 0 is ONNX Runtime's own
+            # default, one thread per physical core (logical cores would oversubscribe SMT laptops).
+            # Set at load time, so a folder stays right for any machine it is copied to.
+            n = self.threads or 0
             config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": n}}}}))
         notice(line)
         try:
