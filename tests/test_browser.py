@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts"
 FRANCE = "What is the capital of France?"
 LONG = "Write a long story about a dragon."
+CODE = "Write a Python function that adds two numbers."
 #: Seconds to run the chapter up to its chat cell (exports on a cold cache take minutes).
 RUN_TIMEOUT = float(os.environ.get("PHI3_BROWSER_TIMEOUT", "1800"))
 ANSWER_TIMEOUT = 300.0
@@ -183,10 +184,10 @@ _CELL_ERRORS = """() => {
 }"""
 
 
+# The conversation lists the newest turn first (shown at the bottom): `.first` is the latest answer.
 def _answer_text(page) -> str:
     answers = page.locator(".phi3-chat .phi3-chat-answer")
-    n = answers.count()
-    return answers.nth(n - 1).inner_text() if n else ""
+    return answers.first.inner_text() if answers.count() else ""
 
 
 def _state(page) -> str | None:
@@ -228,15 +229,29 @@ def test_chat_in_jupyterlab(lab, chromium):
             chat_input.press("Enter")
             page.wait_for_selector(".phi3-chat .phi3-chat-answer", timeout=60_000)
             page.wait_for_function(
-                """() => { const a = document.querySelectorAll('.phi3-chat .phi3-chat-answer');
-                           return a.length && a[a.length - 1].innerText.includes('Paris'); }""",
+                """() => { const a = document.querySelector('.phi3-chat .phi3-chat-answer');
+                           return !!a && a.innerText.includes('Paris'); }""",
                 timeout=ANSWER_TIMEOUT * 1000,
             )
             _wait_state(page, "idle", ANSWER_TIMEOUT)
             assert "Paris" in _answer_text(page)
-            metrics = page.locator(".phi3-chat .phi3-chat-metrics").last.inner_text()
+            metrics = page.locator(".phi3-chat .phi3-chat-metrics").first.inner_text()
             assert "first token" in metrics and "tokens" in metrics and "done" in metrics, metrics
             page.locator(".phi3-chat").first.screenshot(path=str(ARTIFACTS / "browser-chat-paris.png"))
+
+            # Clear, then an answer with a code block: rendered as Markdown (a <pre> block in the page).
+            page.locator(".phi3-chat .phi3-chat-clear").click()
+            page.wait_for_selector(".phi3-chat .phi3-chat-turn", state="detached", timeout=60_000)
+            chat_input.click()
+            chat_input.press_sequentially(CODE)
+            chat_input.press("Enter")
+            _wait_state(page, "generating", 60)
+            _wait_state(page, "idle", ANSWER_TIMEOUT)
+            assert page.locator(".phi3-chat .phi3-chat-turn").count() == 1
+            code = page.locator(".phi3-chat .phi3-chat-answer pre").first
+            assert "def " in code.inner_text(), _answer_text(page)
+            assert "```" not in _answer_text(page)  # the fences became a code block
+            page.locator(".phi3-chat").first.screenshot(path=str(ARTIFACTS / "browser-chat-code.png"))
 
             # A long answer, stopped while it streams.
             max_tokens = page.locator(".phi3-chat .phi3-chat-max-new-tokens input")
@@ -258,7 +273,7 @@ def test_chat_in_jupyterlab(lab, chromium):
             assert chat_input.is_disabled()
             page.locator(".phi3-chat .phi3-chat-stop").click()
             _wait_state(page, "idle", 60)
-            metrics = page.locator(".phi3-chat .phi3-chat-metrics").last.inner_text()
+            metrics = page.locator(".phi3-chat .phi3-chat-metrics").first.inner_text()
             assert "stopped by you" in metrics, metrics
             tokens = int(metrics.split(" tokens")[0].split()[-1])
             assert tokens < 400
@@ -266,6 +281,10 @@ def test_chat_in_jupyterlab(lab, chromium):
             time.sleep(2)  # nothing more arrives after Stop
             assert _answer_text(page) == stopped_text
             assert not chat_input.is_disabled()
+            # the conversation follows the newest text: the last answer's metrics line is in view
+            line = page.locator(".phi3-chat .phi3-chat-metrics").first.bounding_box()
+            view = page.locator(".phi3-chat .phi3-chat-conversation").first.bounding_box()
+            assert view["y"] - 1 <= line["y"] and line["y"] + line["height"] <= view["y"] + view["height"] + 1, (line, view)
             page.locator(".phi3-chat").first.screenshot(path=str(ARTIFACTS / "browser-chat.png"))
         except BaseException:
             page.screenshot(path=str(ARTIFACTS / "browser-chat-failure.png"), full_page=True)

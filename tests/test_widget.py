@@ -14,6 +14,7 @@ import pytest
 
 from phi3_helpers.errors import Phi3Error
 from phi3_helpers.widgets import ChatWidget, chat_widget
+from phi3_helpers.widgets.chat import Turn, safe_markdown
 
 FRANCE = "What is the capital of France?"
 LONG = "Write a long story about a dragon."
@@ -65,7 +66,7 @@ def shown_markdown(turn) -> str:
 
 
 def generation_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name in ("phi3-generate", "phi3-chat-widget", "phi3-chat-painter")]
+    return [t for t in threading.enumerate() if t.name in ("phi3-generate", "phi3-chat-widget")]
 
 
 def assert_idle(w: ChatWidget) -> None:
@@ -92,20 +93,34 @@ def test_multi_turn_second_answer_uses_the_first(load_backend, backend_name):
     assert [m["role"] for m in w.history] == ["user", "assistant"] * 2
     assert w.history[2]["content"] == "What is the population of that city?"
     # rendered as Markdown, with the live metrics line from Response.metrics
-    assert shown_markdown(second) == second.text
+    assert shown_markdown(second) == safe_markdown(second.text)
     m = second.response.metrics
     assert m.finish_reason == "stop" and m.tokens > 0 and m.ttft_s is not None
     assert f"{m.tokens} tokens" in second.metrics.value and "first token" in second.metrics.value
     assert_idle(w)
 
 
+def press_enter(w: ChatWidget, typed: str | None) -> None:
+    """What the page does on Enter: a "submit" event, then the box's text when it changed."""
+    w.input._handle_string_msg(None, {"event": "submit"}, [])
+    if typed is not None:
+        w.input.value = typed
+
+
 def test_enter_sends(llm):
     w = chat_widget(llm)
-    w.input.value = FRANCE
-    w.input._handle_string_msg(None, {"event": "submit"}, [])  # what the page sends on Enter
+    press_enter(w, FRANCE)
+    assert w.state == "generating"  # sent as soon as the text arrived
     assert w.wait(TIMEOUT)
-    assert "Paris" in w.turns[-1].text
+    assert "Paris" in w.turns[-1].text and w.turns[-1].question == FRANCE
     assert w.input.value == ""
+    # Enter on text the page had already sent (no new value comes): sent a moment later
+    w.input.value = "What is the capital of Japan?"
+    press_enter(w, None)
+    assert w.wait(TIMEOUT)
+    assert len(w.turns) == 2 and "Tokyo" in w.turns[-1].text
+    # a late keystroke can never be lost or leak into the next question
+    assert [m["content"] for m in w.history if m["role"] == "user"] == [FRANCE, "What is the capital of Japan?"]
 
 
 def test_earlier_answers_are_not_repainted(llm):
@@ -120,10 +135,10 @@ def test_earlier_answers_are_not_repainted(llm):
     second = w.turns[-1]
     second.answer.observe(lambda change: second_paints.append(change["new"]), names="outputs")
     assert w.wait(TIMEOUT)
-    assert repaints == [] and w.conversation.children[0] is first_box
+    assert repaints == [] and w.conversation.children == (second.box, first_box)  # newest first, shown bottom-up
     # throttled: never more paints than text pieces (plus the empty first one and the final one)
     assert 2 <= len(second_paints) <= len(second.pieces) + 2
-    assert second_paints[-1][0]["data"]["text/markdown"] == second.text
+    assert second_paints[-1][0]["data"]["text/markdown"] == safe_markdown(second.text)
 
 
 @pytest.mark.parametrize("backend_name", ["transformers", "openvino"])
@@ -198,9 +213,10 @@ def test_second_send_while_generating_is_ignored(llm):
     w.input.value = FRANCE
     w.send_button.click()
     assert w.input.disabled
-    w.input.value = "What is the capital of Japan?"
     w.send_button.click()
-    w.input._handle_string_msg(None, {"event": "submit"}, [])
+    assert "Still answering" in w.hint.value
+    w._hint("")
+    press_enter(w, "What is the capital of Japan?")
     assert "Still answering" in w.hint.value
     assert w.wait(TIMEOUT)
     assert len(w.turns) == 1 and len(w.conversation.children) == 1
@@ -248,7 +264,7 @@ def test_runtime_error_is_shown_in_the_chat(llm):
     turn = ask(w, LONG, max_new_tokens=64)
     assert "the runtime failed" in turn.error.value and "RuntimeError" in turn.error.value
     assert turn.response.metrics.finish_reason == "error"
-    assert turn.text and shown_markdown(turn) == turn.text  # the partial answer is kept
+    assert turn.text and shown_markdown(turn) == safe_markdown(turn.text)  # the partial answer is kept
     assert_idle(w)
     broken.fail = False
     assert "Paris" in ask(w, FRANCE).text
@@ -287,18 +303,47 @@ def test_very_long_paste_is_refused_with_the_limit(llm):
 
 def test_unicode_emoji_html_and_code_blocks(llm):
     w = chat_widget(llm)
-    question = "Translate to French: I love <b>pizza</b> 🍕"
-    turn = ask(w, question, max_new_tokens=24)
-    assert "🍕" in turn.user.value and "&lt;b&gt;pizza&lt;/b&gt;" in turn.user.value
+    turn = ask(w, "Translate to French: I love pizza 🍕", max_new_tokens=24)
+    assert "🍕" in turn.user.value
     assert "\ufffd" not in turn.text
-    assert "🍕" in turn.text  # the model echoes the emoji (checked on this model); no broken bytes
-    code = ask(w, "Write a Python function that adds two numbers.", max_new_tokens=40)
+    assert "🍕" in turn.text  # the model echoes the emoji (checked on this model): its 4 bytes arrive whole
+    assert shown_markdown(turn) == safe_markdown(turn.text)
+    # the question is shown as text, never as HTML
+    assert "&lt;b&gt;pizza&lt;/b&gt; 🍕" in Turn("<b>pizza</b> 🍕").user.value
+    code = ask(chat_widget(llm), "Write a Python function that adds two numbers.", max_new_tokens=40)
     md = shown_markdown(code)
-    assert md == code.text and "```python" in md and "def " in md  # Markdown passed as is: the page renders the code block
+    assert md == safe_markdown(code.text) and "```python" in md and "def " in md  # Markdown passed as is: the page renders the code block
     (out,) = code.answer.outputs
     assert out["output_type"] == "display_data" and "text/markdown" in out["data"]
+
+
+def test_model_html_cannot_run_in_the_page():
+    answer = (
+        "Hi <img src=x onerror=alert(1)> and [a link](JavaScript:alert(1))\n"
+        "```html\n<b>kept</b> if a < b\n```\n"
+        "after <script>alert(1)</script>\n"
+        "  ```\n<i>an indented fence is not trusted</i>\n"
+    )
+    md = safe_markdown(answer)
+    assert md.replace("\u200b", "") == answer  # looks and reads the same
+    assert "<img" not in md and "<script" not in md and "</script" not in md and "<i>" not in md
+    assert "JavaScript:" not in md
+    assert "```html\n<b>kept</b> if a < b\n```\n" in md  # code blocks untouched
+    # a block closed the way the renderer closes it: the text after it is text again
+    assert "<p>" not in safe_markdown("~~~\ncode\n~~~~\n<p>")
+    assert "<p>" in safe_markdown("~~~\n<p>\n")  # still inside the block (shown as text)
 
 
 def test_refuses_what_is_not_a_model():
     with pytest.raises(Phi3Error, match="chat_widget needs a loaded model"):
         chat_widget("openvino")
+
+
+def test_widget_benchmark_measures_latency_and_overhead(llm):
+    from phi3_helpers.widgets.bench import bench_widget
+
+    r = bench_widget(llm, runs=2, max_new_tokens=12)
+    assert r["tokens_per_answer"] > 1 and r["pieces"] > 0 and 0 < r["paints"] <= r["pieces"] + 2 * r["runs"]
+    assert 0 <= r["latency_ms_median"] <= r["latency_ms_p95"] <= r["latency_ms_max"]
+    assert r["decode_ms_per_token_with_widget"] > 0 and r["decode_ms_per_token_without_widget"] > 0
+    assert len(r["decode_ms_per_token_runs_with"]) == len(r["decode_ms_per_token_runs_without"]) == 2

@@ -4,16 +4,18 @@ Design (see STYLE.md, "Widgets"):
 - an explicit state: ``idle`` -> ``generating`` -> (``stopping``) -> ``idle``; the input and the
   controls are disabled while an answer is generated and re-enabled in a ``finally``;
 - the answer is generated in a background thread, so the notebook stays responsive;
-- each answer has its own Markdown output, updated in place at most every ``paint_interval``
-  seconds by a painter thread (the rest of the conversation is never re-rendered);
+- each answer has its own Markdown output, updated in place as text arrives, at most every
+  ``paint_interval`` seconds (the rest of the conversation is never re-rendered);
 - worker threads only set widget values (``Output.outputs``, ``HTML.value``); nothing prints;
 - Stop calls the session's stop, which ends generation inside the runtime;
-- errors from the runtime are shown in the conversation, next to the partial answer.
+- errors from the runtime are shown in the conversation, next to the partial answer;
+- the model's text is Markdown that cannot run code in the page (``safe_markdown``).
 """
 
 from __future__ import annotations
 
 import html
+import re
 import threading
 import time
 import warnings
@@ -26,6 +28,9 @@ from ..errors import InvalidOption, Phi3Error
 from ..response import Metrics, Response
 
 IDLE, GENERATING, STOPPING = "idle", "generating", "stopping"
+
+#: Seconds between updates of the live metrics line (the text itself follows paint_interval).
+METRICS_INTERVAL = 0.25
 
 #: Characters per token, roughly, for English text: used to refuse a huge paste before tokenizing it.
 _CHARS_PER_TOKEN = 4
@@ -44,6 +49,40 @@ def _as_session(llm_or_session: Any, system: Optional[str]):
         f"chat_widget needs a loaded model or a chat session (got {type(llm_or_session).__name__}); "
         "use chat_widget(phi3_helpers.load('openvino'))."
     )
+
+
+_ZWSP = "\u200b"
+_FENCE_OPEN = re.compile(r"^(`{3,}|~{3,})(.*)$")
+_SCRIPT_URL = re.compile(r"(?i)\b(javascript|vbscript)\s*:")
+
+
+def safe_markdown(text: str) -> str:
+    """The model's answer as Markdown that cannot run code in the page.
+
+    The Output widget renders Markdown as trusted, so raw HTML from a model (``<script>``,
+    ``<img onerror=...>``) would run. Outside fenced code blocks every ``<`` gets an invisible
+    zero-width space after it (no HTML tag or autolink can start; the text looks the same) and
+    ``javascript:`` links are broken. Fenced blocks opened at column 0 are left exactly as they
+    are (their ``<`` is literal text there); a block ends on any line the renderer (marked) would
+    end it on, so text after a block is always treated as text.
+    """
+    out = []
+    fence: Optional[str] = None
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        if fence is None:
+            m = _FENCE_OPEN.match(body)
+            if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
+                fence = m.group(1)
+                out.append(line)
+            else:
+                out.append(_SCRIPT_URL.sub(lambda u: u.group(1) + _ZWSP + ":", line.replace("<", "<" + _ZWSP)))
+        else:
+            stripped = body.lstrip(" ")
+            if len(body) - len(stripped) <= 3 and stripped.startswith(fence) and not stripped[len(fence):].strip("`~ "):
+                fence = None
+            out.append(line)
+    return "".join(out)
 
 
 def metrics_line(m: Metrics, running: bool = False) -> str:
@@ -76,13 +115,17 @@ class Turn:
         self.answer = widgets.Output(layout=widgets.Layout(padding="0 8px"))
         self.metrics = widgets.HTML("")
         self.error = widgets.HTML("")
-        self.box = widgets.VBox([self.user, self.notices, self.answer, self.error, self.metrics])
+        # flex 0 0 auto: a turn keeps its full height in the scrolling conversation (never squeezed)
+        self.box = widgets.VBox(
+            [self.user, self.notices, self.answer, self.error, self.metrics], layout=widgets.Layout(flex="0 0 auto")
+        )
         self.box.add_class("phi3-chat-turn")
         self.answer.add_class("phi3-chat-answer")
         self.metrics.add_class("phi3-chat-metrics")
         self.pieces: list[str] = []
         self.response: Optional[Response] = None
         self.error_text = ""
+        self._metrics_painted = 0.0
 
     @property
     def text(self) -> str:
@@ -96,12 +139,13 @@ class Turn:
 
     def paint(self, running: bool) -> None:
         """Put the answer so far into its output (one Markdown output, replaced in place)."""
-        text = self.text
-        shown = text + (" ▌" if running else "")
+        shown = safe_markdown(self.text) + (" ▌" if running else "")
         self.answer.outputs = (
             {"output_type": "display_data", "data": {"text/markdown": shown, "text/plain": shown}, "metadata": {}},
         )
-        if self.response is not None:
+        now = time.monotonic()
+        if self.response is not None and (not running or now - self._metrics_painted >= METRICS_INTERVAL):
+            self._metrics_painted = now
             self.metrics.value = (
                 "<span style='color:var(--jp-ui-font-color2,#777);font-size:smaller'>"
                 f"{html.escape(metrics_line(self.response.metrics, running))}</span>"
@@ -146,10 +190,11 @@ class ChatWidget(widgets.VBox):
         context = int(backend.context_length)
         self.max_chars = int(max_chars) if max_chars else _CHARS_PER_TOKEN * int(backend.max_prompt_tokens)
         self.turns: list[Turn] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._submit_pending = False
+        self._submit_timer: Optional[threading.Timer] = None
         self._worker: Optional[threading.Thread] = None
         self._current: Optional[Turn] = None
-        self._stop_requested = False
         self._clear_requested = False
 
         # -- controls ------------------------------------------------------------------------
@@ -166,18 +211,26 @@ class ChatWidget(widgets.VBox):
         self.temperature = widgets.BoundedFloatText(
             value=opts.temperature if temperature is None else float(temperature),
             min=0.0, max=2.0, step=0.1, description="Temperature",
-            layout=widgets.Layout(width="190px"),
+            style={"description_width": "initial"}, layout=widgets.Layout(width="200px"),
         )
         self.max_new_tokens = widgets.BoundedIntText(
             value=opts.max_new_tokens if max_new_tokens is None else int(max_new_tokens),
-            min=1, max=max(1, context - 1), step=32, description="Max tokens",
-            layout=widgets.Layout(width="190px"),
+            min=1, max=max(1, context - 1), step=32, description="Max new tokens",
+            style={"description_width": "initial"}, layout=widgets.Layout(width="220px"),
         )
+        # Newest turn first, shown bottom-up (column-reverse): the browser keeps the view pinned
+        # to the newest text as it streams in, and still lets the reader scroll back.
         self.conversation = widgets.VBox(
-            layout=widgets.Layout(height=height, overflow_y="auto", border="1px solid var(--jp-border-color1,#ccc)", padding="4px")
+            layout=widgets.Layout(
+                height=height, overflow_y="auto", flex_flow="column-reverse",
+                border="1px solid var(--jp-border-color1,#ccc)", padding="4px",
+            )
         )
+        # continuous_update=False: the page sends the text once, right after Enter's "submit" event
+        # (or when the box loses focus), not per keystroke; see _on_submit.
         self.input = widgets.Text(
             placeholder="Ask something and press Enter",
+            continuous_update=False,
             layout=widgets.Layout(flex="1 1 auto", width="auto"),
         )
         self.send_button = widgets.Button(description="Send", button_style="primary", icon="paper-plane")
@@ -186,11 +239,13 @@ class ChatWidget(widgets.VBox):
         self.status = widgets.HTML()
         self.hint = widgets.HTML()
 
-        # Enter sends. ipywidgets 8 marks on_submit deprecated in favour of continuous_update=False,
-        # but that also "submits" when the box loses focus (clicking Send would send twice).
+        # Enter sends. ipywidgets 8 marks on_submit deprecated in favour of observing the value with
+        # continuous_update=False, but the value also changes when the box merely loses focus, and
+        # sending then would send half-typed questions; so: submit event + value, see _on_submit.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            self.input.on_submit(lambda _w: self.send())
+            self.input.on_submit(self._on_submit)
+        self.input.observe(self._on_input_value, names="value")
         self.send_button.on_click(lambda _b: self.send())
         self.stop_button.on_click(lambda _b: self.stop())
         self.clear_button.on_click(lambda _b: self.clear())
@@ -240,14 +295,13 @@ class ChatWidget(widgets.VBox):
             except Phi3Error as exc:  # too long with the system prompt, bad option...: nothing started
                 self._hint(str(exc))
                 return False
-            turn = Turn(question)
+            turn = self._new_turn(question)
             turn.response = response
             if response.notices:
                 turn.show_notices(response.notices)
             self.turns.append(turn)
-            self.conversation.children = tuple(self.conversation.children) + (turn.box,)
+            self.conversation.children = (turn.box,) + tuple(self.conversation.children)
             self._current = turn
-            self._stop_requested = False
             self._hint("")
             if text is None:
                 self.input.value = ""
@@ -256,13 +310,46 @@ class ChatWidget(widgets.VBox):
             self._worker.start()
             return True
 
+    #: Seconds to wait, after Enter, for the box's text when the page sends none (Enter on unchanged text).
+    submit_wait = 0.3
+
+    def _on_submit(self, _widget=None) -> None:
+        """Enter was pressed in the page. The page sends the event first and the box's text right
+        after it (a separate, possibly later message), so send when that text arrives; when none
+        comes (the text did not change since it was last sent), send the current text shortly after.
+        """
+        with self._lock:
+            if self._submit_timer is not None:
+                self._submit_timer.cancel()
+            self._submit_pending = True
+            timer = threading.Timer(self.submit_wait, self._claim_submit)
+            timer.daemon = True
+            self._submit_timer = timer
+        timer.start()
+
+    def _on_input_value(self, _change) -> None:
+        self._claim_submit()
+
+    def _claim_submit(self) -> None:
+        with self._lock:
+            if not self._submit_pending:
+                return
+            self._submit_pending = False
+            timer = self._submit_timer  # kept: wait() joins it, so a send from the timer is waited for
+        if timer is not None and timer is not threading.current_thread():
+            timer.cancel()
+        self.send()
+
+    def _new_turn(self, question: str) -> Turn:
+        """The view of one question and its answer (a subclass may observe or restyle it)."""
+        return Turn(question)
+
     def stop(self) -> None:
         """End the answer being generated (in the runtime); safe when idle."""
         with self._lock:
             if self.state == IDLE:
                 self._hint("Nothing to stop.")
                 return
-            self._stop_requested = True
             self.state = STOPPING
         self.session.stop()
 
@@ -272,7 +359,6 @@ class ChatWidget(widgets.VBox):
             if self.state != IDLE:
                 # Let the answer end first: it records its turn when it ends, and Clear must win.
                 self._clear_requested = True
-                self._stop_requested = True
                 self.state = STOPPING
                 busy = True
             else:
@@ -284,6 +370,9 @@ class ChatWidget(widgets.VBox):
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the current answer has ended (for code and tests); True when idle."""
+        timer = self._submit_timer
+        if timer is not None and timer is not threading.current_thread():
+            timer.join(timeout)
         worker = self._worker
         if worker is not None:
             worker.join(timeout)
@@ -291,21 +380,24 @@ class ChatWidget(widgets.VBox):
 
     # -- the background answer -----------------------------------------------------------------
     def _generate(self, turn: Turn) -> None:
-        dirty = threading.Event()
-        finished = threading.Event()
-        painter = threading.Thread(target=self._paint_loop, args=(turn, dirty, finished), name="phi3-chat-painter", daemon=True)
-        painter.start()
+        """Read the answer and repaint it as text arrives, at most every ``paint_interval`` s.
+
+        Painting happens in this thread, right when a piece arrives: no extra thread to wake, and a
+        piece held back by the limit is shown with the next one, less than ``paint_interval`` later
+        (when pieces come slower than that, each is shown at once).
+        """
+        last_paint = 0.0
         try:
             turn.paint(running=True)
             for piece in turn.response:
                 turn.pieces.append(piece)
-                dirty.set()
+                now = time.monotonic()
+                if now - last_paint >= self.paint_interval:
+                    last_paint = now
+                    turn.paint(running=True)
         except Exception as exc:  # shown in the chat, never lost
             turn.show_error(exc)
         finally:
-            finished.set()
-            dirty.set()
-            painter.join()
             try:
                 turn.paint(running=False)
             finally:
@@ -316,20 +408,6 @@ class ChatWidget(widgets.VBox):
                     self.state = IDLE
                 if clear:
                     self._clear_now()
-
-    def _paint_loop(self, turn: Turn, dirty: threading.Event, finished: threading.Event) -> None:
-        """Repaint the current answer when new text came, at most every ``paint_interval`` s."""
-        while True:
-            dirty.wait()
-            if finished.is_set():
-                return
-            dirty.clear()
-            try:
-                turn.paint(running=True)
-            except Exception as exc:  # a failed paint must not kill the answer; say so once
-                turn.show_error(exc)
-                return
-            time.sleep(self.paint_interval)
 
     def _clear_now(self) -> None:
         self.session.clear()
