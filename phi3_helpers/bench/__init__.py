@@ -33,28 +33,30 @@ from typing import Sequence
 from .report import markdown_table, plot, summary_lines
 
 EXIT_BAD_INPUT = 2
-DEFAULT_OUTPUT = "bench-results"
+DEFAULT_OUTPUT = "artifacts/bench"
 
 
 @dataclass(frozen=True)
 class Settings:
-    runs: int
-    warmup: int
+    runs: int  # timed runs at the short prompt
+    long_runs: int  # timed runs at the long prompt
+    warmup: int  # untimed runs before the short ones
+    long_warmup: int  # untimed runs before the long ones
     max_new_tokens: int
-    long_tokens: int
-    overhead_pairs: int
-    timeout_s: float
+    long_tokens: int  # target length of the long prompt
+    overhead_pairs: int  # helper/raw pairs
+    timeout_s: float  # per configuration
 
 
-QUICK = Settings(runs=2, warmup=1, max_new_tokens=32, long_tokens=1000, overhead_pairs=4, timeout_s=180)
-FULL = Settings(runs=5, warmup=1, max_new_tokens=128, long_tokens=1000, overhead_pairs=8, timeout_s=1800)
+QUICK = Settings(runs=3, long_runs=1, warmup=1, long_warmup=0, max_new_tokens=24, long_tokens=512, overhead_pairs=2, timeout_s=300)
+FULL = Settings(runs=5, long_runs=3, warmup=1, long_warmup=1, max_new_tokens=128, long_tokens=1000, overhead_pairs=8, timeout_s=1800)
 
 
 @dataclass(frozen=True)
 class Config:
     backend: str
     precision: str
-    device: str | None  # None: the backend chooses (npu: the NPU, else the CPU)
+    device: str | None  # None: the backend chooses (npu without an NPU: the CPU, flagged as a fallback)
 
     @property
     def label(self) -> str:
@@ -79,12 +81,22 @@ def backend_devices(name: str) -> list[str | None]:
     if name == "npu":
         from ..backends.npu import detect_npu
 
-        return ["NPU" if detect_npu().present else "CPU"]
+        # No NPU: let the backend fall back to the CPU itself, so its result says "fallback".
+        return ["NPU" if detect_npu().present else None]
     if name == "onnx":
         from ..backends.onnx import choose_provider, installed_packages
 
         return [choose_provider(None, installed_packages()).provider.upper()]
     return [None]
+
+
+def device_precisions(name: str, device: str | None) -> tuple[str, ...] | None:
+    """Precisions a backend can run on a device, when that is narrower than its list (else None)."""
+    if name == "onnx" and device:
+        from ..backends.onnx_build import PRECISIONS_BY_TARGET
+
+        return tuple(PRECISIONS_BY_TARGET.get(device.lower(), ())) or None
+    return None
 
 
 def plan(
@@ -129,14 +141,19 @@ def plan(
             skipped.append({"backend": name, "status": "skipped", "reason": f"none of the precisions asked for; it has {', '.join(cls.precisions)}"})
             continue
         for device in backend_devices(name):
-            if wanted_devices and (device or "AUTO") not in wanted_devices:
+            if wanted_devices and (device or "CPU") not in wanted_devices:  # None: the backend's own choice, the CPU here
                 skipped.append({"backend": name, "device": device, "status": "skipped", "reason": "device not asked for"})
                 continue
-            configs.extend(Config(name, p, device) for p in chosen)
+            usable = device_precisions(name, device)
+            for p in chosen:
+                if usable is None or p in usable:
+                    configs.append(Config(name, p, device))
+                else:
+                    skipped.append({"backend": name, "precision": p, "device": device, "status": "skipped", "reason": f"{name} has no {p} on {device}"})
     if precisions:
         bad = [p for p in precisions if p not in all_precisions]
         if bad:
-            raise BadInput(f"unknown precision {bad[0]!r}; the backends here take {', '.join(sorted(all_precisions))}.")
+            raise BadInput(f"unknown precision {bad[0]!r}; use one or more of {', '.join(sorted(all_precisions))}.")
     if not configs:
         raise BadInput("nothing to measure with these choices; run `python -m phi3_helpers devices` to see what is available.")
     return configs, skipped
@@ -179,27 +196,36 @@ def prepare(cfg: Config, model_arg: str | None, timeout: float) -> float:
 
 
 # -- running ------------------------------------------------------------------------------------
-def run_config(cfg: Config, model_arg: str | None, settings: Settings, workdir: Path) -> dict:
-    """Measure one configuration in a fresh Python process."""
-    spec = {**asdict(cfg), **asdict(settings), "model": model_arg}
-    base = workdir / cfg.label.replace(" ", "_")
-    spec_file, out_file, log_file = base.with_suffix(".spec.json"), base.with_suffix(".json"), base.with_suffix(".log")
-    spec_file.write_text(json.dumps(spec))
-    t0 = time.perf_counter()
-    try:
-        with log_file.open("w") as log:
-            subprocess.run(
-                [sys.executable, "-m", "phi3_helpers.bench.worker", str(spec_file), str(out_file)],
-                stdout=log, stderr=subprocess.STDOUT, timeout=settings.timeout_s, check=False,
-            )
-    except subprocess.TimeoutExpired:
-        return {**asdict(cfg), "status": "error", "reason": f"timed out after {settings.timeout_s:.0f} s (log: {log_file})"}
-    if not out_file.is_file():
-        tail = (log_file.read_text(errors="replace").strip().splitlines() or ["(no output)"])[-1]
-        return {**asdict(cfg), "status": "error", "reason": f"the worker died: {tail[:300]}"}
-    result = json.loads(out_file.read_text())
-    result["wall_s"] = time.perf_counter() - t0
-    return result
+def run_group(cfgs: list[Config], model_arg: str | None, settings: Settings, workdir: Path, progress) -> list[dict]:
+    """Measure configurations in one fresh Python process; a crash costs only the config it hit."""
+    results: list[dict] = []
+    todo = list(cfgs)
+    while todo:
+        base = workdir / todo[0].label.replace(" ", "_")
+        spec_file, out_file, log_file = base.with_suffix(".specs.json"), base.with_suffix(".jsonl"), base.with_suffix(".log")
+        spec_file.write_text(json.dumps([{**asdict(c), **asdict(settings), "model": model_arg} for c in todo]))
+        out_file.unlink(missing_ok=True)
+        progress(f"measuring {', '.join(c.label for c in todo)} ...")
+        try:
+            with log_file.open("w") as log:
+                subprocess.run(
+                    [sys.executable, "-m", "phi3_helpers.bench.worker", str(spec_file), str(out_file)],
+                    stdout=log, stderr=subprocess.STDOUT, timeout=settings.timeout_s * len(todo), check=False,
+                )
+            problem = None
+        except subprocess.TimeoutExpired:
+            problem = f"timed out after {settings.timeout_s * len(todo):.0f} s"
+        done = [json.loads(line) for line in out_file.read_text().splitlines()] if out_file.is_file() else []
+        for res in done:
+            progress(summary_lines([res])[0])
+        results += done
+        todo = todo[len(done):]
+        if todo:  # the process died (or hung) on todo[0]: report it, go on with the rest
+            tail = (log_file.read_text(errors="replace").strip().splitlines() or ["(no output)"])[-1]
+            results.append({**asdict(todo[0]), "status": "error", "reason": f"{problem or 'the worker died'}: {tail[:300]}"})
+            progress(summary_lines(results[-1:])[0])
+            todo = todo[1:]
+    return results
 
 
 def machine() -> dict:
@@ -236,8 +262,9 @@ def run(
     progress = progress or (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     base = QUICK if quick else FULL
     settings = Settings(
-        runs=runs or base.runs, warmup=base.warmup, max_new_tokens=tokens or base.max_new_tokens,
-        long_tokens=long_tokens or base.long_tokens, overhead_pairs=pairs or base.overhead_pairs, timeout_s=base.timeout_s,
+        runs=runs or base.runs, long_runs=runs or base.long_runs, warmup=base.warmup, long_warmup=base.long_warmup,
+        max_new_tokens=tokens or base.max_new_tokens, long_tokens=long_tokens or base.long_tokens,
+        overhead_pairs=pairs or base.overhead_pairs, timeout_s=base.timeout_s,
     )
     configs, skipped = plan(backends, precisions, devices, quick)
     from ..models import resolve_model
@@ -255,13 +282,16 @@ def run(
     results = []
     load_before = _load_avg()
     t0 = time.perf_counter()
+    # Full: a fresh process per configuration. Quick: one per backend (imports paid once).
+    groups: list[list[Config]] = []
+    for cfg in configs:
+        if quick and groups and groups[-1][0].backend == cfg.backend:
+            groups[-1].append(cfg)
+        else:
+            groups.append([cfg])
     with tempfile.TemporaryDirectory(prefix="phi3-bench-") as tmp:
-        for i, cfg in enumerate(configs, 1):
-            progress(f"[{i}/{len(configs)}] {cfg.label} ...")
-            res = run_config(cfg, model_arg, settings, Path(tmp))
-            line = summary_lines([res])[0]
-            progress(f"[{i}/{len(configs)}] {line}")
-            results.append(res)
+        for group in groups:
+            results += run_group(group, model_arg, settings, Path(tmp), progress)
     doc = {
         "started": started.isoformat(timespec="seconds"),
         "duration_s": time.perf_counter() - t0,
@@ -283,9 +313,11 @@ NOTES = {
     "ttft_ms": "time from the start of generation to the first token (prefill of the prompt + one decode step); tokenization excluded",
     "ms_per_token": "decode time per token after the first: (time of last token - time of first) / (tokens - 1)",
     "tokens_per_s": "1000 / median ms_per_token (decode speed)",
-    "peak_rss_mb": "peak resident memory (VmHWM) of the process after the helper's runs, before the raw loop loads; MiB",
+    "peak_rss_mb": "peak resident memory (VmHWM) of the process after the helper's runs, before the raw loop loads; MiB (--quick: configurations of one backend share a process; the peak is reset before each load)",
+    "model_rss_mb": "peak_rss_mb minus the resident memory just before load(): what loading and running the model added",
     "size_on_disk_mb": "size of the folder the runtime loads (weights + configs + tokenizer files); MiB",
-    "load_s": "phi3_helpers.load() in a fresh process: imports, tokenizer, model load and compile (compiled-model cache warm after the first run); exports are built beforehand and not included",
+    "load_s": "phi3_helpers.load() with the runtime's Python packages already imported: tokenizer, model load and compile (OpenVINO's compiled-model cache is warm after the first run); exports are built beforehand and not included",
+    "import_s": "importing the runtime's Python packages, once per process (configurations of one backend share it with --quick)",
     "overhead.ratio": "median helper ms/token / median raw-API ms/token, runs interleaved; 1.00 = no overhead",
     "overhead.cpu_ratio": "same with process CPU time per token (less sensitive to other jobs on the machine)",
 }
@@ -313,13 +345,13 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="phi3_helpers bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer configurations, runs and tokens (under 2 minutes with exports cached)")
+    p.add_argument("--quick", action="store_true", help="fewer configurations, runs and tokens: about 4 minutes on a busy 2-core machine (exports are built first, outside the timing)")
     p.add_argument("--backends", type=_csv, default=None, help="comma-separated, e.g. openvino,transformers (default: every available one)")
     p.add_argument("--precisions", type=_csv, default=None, help="comma-separated, e.g. int4,fp16 (default: all; --quick: all for openvino, the default for others)")
     p.add_argument("--devices", type=_csv, default=None, help="comma-separated, e.g. CPU,GPU (default: every device found)")
-    p.add_argument("--runs", type=_positive_int, default=None, help=f"timed runs per prompt length (default {FULL.runs}; --quick {QUICK.runs})")
+    p.add_argument("--runs", type=_positive_int, default=None, help=f"timed runs per prompt length (default {FULL.runs} short, {FULL.long_runs} long; --quick {QUICK.runs} and {QUICK.long_runs})")
     p.add_argument("--tokens", type=_positive_int, default=None, help=f"new tokens per run (default {FULL.max_new_tokens}; --quick {QUICK.max_new_tokens})")
-    p.add_argument("--long-tokens", type=_positive_int, default=None, help="target length of the long prompt (default 1000, capped by the model)")
+    p.add_argument("--long-tokens", type=_positive_int, default=None, help=f"target length of the long prompt (default {FULL.long_tokens}; --quick {QUICK.long_tokens}; capped by the model)")
     p.add_argument("--pairs", type=_positive_int, default=None, help=f"helper/raw run pairs for the overhead (default {FULL.overhead_pairs}; --quick {QUICK.overhead_pairs})")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help=f"folder for bench.json and bench.png (default ./{DEFAULT_OUTPUT})")
     p.add_argument("--model", default=None, help="phi3-mini, smollm2-135m-phi3 or a folder (default: $PHI3_MODEL, else as load() chooses)")

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar, Sequence
+from typing import ClassVar, Sequence
 
 
 @dataclass
@@ -27,6 +28,16 @@ class Run:
     total_s: float
     cpu_ms_per_token: float  # process CPU time of the whole call / tokens (threads included)
     token_ids: list[int] = field(default_factory=list, repr=False)
+    #: median time between tokens after the first (robust to a run being preempted now and then)
+    median_interval_ms: float | None = None
+
+
+def median_interval(stamps: Sequence[tuple[float, int]]) -> float | None:
+    """Median ms per token between successive (time, tokens so far) stamps."""
+    import statistics
+
+    gaps = [(t1 - t0) * 1000.0 / (n1 - n0) for (t0, n0), (t1, n1) in zip(stamps, stamps[1:]) if n1 > n0]
+    return statistics.median(gaps) if gaps else None
 
 
 class TokenClock:
@@ -38,6 +49,7 @@ class TokenClock:
         self.first: float | None = None
         self.last: float | None = None
         self.ids: list[int] = []
+        self.stamps: list[tuple[float, int]] = []
 
     def tick(self, ids: Sequence[int]) -> None:
         now = time.perf_counter()
@@ -45,6 +57,7 @@ class TokenClock:
             self.first = now
         self.last = now
         self.ids.extend(ids)
+        self.stamps.append((now, len(self.ids)))
 
     def run(self) -> Run:
         end = time.perf_counter()
@@ -53,19 +66,45 @@ class TokenClock:
         if not n or self.first is None:
             raise RuntimeError("the runtime produced no tokens")
         per = (self.last - self.first) * 1000.0 / (n - 1) if n > 1 and self.last > self.first else None
-        return Run((self.first - self.t0) * 1000.0, per, n, end - self.t0, cpu * 1000.0 / n, list(self.ids))
+        return Run((self.first - self.t0) * 1000.0, per, n, end - self.t0, cpu * 1000.0 / n, list(self.ids), median_interval(self.stamps))
 
 
 class RawLoop:
-    """A runtime loaded and driven directly. ``api`` names the calls, for the report."""
+    """A runtime loaded and driven directly. ``api`` names the calls, for the report.
+
+    ``run`` calls the runtime from the same kind of thread as phi3_helpers does: a worker thread
+    for the callback runtimes the helper bridges with a queue (OpenVINO GenAI, transformers,
+    optimum-intel), the caller's thread for ORT GenAI's pull loop. On a busy 2-core machine the
+    calling thread alone changed PyTorch's decode speed several-fold (docs/tuning.md), which is
+    not overhead of the helper's code.
+    """
 
     api: ClassVar[str] = ""
+    in_thread: bool = True
 
     def __init__(self, llm) -> None:
         self.llm = llm
         self.eos = sorted(llm.eos_token_ids)
 
     def run(self, input_ids: list[int], max_new_tokens: int) -> Run:
+        if not self.in_thread:
+            return self._run(input_ids, max_new_tokens)
+        out: list = []
+
+        def work() -> None:
+            try:
+                out.append(self._run(input_ids, max_new_tokens))
+            except BaseException as exc:  # re-raised below, in the caller's thread
+                out.append(exc)
+
+        t = threading.Thread(target=work, name="raw-generate", daemon=True)
+        t.start()
+        t.join()
+        if isinstance(out[0], BaseException):
+            raise out[0]
+        return out[0]
+
+    def _run(self, input_ids: list[int], max_new_tokens: int) -> Run:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -119,7 +158,7 @@ class TransformersRaw(RawLoop):
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[llm.precision]
         self.model = AutoModelForCausalLM.from_pretrained(str(llm.model.folder), dtype=dtype).eval()
 
-    def run(self, input_ids, max_new_tokens):
+    def _run(self, input_ids, max_new_tokens):
         return _hf_generate(self.model, input_ids, max_new_tokens, self.eos, self.llm.tokenizer.pad_token_id)
 
     def close(self):
@@ -150,7 +189,7 @@ class GenAIRaw(RawLoop):
         self.settings = openvino_settings(llm)
         self.pipe = ov_genai.LLMPipeline(str(llm.ov_folder), llm.device, **self.settings)
 
-    def run(self, input_ids, max_new_tokens):
+    def _run(self, input_ids, max_new_tokens):
         import numpy as np
         import openvino as ov
         import openvino_genai as ov_genai
@@ -190,7 +229,7 @@ class OptimumRaw(RawLoop):
         self.settings = openvino_settings(llm)
         self.model = OVModelForCausalLM.from_pretrained(str(llm.ov_folder), device=llm.device, ov_config=self.settings, compile=True)
 
-    def run(self, input_ids, max_new_tokens):
+    def _run(self, input_ids, max_new_tokens):
         return _hf_generate(self.model, input_ids, max_new_tokens, self.eos, self.llm.tokenizer.pad_token_id)
 
     def close(self):
@@ -200,6 +239,7 @@ class OptimumRaw(RawLoop):
 # -- ONNX Runtime GenAI -------------------------------------------------------------------------
 class ORTGenAIRaw(RawLoop):
     api = "onnxruntime_genai Config/Model, Generator loop (append_tokens, generate_next_token, get_next_tokens)"
+    in_thread = False  # the onnx backend's loop runs in the reader's thread too
 
     def __init__(self, llm) -> None:
         super().__init__(llm)
@@ -216,7 +256,7 @@ class ORTGenAIRaw(RawLoop):
             config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": n}}}}))
         self.model = og.Model(config)
 
-    def run(self, input_ids, max_new_tokens):
+    def _run(self, input_ids, max_new_tokens):
         import onnxruntime_genai as og
 
         clock = TokenClock()

@@ -75,9 +75,16 @@ def markdown_table(doc: dict) -> str:
     lines.append("")
     lines.append(
         f"Model {doc['model']}; prompts of {short} and {long} tokens; {s['max_new_tokens']} new tokens; "
-        f"median of {s['runs']} runs after {s['warmup']} warm-up (min-max in brackets); load average "
+        f"median of {s['runs']} short-prompt runs ({s['long_runs']} long) after {s['warmup']} warm-up (min-max in brackets); load average "
         f"{doc['machine'].get('load_avg_before')} -> {doc['machine'].get('load_avg_after')} on {doc['machine']['cores']} cores."
     )
+    busy = max((doc["machine"].get("load_avg_before") or [0])[:1] + (doc["machine"].get("load_avg_after") or [0])[:1])
+    if busy > 0.75 * (doc["machine"].get("cores") or 1):
+        lines.append(
+            f"The machine was busy (load average up to {busy:.1f} on {doc['machine']['cores']} cores): other programs shared "
+            "the CPU, so single runs vary by tens of percent (see min-max); compare medians, and read a helper/raw ratio "
+            "against its pairwise spread, not as a 1% measurement."
+        )
     for r in doc["results"]:
         if r.get("status") != "ok":
             lines.append(f"- {label(r)}: {r.get('status')} ({r.get('reason')})")
@@ -95,7 +102,7 @@ def overhead_rows(doc: dict) -> list[list[str]]:
         rows.append([
             r["backend"], r["precision"], r["device"] or "auto",
             f"{o['helper_ms_per_token']['median']:.2f}", f"{o['raw_ms_per_token']['median']:.2f}", f"{o['ratio']:.3f}",
-            f"{o['pair_ratio']['min']:.3f}-{o['pair_ratio']['max']:.3f}", f"{o['cpu_ratio']:.3f}", "yes" if o["same_tokens"] else "no",
+            f"{o['pair_ratio']['min']:.3f}-{o['pair_ratio']['max']:.3f}", f"{o['cpu_ratio']:.3f}", "yes" if o["same_tokens"] else f"first {o.get('agreeing_tokens', '?')}",
         ])
     return rows
 
@@ -142,7 +149,7 @@ def plot(doc: dict, path: str | Path | None = None, reference: list[dict] | None
         ax.invert_yaxis()
         ax.set_title(title)
         ax.set_xlabel(unit)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
         ax.grid(axis="x", alpha=0.3)
 
     bars(ax_ttft, "ttft_ms", "Time to first token (lower is better)", "ms", "ttft_ms")
@@ -162,7 +169,7 @@ def plot(doc: dict, path: str | Path | None = None, reference: list[dict] | None
     ax_over.axvline(1.01, color="red", lw=0.8, ls="--", label="target 1.01")
     ax_over.set_yticks(range(len(over)), [n for n, _ in over], fontsize=8)
     ax_over.invert_yaxis()
-    ax_over.set_title("Helper overhead: ms/token helper / raw API (bars: median; lines: pairwise min-max)")
+    ax_over.set_title("Helper overhead: ms/token, helper / raw API (line: pairwise min-max)")
     ax_over.title.set_fontsize(9)
     ax_over.legend(fontsize=7)
     ax_over.grid(axis="x", alpha=0.3)

@@ -1,7 +1,9 @@
-"""Measure ONE backend x precision x device in this process (the bench starts one process per
-configuration, so peak memory and runtime threads never mix between configurations).
+"""Measure configurations (backend x precision x device) in this process.
 
-    python -m phi3_helpers.bench.worker SPEC.json OUT.json
+    python -m phi3_helpers.bench.worker SPECS.json OUT.jsonl
+
+The bench starts one process per configuration (--quick: one per backend, with the peak-memory
+counter reset between its configurations), so runtimes' thread pools and memory never mix.
 
 Order: load through phi3_helpers (load time), warm-up, timed runs at the short and the long prompt,
 peak memory; then the same runtime loaded with its own API and the overhead pairs (helper run and
@@ -10,16 +12,16 @@ raw run interleaved, the order alternating, so a noisy neighbour hits both sides
 
 from __future__ import annotations
 
+import gc
 import json
 import math
-import os
 import statistics
 import sys
 import time
 import traceback
 from pathlib import Path
 
-from .raw import Run, raw_loop_for, runtime_folder
+from .raw import Run, median_interval, raw_loop_for, runtime_folder
 
 SYSTEM = "You are a helpful assistant."
 SHORT_QUESTION = "Tell me a long story about a robot who learns to paint."
@@ -33,54 +35,94 @@ STORY = (
 )
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (VmHWM; ru_maxrss elsewhere), in MiB."""
+def _status_kb(field: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
     except OSError:
         pass
+    return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM; ru_maxrss where /proc is missing), in MiB."""
+    kb = _status_kb("VmHWM")
+    if kb is not None:
+        return kb / 1024.0
     import resource
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
 
+def current_rss_mb() -> float:
+    kb = _status_kb("VmRSS")
+    return kb / 1024.0 if kb is not None else peak_rss_mb()
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak (Linux: writing 5 to /proc/self/clear_refs resets VmHWM to the current RSS).
+
+    Used when one process measures several configurations of the same backend (--quick).
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def folder_mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 2**20
 
 
-def prompts(llm, long_target: int, max_new_tokens: int) -> dict[str, list[dict]]:
-    """The short prompt (~32 tokens) and a long one of about ``long_target`` tokens (or the limit)."""
-    short = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": SHORT_QUESTION}]
-    limit = min(long_target, llm.max_prompt_tokens, llm.context_length - max_new_tokens - 8)
-    words = STORY.split(" ")
-    text: list[str] = []
-    step = 64
-    while True:
-        more = text + [words[(len(text) + i) % len(words)] for i in range(step)]
-        msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": " ".join(more) + "\n\n" + LONG_ASK}]
-        if llm.count_tokens(msgs) > limit:
-            if step == 1:
-                break
-            step = max(1, step // 4)
-            continue
-        text = more
-    long = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": " ".join(text) + "\n\n" + LONG_ASK}]
-    return {"short": short, "long": long}
+class Prompts:
+    """The short prompt (~32 tokens) and a long one of about ``long_target`` tokens (or the limit).
+
+    Every run gets its own prompt (``Run 7.`` at the start of the system message): OpenVINO
+    GenAI caches prompt prefixes, and a repeated prompt would measure the cache, not the prefill.
+    """
+
+    def __init__(self, llm, long_target: int, max_new_tokens: int):
+        self.llm = llm
+        self.count = 0
+        limit = min(long_target, llm.max_prompt_tokens, llm.context_length - max_new_tokens) - 8  # room for the tag
+        words = STORY.split(" ")
+        text: list[str] = []
+        step = 64
+        while True:
+            more = text + [words[(len(text) + i) % len(words)] for i in range(step)]
+            if llm.count_tokens(self._messages(" ".join(more) + "\n\n" + LONG_ASK, 999)) > limit:
+                if step == 1:
+                    break
+                step = max(1, step // 4)
+                continue
+            text = more
+        self.questions = {"short": SHORT_QUESTION, "long": " ".join(text) + "\n\n" + LONG_ASK}
+
+    @staticmethod
+    def _messages(question: str, tag: int) -> list[dict]:
+        return [{"role": "system", "content": f"Run {tag}. {SYSTEM}"}, {"role": "user", "content": question}]
+
+    def next(self, length: str) -> tuple[list[dict], list[int]]:
+        """A fresh prompt of this length: (messages, token ids as the helper will feed them)."""
+        self.count += 1
+        msgs = self._messages(self.questions[length], self.count)
+        return msgs, self.llm.encode(msgs)
 
 
 def helper_run(llm, messages, max_new_tokens: int) -> Run:
+    """One answer through phi3_helpers, read as a user reads it (text pieces); timings from its metrics."""
+    resp = llm.generate(messages, max_new_tokens=max_new_tokens)  # tokenizes; generation starts when read
     cpu0 = time.process_time()
-    resp = llm.generate(messages, max_new_tokens=max_new_tokens)
-    for _ in resp:
-        pass
+    stamps = []
+    for _ in resp:  # a piece per token, except bytes of a character held back until it is whole
+        stamps.append((time.perf_counter(), len(resp.token_ids)))
     cpu = time.process_time() - cpu0
     m = resp.metrics
     if resp.error is not None or not m.tokens or m.ttft_s is None:
         raise RuntimeError(f"the helper produced no tokens ({m.finish_reason})")
-    return Run(m.ttft_s * 1000.0, m.ms_per_token, m.tokens, m.total_s, cpu * 1000.0 / m.tokens, list(resp.token_ids))
+    return Run(m.ttft_s * 1000.0, m.ms_per_token, m.tokens, m.total_s, cpu * 1000.0 / m.tokens, list(resp.token_ids), median_interval(stamps))
 
 
 def spread(values: list[float]) -> dict:
@@ -108,6 +150,9 @@ def measure(spec: dict) -> dict:
 
     out: dict = {k: spec[k] for k in ("backend", "precision", "device")}
     n_new = int(spec["max_new_tokens"])
+    gc.collect()
+    reset_peak_rss()
+    rss_before = current_rss_mb()
     t0 = time.perf_counter()
     llm = load(spec["backend"], model=spec.get("model"), device=spec.get("device"), precision=spec["precision"])
     out["load_s"] = time.perf_counter() - t0
@@ -119,42 +164,50 @@ def measure(spec: dict) -> dict:
         folder=str(runtime_folder(llm)),
         size_on_disk_mb=folder_mb(runtime_folder(llm)),
     )
-    msgs = prompts(llm, int(spec["long_tokens"]), n_new)
-    ids = {k: llm.encode(v) for k, v in msgs.items()}
-
+    prompts = Prompts(llm, int(spec["long_tokens"]), n_new)
     out["prompts"] = {}
     for length in ("short", "long"):
-        for _ in range(int(spec["warmup"])):
-            helper_run(llm, msgs[length], n_new)
-        runs = [helper_run(llm, msgs[length], n_new) for _ in range(int(spec["runs"]))]
-        out["prompts"][length] = summarize(runs, len(ids[length]))
+        for _ in range(int(spec["warmup"] if length == "short" else spec["long_warmup"])):
+            helper_run(llm, prompts.next(length)[0], n_new)
+        runs, sizes = [], []
+        for _ in range(int(spec["runs"] if length == "short" else spec["long_runs"])):
+            msgs, ids = prompts.next(length)
+            sizes.append(len(ids))
+            runs.append(helper_run(llm, msgs, n_new))
+        out["prompts"][length] = summarize(runs, statistics.median(sizes))
     out["peak_rss_mb"] = peak_rss_mb()  # before the raw loop loads a second copy
+    out["model_rss_mb"] = out["peak_rss_mb"] - rss_before
 
-    out["overhead"] = overhead(llm, msgs["short"], ids["short"], n_new, int(spec["overhead_pairs"]))
+    out["overhead"] = overhead(llm, prompts, n_new, int(spec["overhead_pairs"]))
     llm.close()
+    del llm
+    gc.collect()
     return out
 
 
-def overhead(llm, messages, input_ids, max_new_tokens: int, pairs: int) -> dict:
+def overhead(llm, prompts: Prompts, max_new_tokens: int, pairs: int) -> dict:
     """Helper vs raw API on the same prompt ids and token count, interleaved (ABBA...)."""
     raw = raw_loop_for(llm)
     if raw is None:
         return {"status": "skipped", "reason": f"no raw loop for {llm.name} ({llm.runtime})"}
     try:
-        raw.run(input_ids, max_new_tokens)  # warm-up of the second copy
+        raw.run(prompts.next("short")[1], max_new_tokens)  # warm-up of the second copy
         helper_runs: list[Run] = []
         raw_runs: list[Run] = []
         for i in range(pairs):
+            msgs, ids = prompts.next("short")  # one fresh prompt per pair, the same for both sides
             order = ("helper", "raw") if i % 2 == 0 else ("raw", "helper")
             for side in order:
                 if side == "helper":
-                    helper_runs.append(helper_run(llm, messages, max_new_tokens))
+                    helper_runs.append(helper_run(llm, msgs, max_new_tokens))
                 else:
-                    raw_runs.append(raw.run(input_ids, max_new_tokens))
+                    raw_runs.append(raw.run(ids, max_new_tokens))
     finally:
         raw.close()
     h = spread([r.ms_per_token for r in helper_runs])
     r = spread([r.ms_per_token for r in raw_runs])
+    hm = statistics.median(x.median_interval_ms for x in helper_runs)
+    rm = statistics.median(x.median_interval_ms for x in raw_runs)
     pair_ratios = [a.ms_per_token / b.ms_per_token for a, b in zip(helper_runs, raw_runs) if a.ms_per_token and b.ms_per_token]
     hc = statistics.median(x.cpu_ms_per_token for x in helper_runs)
     rc = statistics.median(x.cpu_ms_per_token for x in raw_runs)
@@ -167,31 +220,96 @@ def overhead(llm, messages, input_ids, max_new_tokens: int, pairs: int) -> dict:
         "raw_ms_per_token": r,
         "ratio": h["median"] / r["median"],
         "pair_ratio": spread(pair_ratios),
+        "helper_median_interval_ms": hm,
+        "raw_median_interval_ms": rm,
+        "interval_ratio": hm / rm,
+        "helper_cpu_us_per_token": helper_cost_us(llm, helper_runs[0].token_ids),
         "helper_ttft_ms": statistics.median(x.ttft_ms for x in helper_runs),
         "raw_ttft_ms": statistics.median(x.ttft_ms for x in raw_runs),
         "cpu_ratio": hc / rc,
         "same_tokens": all(a.token_ids == b.token_ids for a, b in zip(helper_runs, raw_runs)),
+        # Leading tokens on which helper and raw agree, worst pair. Greedy int4 answers of two loaded
+        # copies can part after a few tokens (near-tied logits; parallel sums in another order).
+        "agreeing_tokens": min(_common_prefix(a.token_ids, b.token_ids) for a, b in zip(helper_runs, raw_runs)),
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    spec_path, out_path = Path(argv[0]), Path(argv[1])
-    spec = json.loads(spec_path.read_text())
-    try:
-        result = measure(spec)
-        result["status"] = "ok"
-    except BaseException as exc:  # reported in the JSON, the bench goes on with the next config
-        from ..errors import Phi3Error
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
-        traceback.print_exc()
-        reason = str(exc) if isinstance(exc, Phi3Error) else f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        result = {k: spec.get(k) for k in ("backend", "precision", "device")}
-        result.update(status="error", reason=reason[:400])
-    out_path.write_text(json.dumps(result, indent=2))
+
+def import_runtimes(backends: set[str]) -> float:
+    """Import the Python packages the backends need, so load_s measures the model, not imports.
+
+    Returns the seconds it took (paid once per process; reported as import_s).
+    """
+    import importlib
+
+    from ..backends import BACKENDS
+
+    t0 = time.perf_counter()
+    for name in sorted(backends):
+        module, _cls, needs, _how = BACKENDS[name]
+        for pkg in ("transformers", *needs, module):
+            try:
+                importlib.import_module(pkg)
+            except Exception:  # the load that follows reports the problem properly
+                pass
+    from transformers import AutoTokenizer  # noqa: F401  (every backend loads the tokenizer)
+
+    return time.perf_counter() - t0
+
+
+def helper_cost_us(llm, token_ids: list[int], repeat: int = 5) -> float:
+    """CPU microseconds the helper itself spends per token (queue bridge + Response + detokenizer),
+    measured on a replay of real token ids with no runtime behind it: best of ``repeat``."""
+    import threading
+
+    from ..response import Response
+    from ..streaming import bridge
+
+    ids = [i for i in token_ids if i not in llm.eos_token_ids] * 8
+    best = float("inf")
+    for _ in range(repeat):
+        stop = threading.Event()
+        replay = bridge(lambda emit: [emit([i]) for i in ids], stop)
+        resp = Response(replay, llm.tokenizer, stop, 0, len(ids) + 1, None, None, llm.eos_token_ids)
+        c0 = time.process_time()
+        for _ in resp:
+            pass
+        best = min(best, (time.process_time() - c0) * 1e6 / len(ids))
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure each spec in SPECS.json in turn; append one JSON line per result to OUT."""
+    argv = sys.argv[1:] if argv is None else argv
+    specs, out_path = json.loads(Path(argv[0]).read_text()), Path(argv[1])
+    import_s = import_runtimes({s["backend"] for s in specs})
+    for spec in specs:
+        try:
+            result = measure(spec)
+            result["status"] = "ok"
+            result["import_s"] = import_s
+        except BaseException as exc:  # reported in the JSON; the bench goes on with the next config
+            from ..errors import Phi3Error
+
+            traceback.print_exc()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = str(exc) if isinstance(exc, Phi3Error) else f"{type(exc).__name__}: {first}"
+            result = {k: spec.get(k) for k in ("backend", "precision", "device")}
+            result.update(status="error", reason=reason[:400])
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+        with out_path.open("a") as f:
+            f.write(json.dumps(result) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sys.exit(main())
