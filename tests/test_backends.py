@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-FRANCE = "What is the capital of France?"
-PROMPTS = [
-    FRANCE,
-    "Write a haiku about the sea.",
-    "Explain what a CPU does in two sentences.",
-    "List three fruits.",
-]
+from prompts import FRANCE, PROMPTS
 CASES = [
     ("transformers", "fp32"),
     ("openvino", "int4"),
@@ -43,7 +37,9 @@ def test_openvino_fp16_greedy_tokens_equal_transformers_fp32(load_backend, backe
         assert got == want, prompt
 
 
-@pytest.mark.parametrize("backend, precision", [("transformers", "fp32"), ("openvino", "int4"), ("openvino-optimum", "int4")])
+@pytest.mark.parametrize(
+    "backend, precision", [("transformers", "fp32"), ("openvino", "int4"), ("openvino-optimum", "int4"), ("onnx", "int4")]
+)
 def test_stop_mid_answer_ends_generation_and_the_next_question_is_answered(load_backend, backend, precision):
     llm = load_backend(backend, precision)
     chat = llm.chat()
@@ -58,6 +54,9 @@ def test_stop_mid_answer_ends_generation_and_the_next_question_is_answered(load_
     assert chat.history[-1]["content"] == resp.text()  # the partial answer is kept
     nxt = chat.ask(FRANCE, max_new_tokens=32)
     assert "Paris" in nxt.text() and nxt.metrics.finish_reason in {"stop", "length"}
+    assert [m["role"] for m in chat.history] == ["user", "assistant", "user", "assistant"]
+    # the second prompt carried the first turn: it is longer than the question alone
+    assert nxt.metrics.prompt_tokens > llm.count_tokens([{"role": "user", "content": FRANCE}])
 
 
 def test_reading_only_part_of_a_response_releases_the_model(load_backend):

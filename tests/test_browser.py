@@ -30,7 +30,7 @@ pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts"
-FRANCE = "What is the capital of France?"
+from prompts import FRANCE
 LONG = "Write a long story about a dragon."
 CODE = "Write a Python function that adds two numbers."
 #: Seconds to run the chapter up to its chat cell (exports on a cold cache take minutes).

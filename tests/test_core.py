@@ -11,7 +11,7 @@ from phi3_helpers.errors import EmptyPrompt, GenerationTimeout, InvalidOption, P
 from phi3_helpers.options import GenerationOptions
 from phi3_helpers.streaming import IncrementalDecoder, bridge
 
-FRANCE = "What is the capital of France?"
+from prompts import FRANCE
 
 
 # -- options ------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-FRANCE = "What is the capital of France?"
+from prompts import FRANCE
 from phi3_helpers.backends import npu
 from phi3_helpers.errors import DeviceUnavailable, InvalidOption, PromptTooLong, UnknownDevice, UnknownPrecision
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-FRANCE = "What is the capital of France?"
+from prompts import FRANCE
 from phi3_helpers.backends import npu, npu_classic
 from phi3_helpers.errors import BackendUnavailable, DeviceUnavailable, ModelFolderError, UnknownDevice
 

@@ -12,7 +12,7 @@ import pytest
 from phi3_helpers import demo
 from phi3_helpers.errors import InvalidOption
 
-FRANCE = "What is the capital of France?"
+from prompts import FRANCE
 
 
 def _wait_for(cond, timeout=300.0):

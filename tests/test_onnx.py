@@ -32,13 +32,7 @@ from phi3_helpers.errors import (
     UnknownPrecision,
 )
 
-FRANCE = "What is the capital of France?"
-PROMPTS = [
-    FRANCE,
-    "Write a haiku about the sea.",
-    "Explain what a CPU does in two sentences.",
-    "List three fruits.",
-]
+from prompts import FRANCE, PROMPTS
 CPU_ONLY = {"onnxruntime-genai", "onnxruntime"}
 DIRECTML = {"onnxruntime-genai-directml", "onnxruntime-directml"}
 CUDA = {"onnxruntime-genai-cuda", "onnxruntime-gpu"}
@@ -131,23 +125,7 @@ def test_int4_answers_the_france_question_with_paris_streamed_with_metrics(load_
     assert record["precision"] == "int4" and record["target"] == "cpu"
 
 
-def test_stop_mid_answer_then_a_normal_next_answer_in_the_same_chat(load_backend):
-    llm = load_backend("onnx", "int4")
-    chat = llm.chat()
-    resp = chat.ask("Write a very long story about a dragon and a knight.", max_new_tokens=200)
-    seen = []
-    for piece in resp:
-        seen.append(piece)
-        if len(seen) == 5:
-            chat.stop()
-    assert resp.metrics.finish_reason == "stopped"
-    assert resp.metrics.tokens < 10  # the token loop ended at once, not after 200 tokens
-    assert chat.history[-1]["content"] == resp.text()  # the partial answer is kept
-    nxt = chat.ask(FRANCE, max_new_tokens=24)
-    assert "Paris" in nxt.text() and nxt.metrics.finish_reason in {"stop", "length"}
-    assert [m["role"] for m in chat.history] == ["user", "assistant", "user", "assistant"]
-    # the second prompt carried the first turn: it is longer than the question alone
-    assert nxt.metrics.prompt_tokens > llm.count_tokens([{"role": "user", "content": FRANCE}])
+# Stop mid-answer, then a normal answer in the same chat: tests/test_backends.py (onnx is one of its cases).
 
 
 def test_a_folder_built_for_directml_loads_on_cpu_here_with_a_notice(offline_model, capsys):

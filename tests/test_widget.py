@@ -16,7 +16,7 @@ from phi3_helpers.errors import Phi3Error
 from phi3_helpers.widgets import ChatWidget, chat_widget
 from phi3_helpers.widgets.chat import Turn, safe_markdown
 
-FRANCE = "What is the capital of France?"
+from prompts import FRANCE
 LONG = "Write a long story about a dragon."
 TIMEOUT = 600  # seconds for one answer on a busy 2-core machine (a guard against hangs, not a timing check)
 
