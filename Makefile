@@ -37,7 +37,7 @@ lab: model
 	$(BIN)/jupyter lab $(ROOT_FLAG) notebooks $(LAB_ARGS)
 
 test: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests --nbval-lax --nbval-cell-timeout=900 notebooks $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests --nbval-lax --nbval-cell-timeout=900 notebooks --durations=15 $(PYTEST_ARGS)
 
 # Package tests only (no notebooks).
 test-fast: setup
