@@ -10,7 +10,6 @@ backend, so both sides really load the same thing.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -248,11 +247,12 @@ class ORTGenAIRaw(RawLoop):
         self.folder = runtime_folder(llm)
         config = og.Config(str(self.folder))
         # The same session settings the onnx backend applies: a folder built for another
-        # provider runs on the CPU provider, and the CPU gets every core (intra_op_num_threads).
+        # provider runs on the CPU provider, and intra_op_num_threads is the backend's own
+        # (0 = ONNX Runtime's default, one thread per physical core).
         if getattr(llm, "target_built", "cpu") != llm.choice.provider:
             config.clear_providers()
         if llm.choice.provider == "cpu":
-            n = getattr(llm, "threads", None) or os.cpu_count() or 1
+            n = getattr(llm, "threads", None) or 0
             config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": n}}}}))
         self.model = og.Model(config)
 
