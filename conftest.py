@@ -9,12 +9,15 @@ repo and temp folders.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
 _HOME = Path(tempfile.mkdtemp(prefix="phi3-test-home-"))
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 
 os.environ["HOME"] = str(_HOME)
 os.environ["USERPROFILE"] = str(_HOME)

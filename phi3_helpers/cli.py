@@ -112,6 +112,16 @@ def cmd_devices(args) -> int:
 
 
 def cmd_prepare(args) -> int:
+    if args.backend.strip().lower() == "transformers":
+        # PyTorch loads the Hugging Face folder as it is: nothing to export, so don't load it.
+        from .backends import backend_class
+        from .models import check_model_folder, resolve_model
+
+        backend_class("transformers")
+        model = resolve_model(args.model)
+        check_model_folder(model.folder)
+        print(model.folder)
+        return 0
     llm = _load(args)
     print(getattr(llm, "prepared_folder", None) or llm.model.folder)
     return 0

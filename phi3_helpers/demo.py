@@ -14,6 +14,7 @@ From a terminal: ``python -m phi3_helpers.demo --backend npu --seconds 60``.
 from __future__ import annotations
 
 import argparse
+import html
 import sys
 import threading
 import time
@@ -43,13 +44,17 @@ class DemoStats:
     live_tokens_per_s: float = 0.0
     running: bool = True
     stopped: bool = False  # ended by Stop (or Ctrl-C) before the time was up
+    error: Optional[str] = None  # "ErrorType: message" when generation failed (the run ends)
 
     @property
     def average_tokens_per_s(self) -> float:
         return self.tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def line(self) -> str:
-        state = "running" if self.running else ("stopped" if self.stopped else "done")
+        if self.error:
+            state = f"failed: {self.error}"
+        else:
+            state = "running" if self.running else ("stopped" if self.stopped else "done")
         return (
             f"{self.device}: {self.elapsed_s:5.1f} / {self.seconds:.0f} s | {self.answers} answers | "
             f"{self.tokens} tokens | now {self.live_tokens_per_s:5.1f} tok/s | "
@@ -127,9 +132,11 @@ class Demo:
                 self._response = None
         except KeyboardInterrupt:
             self.stop()
+        except Exception as exc:  # e.g. SessionBusy or a runtime error: kept on the stats, never lost in a thread
+            st.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         finally:
             self._response = None
-            st.stopped = self._stop.is_set() and time.perf_counter() - t0 < self.seconds
+            st.stopped = st.error is None and self._stop.is_set() and time.perf_counter() - t0 < self.seconds
             st.running = False
             update(time.perf_counter(), force=True)
         return st
@@ -186,7 +193,7 @@ def demo_widget(llm, seconds: float = 60, prompt: str = DEMO_PROMPT, max_new_tok
     readout = widgets.HTML(value=f"<code>{llm.describe() if hasattr(llm, 'describe') else llm}: idle</code>")
 
     def paint(st: DemoStats) -> None:
-        readout.value = f"<code>{st.line()}</code>"
+        readout.value = f"<code>{html.escape(st.line())}</code>"
         if not st.running:
             start.disabled, stop.disabled, secs.disabled = False, True, False
 
@@ -197,7 +204,7 @@ def demo_widget(llm, seconds: float = 60, prompt: str = DEMO_PROMPT, max_new_tok
         try:
             demo.start(on_update=paint)
         except Exception as exc:  # shown in the panel, never lost
-            readout.value = f"<code>{type(exc).__name__}: {exc}</code>"
+            readout.value = f"<code>{html.escape(f'{type(exc).__name__}: {exc}')}</code>"
             start.disabled, stop.disabled, secs.disabled = False, True, False
 
     def on_stop(_btn) -> None:
@@ -215,23 +222,38 @@ def demo_widget(llm, seconds: float = 60, prompt: str = DEMO_PROMPT, max_new_tok
 def main(argv: Optional[list[str]] = None) -> int:
     """``python -m phi3_helpers.demo``: keep a device busy from the terminal."""
     from . import load
+    from .cli import _Parser
     from .errors import Phi3Error
 
-    ap = argparse.ArgumentParser(prog="python -m phi3_helpers.demo", description="Keep a device busy generating (for Task Manager demos).")
+    def seconds_arg(text: str) -> float:
+        try:
+            return _check_seconds(float(text))
+        except (ValueError, InvalidOption):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0 (up to 86400); try --seconds 60") from None
+
+    ap = _Parser(prog="python -m phi3_helpers demo", description="Keep a device busy generating (for Task Manager demos).")
     ap.add_argument("--backend", default="npu", help="backend (default: npu)")
     ap.add_argument("--model", default=None, help="model name or folder (default: $PHI3_MODEL or automatic)")
     ap.add_argument("--device", default=None, help="device (default: the backend's choice)")
     ap.add_argument("--precision", default=None)
-    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--seconds", type=seconds_arg, default=60.0, help="how long to keep the device busy (default 60)")
     ap.add_argument("--prompt", default=DEMO_PROMPT)
-    args = ap.parse_args(argv)
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)  # bad input: one line, exit 2, before the load
+    if not args.prompt.strip():
+        ap.error("--prompt is empty; leave it out to use the demo's story prompt")
     try:
         llm = load(args.backend, model=args.model, device=args.device, precision=args.precision)
         print(f"Demo on {llm.describe()} for {args.seconds:.0f} s (Ctrl-C stops).", flush=True)
-        keep_busy(llm, args.seconds, args.prompt)
+        st = keep_busy(llm, args.seconds, args.prompt)
     except Phi3Error as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted while loading the model: nothing was left half-written; run the command again.", file=sys.stderr)
+        return 130
+    if st.error:
+        print(f"error: the demo stopped because generation failed: {st.error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -64,6 +64,8 @@ class Response:
         self._started = False
         self._done = False
         self._lock = threading.Lock()
+        self._finished = threading.Event()
+        self._reader: Optional[int] = None  # thread that iterates the stream
         self.max_new_tokens = max_new_tokens
         self.token_ids: list[int] = []
         self.notices: list[str] = list(notices or [])
@@ -94,6 +96,7 @@ class Response:
             yield from list(self._pieces)
             return
         self._started = True
+        self._reader = threading.get_ident()
         self._t0 = time.perf_counter()
         try:
             for ids in self._stream:
@@ -126,6 +129,8 @@ class Response:
         if not self._started:
             for _ in self:
                 pass
+        elif self._reader != threading.get_ident():
+            self._finished.wait()  # another thread (a chat widget) is reading: wait for the end
         return "".join(self._pieces)
 
     def __str__(self) -> str:
@@ -163,5 +168,8 @@ class Response:
             self.metrics.finish_reason = "length"
         else:
             self.metrics.finish_reason = "stop"
-        if self._on_done is not None:
-            self._on_done(self)
+        try:
+            if self._on_done is not None:
+                self._on_done(self)
+        finally:
+            self._finished.set()

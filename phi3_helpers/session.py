@@ -26,6 +26,8 @@ class ChatSession:
         self.system = system
         self.options = options or GenerationOptions()
         self.history: list[dict] = []  # user/assistant turns, oldest first
+        #: Print trimming notices to stderr; a UI that shows ``response.notices`` itself sets False.
+        self.print_notices = True
         self._response: Response | None = None
 
     # -- the conversation -----------------------------------------------------------------
@@ -57,7 +59,8 @@ class ChatSession:
             )
         if dropped:
             msg = f"dropped the {dropped} oldest turn(s) to fit the context of {b.context_length} tokens."
-            notice(msg)
+            if self.print_notices:
+                notice(msg)
             return [msg]
         return []
 

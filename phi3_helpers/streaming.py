@@ -54,12 +54,14 @@ def bridge(
 
     thread = threading.Thread(target=worker, name=name, daemon=True)
     thread.start()
+    grace = timeout  # how long to wait for the worker to end once the reader is done
     try:
         while True:
             try:
                 item = q.get(timeout=timeout)
             except queue.Empty:
                 stop.set()
+                grace = 1.0  # a stuck runtime may never end: leave its daemon thread behind
                 raise GenerationTimeout(
                     f"the runtime produced no token for {timeout:.0f} s; it may be stuck or still compiling"
                     " - try a smaller model or precision, or raise the timeout."
@@ -72,7 +74,7 @@ def bridge(
     finally:
         # Reached on normal end, on error, and when the consumer closes the iterator early.
         stop.set()
-        thread.join(timeout=timeout)
+        thread.join(timeout=grace)
 
 
 class IncrementalDecoder:

@@ -101,6 +101,31 @@ def test_bad_input_exits_2_with_one_line_naming_the_fix(args, words, capsys):
     assert "use" in err or "see:" in err
 
 
+def test_unwritable_output_exits_2_with_one_line_before_measuring(offline_model, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for output in ("/proc/nope", str(blocker / "bench")):
+        code = main(["--quick", "--backends", "transformers", "--model", "smollm2-135m-phi3", "--output", output])
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        assert code == 2, err
+        assert len(err.splitlines()) == 1 and "cannot write to --output" in err and "choose a folder" in err, err
+        assert "Traceback" not in err and "measuring" not in err and not captured.out
+
+
+def test_a_failed_export_exits_2_with_one_line(offline_model, tmp_path, monkeypatch, capsys):
+    import phi3_helpers.bench as bench
+
+    monkeypatch.setattr(bench, "export_ready", lambda cfg, model: False)
+    failed = subprocess.CompletedProcess([], 1, "", "Traceback (most recent call last):\n  ...\nOSError: disk full\n")
+    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **k: failed)
+    code = main(["--quick", "--backends", "transformers", "--model", "smollm2-135m-phi3", "--output", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("error: export failed for transformers") and "disk full" in err[-1] and "--backends" in err[-1], err
+    assert not any("Traceback" in line for line in err)
+
+
 def test_prompts_are_fresh_each_run_and_the_long_one_fits(load_backend):
     llm = load_backend("openvino", "int4")
     prompts = Prompts(llm, long_target=1000, max_new_tokens=32)

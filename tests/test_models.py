@@ -68,6 +68,22 @@ def test_atomic_folder_removes_leftovers_of_an_earlier_crash(tmp_path):
     assert (final / "ok").read_text() == "y" and not stale.exists()
 
 
+def test_atomic_folder_keeps_the_folder_of_a_build_running_in_another_process(tmp_path):
+    import subprocess
+    import sys
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        running = tmp_path / f".model.partial-{other.pid}-xyz"
+        running.mkdir()
+        with atomic_folder(tmp_path / "model") as tmp:
+            (tmp / "ok").write_text("y")
+        assert running.is_dir()  # not ours to delete: that build is still going
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_default_model_offline_is_the_small_one_with_a_notice(offline_model, monkeypatch, capsys):
     monkeypatch.delenv("PHI3_MODEL", raising=False)
     m = resolve_model()
@@ -79,6 +95,13 @@ def test_default_model_offline_is_the_small_one_with_a_notice(offline_model, mon
 def test_model_chosen_by_environment_variable(offline_model, monkeypatch):
     monkeypatch.setenv("PHI3_MODEL", str(offline_model.folder))
     assert resolve_model().folder == offline_model.folder
+
+
+def test_a_file_given_as_model_folder_is_refused(tmp_path):
+    f = tmp_path / "README.md"
+    f.write_text("x")
+    with pytest.raises(ModelFolderError, match="is a file, not a model folder"):
+        resolve_model(str(f))
 
 
 def test_unknown_model_name_is_refused():
@@ -105,6 +128,8 @@ def _small_folder(tmp_path, offline_model):
 @pytest.mark.parametrize("damage, word", [
     ("missing", "does not exist"),
     ("no-config", "config.json"),
+    ("config-without-type", "model_type"),
+    ("bad-tokenizer", "tokenizer.json"),
     ("bad-config", "not valid JSON"),
     ("no-tokenizer", "tokenizer"),
     ("no-weights", "safetensors"),
@@ -117,6 +142,10 @@ def test_missing_or_corrupt_model_folders_are_refused_with_the_fix(tmp_path, off
         shutil.rmtree(d)
     elif damage == "no-config":
         (d / "config.json").unlink()
+    elif damage == "config-without-type":
+        (d / "config.json").write_text("{}")
+    elif damage == "bad-tokenizer":
+        (d / "tokenizer.json").write_text("{ truncated")
     elif damage == "bad-config":
         (d / "config.json").write_text("{ nope")
     elif damage == "no-tokenizer":

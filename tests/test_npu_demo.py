@@ -76,3 +76,84 @@ def test_demo_command_line(capsys):
     out = capsys.readouterr().out
     assert "Demo on npu" in out and "tok/s" in out
     assert demo.main(["--backend", "npu", "--model", "smollm2-135m-phi3", "--device", "GPU"]) == 2
+
+
+@pytest.mark.parametrize("seconds", ["abc", "0", "-5", "nan", "inf"])
+def test_demo_command_line_refuses_bad_seconds_in_one_line_before_loading(seconds, capsys, monkeypatch):
+    import phi3_helpers
+
+    monkeypatch.setattr(phi3_helpers, "load", lambda *a, **k: pytest.fail("loaded a model despite bad input"))
+    with pytest.raises(SystemExit) as exc:
+        demo.main(["--seconds", seconds])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2
+    assert len(err.splitlines()) == 1 and "--seconds" in err and "try --seconds 60" in err, err
+
+
+class _FailingStream:
+    """A backend stand-in whose answer stream raises, as a runtime error (or SessionBusy) would."""
+
+    device = "CPU"
+
+    def __init__(self, exc: Exception):
+        self.exc = exc
+
+    def describe(self) -> str:
+        return "stand-in on CPU"
+
+    def generate(self, prompt, max_new_tokens=256):
+        exc = self.exc
+
+        class Response:
+            token_ids: list = []
+
+            def __iter__(self):
+                raise exc
+                yield  # pragma: no cover - makes this a generator
+
+            def stop(self):
+                pass
+
+        return Response()
+
+
+def test_an_error_in_the_stream_is_kept_and_shown():
+    from phi3_helpers.errors import SessionBusy
+
+    d = demo.Demo(_FailingStream(RuntimeError("the runtime\nfailed")), seconds=30)
+    d.start()
+    assert d.wait(timeout=30)
+    st = d.stats
+    assert st.error == "RuntimeError: the runtime failed" and not st.running and not st.stopped
+    assert "failed: RuntimeError: the runtime failed" in st.line()
+
+    st = demo.Demo(_FailingStream(SessionBusy("busy; wait for the answer")), seconds=30).run()
+    assert st.error.startswith("SessionBusy: busy") and "failed" in st.line()
+
+
+def test_the_widget_shows_an_error_from_the_stream():
+    box = demo.demo_widget(_FailingStream(RuntimeError("the <runtime> failed")), seconds=30)
+    (start, stop, secs), readout = box.children[0].children, box.children[1]
+    start.click()
+    assert box.demo.wait(timeout=30)
+    _wait_for(lambda: "failed" in readout.value, timeout=10)
+    assert "RuntimeError: the &lt;runtime&gt; failed" in readout.value
+    assert not start.disabled and stop.disabled
+
+
+def test_demo_command_line_reports_a_stream_error_and_an_interrupted_load(capsys, monkeypatch):
+    import phi3_helpers
+
+    monkeypatch.setattr(phi3_helpers, "load", lambda *a, **k: _FailingStream(RuntimeError("the runtime failed")))
+    assert demo.main(["--seconds", "5"]) == 1
+    captured = capsys.readouterr()
+    assert "failed: RuntimeError: the runtime failed" in captured.out
+    assert captured.err.strip() == "error: the demo stopped because generation failed: RuntimeError: the runtime failed"
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(phi3_helpers, "load", interrupted)
+    assert demo.main(["--seconds", "5"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("interrupted"), err

@@ -33,6 +33,13 @@ from phi3_helpers.errors import (
 )
 
 from prompts import FRANCE, PROMPTS
+
+#: These tests describe a machine without DirectML (this one); on a Windows AI PC with
+#: onnxruntime-genai-directml installed they do not apply.
+without_directml = pytest.mark.skipif(
+    GENAI_PACKAGES["dml"] in installed_packages(),
+    reason="onnxruntime-genai-directml is installed here: this test is for a machine without DirectML",
+)
 CPU_ONLY = {"onnxruntime-genai", "onnxruntime"}
 DIRECTML = {"onnxruntime-genai-directml", "onnxruntime-directml"}
 CUDA = {"onnxruntime-genai-cuda", "onnxruntime-gpu"}
@@ -90,6 +97,7 @@ def test_known_package_conflicts_are_named():
     assert "keep only one" in two
 
 
+@without_directml
 def test_this_machine_has_the_cpu_package_and_the_report_says_why_dml_is_absent():
     have = installed_packages()
     assert GENAI_PACKAGES["cpu"] in have and choose_provider(None, have).provider == "cpu"
@@ -128,6 +136,7 @@ def test_int4_answers_the_france_question_with_paris_streamed_with_metrics(load_
 # Stop mid-answer, then a normal answer in the same chat: tests/test_backends.py (onnx is one of its cases).
 
 
+@without_directml
 def test_a_folder_built_for_directml_loads_on_cpu_here_with_a_notice(offline_model, capsys):
     llm = load("onnx", model=offline_model, precision="int4", device="dml")
     err = capsys.readouterr().err
@@ -223,6 +232,7 @@ def test_invalid_options_are_refused_with_the_fix(load_backend, offline_model):
         load("onnx", model=offline_model, device="dml", prebuilt=True)
 
 
+@without_directml
 def test_phi3_mini_on_directml_fetches_only_the_prebuilt_subfolder(load_backend, tmp_path, monkeypatch):
     """Wiring only, with a STAND-IN for the Hugging Face hub (unreachable here): the stand-in
     "downloads" a DirectML folder built here, laid out like the hub's cache."""
@@ -250,10 +260,27 @@ def test_phi3_mini_on_directml_fetches_only_the_prebuilt_subfolder(load_backend,
     assert "Paris" in llm.ask(FRANCE, max_new_tokens=16)
 
 
-def test_sampling_options_reach_the_runtime(load_backend):
+def test_sampling_options_reach_the_runtime(load_backend, monkeypatch):
+    import onnxruntime_genai as og
+
+    calls = []
+
+    class SpyParams(og.GeneratorParams):  # the real class (og.Generator accepts it); records the options
+        def set_search_options(self, **options):
+            calls.append(options)
+            super().set_search_options(**options)
+
+    monkeypatch.setattr(og, "GeneratorParams", SpyParams)
     llm = load_backend("onnx", "int4")
     resp = llm.generate(FRANCE, temperature=0.7, top_p=0.9, max_new_tokens=12)
     assert resp.text().strip() and 0 < resp.metrics.tokens <= 12
+    (sampled,) = calls
+    assert sampled["do_sample"] is True and sampled["temperature"] == pytest.approx(0.7) and sampled["top_p"] == pytest.approx(0.9)
+    assert sampled["max_length"] == resp.metrics.prompt_tokens + 12
+    calls.clear()
+    llm.generate(FRANCE, max_new_tokens=4).text()  # greedy: no sampling options reach the runtime
+    (greedy,) = calls
+    assert greedy["do_sample"] is False and "temperature" not in greedy and "top_p" not in greedy
 
 
 def test_a_failed_build_says_why_and_leaves_nothing_behind(offline_model, tmp_path, monkeypatch):

@@ -106,3 +106,11 @@ def test_openvino_on_the_npu_goes_through_the_npu_backend(offline_model, monkeyp
         with pytest.raises(DeviceUnavailable, match="NPU"):
             load("openvino", model=offline_model, device="NPU")
     assert seen["class"] == "NPUBackend"
+
+
+def test_optimum_backend_refuses_the_npu_with_the_fix(monkeypatch):
+    monkeypatch.setattr(ovb, "available_devices", lambda: ["CPU", "NPU"])  # as on an AI PC
+    backend = object.__new__(ovb.OptimumOpenVINOBackend)
+    with pytest.raises(DeviceUnavailable, match="dynamic shapes.*openvino or npu backend"):
+        backend._pick_device("NPU")
+    assert backend._pick_device("CPU") == "CPU"

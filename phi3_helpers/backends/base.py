@@ -57,7 +57,15 @@ class Backend(abc.ABC):
         self.prepared_folder: Path = self.model.folder  # what the runtime loads; exports set their own
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model.folder))
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(self.model.folder))
+        except Exception as exc:
+            from ..errors import ModelFolderError
+
+            raise ModelFolderError(
+                f"could not read the tokenizer in {self.model.folder} ({type(exc).__name__}); "
+                "delete the folder and run again to rebuild it, or point --model at a complete folder."
+            ) from None
         self.eos_token_ids = self._eos_ids()
         self._busy = threading.Lock()
         self._current: Response | None = None

@@ -322,6 +322,15 @@ class OptimumOpenVINOBackend(_OpenVINOBase):
     name = "openvino-optimum"
     runtime = "OpenVINO (optimum-intel)"
 
+    def _pick_device(self, device: str | None) -> str:
+        d = pick_device(device)
+        if d.startswith("NPU"):
+            raise DeviceUnavailable(
+                "OVModelForCausalLM keeps dynamic shapes, which the NPU does not compile; use the openvino or npu backend "
+                "for the NPU, or --device CPU/GPU here."
+            )
+        return d
+
     def _load(self) -> None:
         from optimum.intel import OVModelForCausalLM
 

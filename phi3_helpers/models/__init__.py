@@ -71,7 +71,7 @@ def _hub_snapshot(repo_id: str, local_only: bool) -> Path:
         snapshot_download(
             repo_id,
             local_files_only=local_only,
-            allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.py"],
+            allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"],  # no remote code
         )
     )
 
@@ -80,17 +80,26 @@ def check_model_folder(folder: Path) -> None:
     """Refuse a folder that is not a complete Hugging Face causal-LM folder, saying what is missing."""
     folder = Path(folder)
     fix = "rebuild it (delete the folder and run `python -m phi3_helpers prepare`) or point --model at a complete folder"
+    if folder.is_file():
+        raise ModelFolderError(f"{folder} is a file, not a model folder; point --model at the folder that holds config.json.")
     if not folder.is_dir():
         raise ModelFolderError(f"model folder {folder} does not exist; {fix}.")
     cfg = folder / "config.json"
     if not cfg.is_file():
         raise ModelFolderError(f"model folder {folder} has no config.json; {fix}.")
     try:
-        json.loads(cfg.read_text())
+        config = json.loads(cfg.read_text())
     except ValueError:
         raise ModelFolderError(f"config.json in {folder} is not valid JSON; {fix}.") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise ModelFolderError(f"config.json in {folder} does not say its model_type; {fix}.")
     if not any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer.model")):
         raise ModelFolderError(f"model folder {folder} has no tokenizer (tokenizer.json); {fix}.")
+    if (folder / "tokenizer.json").is_file():
+        try:
+            json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+        except ValueError:
+            raise ModelFolderError(f"tokenizer.json in {folder} is not valid JSON; {fix}.") from None
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         raise ModelFolderError(f"model folder {folder} has no *.safetensors weights; {fix}.")
@@ -156,7 +165,13 @@ def resolve_model(model: str | os.PathLike | None = None, download: bool = True)
         repo = HUB_REPOS[name]
         try:
             folder = _hub_snapshot(repo, local_only=not download)
+        except KeyboardInterrupt:
+            raise
         except Exception as exc:
+            if model is None and not os.environ.get(MODEL_ENV):
+                # Chosen by default (the hub looked reachable) but the download failed: go offline.
+                notice(f"could not download {repo} ({type(exc).__name__}): using the offline model {OFFLINE_MODEL}.")
+                return resolve_model(OFFLINE_MODEL)
             raise ModelFolderError(
                 f"could not get {repo} from the Hugging Face hub ({type(exc).__name__}); check the network "
                 f"or use the offline model: {MODEL_ENV}={OFFLINE_MODEL}."

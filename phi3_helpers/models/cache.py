@@ -33,8 +33,9 @@ def atomic_folder(final: Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{final.name}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+        if not _builder_alive(stale):  # a build running in another process keeps its folder
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-{os.getpid()}-", dir=final.parent))
     try:
         yield tmp
         if final.exists():  # someone else finished first, or a forced rebuild
@@ -44,6 +45,19 @@ def atomic_folder(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _builder_alive(partial: Path) -> bool:
+    """Whether the process that made ``.NAME.partial-PID-xxxx`` is still running."""
+    try:
+        pid = int(partial.name.rsplit(".partial-", 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False  # our own leftover from an earlier, interrupted build
+    import psutil  # cross-platform (os.kill(pid, 0) would send Ctrl-C on Windows)
+
+    return psutil.pid_exists(pid)
 
 
 def folder_size(path: Path) -> int:

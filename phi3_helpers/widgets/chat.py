@@ -184,6 +184,7 @@ class ChatWidget(widgets.VBox):
     ):
         super().__init__()
         self.session = _as_session(llm_or_session, system)
+        self.session.print_notices = False  # the chat shows each turn's notices itself (no prints from threads)
         backend = self.session.backend
         opts = self.session.options
         self.paint_interval = float(paint_interval)
