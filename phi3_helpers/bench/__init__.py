@@ -191,7 +191,7 @@ def prepare(cfg: Config, model_arg: str | None, timeout: float) -> float:
         cmd += ["--device", cfg.device]
     if model_arg:
         cmd += ["--model", model_arg]
-    again = " ".join(cmd[1:]).replace(sys.executable, "python")
+    again = " ".join(cmd[1:])
     fix = f"run `python {again}` to see the whole error, or leave {cfg.backend} out with --backends"
     t0 = time.perf_counter()
     try:
