@@ -13,6 +13,7 @@ import json
 import pytest
 
 from prompts import FRANCE
+from stopping import check_stop_ends_generation
 from phi3_helpers.backends import npu
 from phi3_helpers.errors import DeviceUnavailable, InvalidOption, PromptTooLong, UnknownDevice, UnknownPrecision
 
@@ -230,21 +231,7 @@ def test_prompt_longer_than_max_prompt_len_says_the_limit(load_backend, monkeypa
 
 def test_stop_mid_answer_then_normal_answer(load_backend):
     llm = load_backend("npu")
-    story = "Write a long story about a dragon who learns to cook."
-    # Greedy: left alone, the model does not end this answer on its own within 64 tokens ...
-    unstopped = llm.generate(story, max_new_tokens=64)
-    unstopped.text()
-    assert unstopped.metrics.finish_reason == "length" and unstopped.metrics.tokens == 64
-    # ... so an answer that ends a token or two after stop() was ended by Stop.
-    resp = llm.generate(story, max_new_tokens=200)
-    at_stop = None
-    for i, _piece in enumerate(resp):
-        if i == 3:
-            at_stop = len(resp.token_ids)
-            resp.stop()
-    assert at_stop is not None and at_stop + 2 < 64
-    assert resp.metrics.finish_reason == "stopped"
-    assert resp.metrics.tokens <= at_stop + 2, (at_stop, resp.metrics.tokens)
+    check_stop_ends_generation(llm, unstopped=64)
     nxt = llm.generate(FRANCE, max_new_tokens=24)
     assert "Paris" in nxt.text() and nxt.metrics.finish_reason in {"stop", "length"}  # not "stopped"
 

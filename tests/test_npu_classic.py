@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from prompts import FRANCE
+from stopping import check_stop_ends_generation
 from phi3_helpers.backends import npu, npu_classic
 from phi3_helpers.errors import BackendUnavailable, DeviceUnavailable, ModelFolderError, UnknownDevice
 
@@ -81,21 +82,7 @@ def test_stand_in_compiler_config_dtypes(stand_in_library, precision, dtype):
 def test_stand_in_stop_mid_answer_then_normal_answer(stand_in_library, offline_model):
     """STAND-IN wiring test: Stop ends generate() through the StoppingCriteria; the next answer is normal."""
     llm = npu.NPUBackend(offline_model, path="classic", precision="int4")
-    story = "Write a long story about a dragon who learns to cook."
-    # Greedy: left alone, the model does not end this answer on its own within 48 tokens ...
-    unstopped = llm.generate(story, max_new_tokens=48)
-    unstopped.text()
-    assert unstopped.metrics.finish_reason == "length" and unstopped.metrics.tokens == 48
-    # ... so an answer that ends a token or two after stop() was ended by Stop.
-    resp = llm.generate(story, max_new_tokens=120)
-    at_stop = None
-    for i, _piece in enumerate(resp):
-        if i == 3:
-            at_stop = len(resp.token_ids)
-            resp.stop()
-    assert at_stop is not None and at_stop + 2 < 48
-    assert resp.metrics.finish_reason == "stopped", resp.metrics.finish_reason
-    assert resp.metrics.tokens <= at_stop + 2, (at_stop, resp.metrics.tokens)
+    check_stop_ends_generation(llm, unstopped=48)
     nxt = llm.generate(FRANCE, max_new_tokens=24)
     assert "Paris" in nxt.text() and nxt.metrics.finish_reason in {"stop", "length"}  # not "stopped"
 
