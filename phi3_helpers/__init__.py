@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from .errors import Phi3Error
 from .models import KNOWN_MODELS, ModelSource, resolve_model
 from .options import GenerationOptions
@@ -46,7 +48,7 @@ def _install_notebook_errors() -> None:
         return
 
     def _show(shell, etype, value, tb, tb_offset=None):
-        print(f"{etype.__name__}: {value}", file=__import__("sys").stderr)
+        print(f"{etype.__name__}: {value}", file=sys.stderr)
         return None
 
     ip.set_custom_exc((Phi3Error,), _show)

@@ -92,6 +92,13 @@ class Backend(abc.ABC):
     def context_length(self) -> int:
         return self.model.context_length
 
+    def _prompt_too_long(self, n: int, limit: int) -> str:
+        """The one-line message for a prompt of ``n`` tokens over ``limit`` (backends add their own fix)."""
+        return (
+            f"the prompt has {n} tokens but {self.model.name} on {self.name}/{self.device} accepts at most "
+            f"{limit}; shorten it or start a new chat."
+        )
+
     # -- shared ------------------------------------------------------------------------------
     def _check_precision(self, precision: str | None) -> str:
         p = (precision or self.precisions[0]).lower()
@@ -150,10 +157,7 @@ class Backend(abc.ABC):
         ids = self.encode(msgs)
         limit = self.max_prompt_tokens
         if len(ids) > limit:
-            raise PromptTooLong(
-                f"the prompt has {len(ids)} tokens but {self.model.name} on {self.name}/{self.device} accepts at most "
-                f"{limit}; shorten it or start a new chat."
-            )
+            raise PromptTooLong(self._prompt_too_long(len(ids), limit))
         if len(ids) + opts.max_new_tokens > self.context_length:
             opts = GenerationOptions.make(opts, max_new_tokens=max(1, self.context_length - len(ids)))
         stop = threading.Event()

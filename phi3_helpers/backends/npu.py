@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from ..errors import DeviceUnavailable, InvalidOption, PromptTooLong, UnknownDevice
+from ..errors import DeviceUnavailable, InvalidOption, UnknownDevice
 from ..models import ModelSource, notice
 from ..models.cache import cache_root
 from ..options import GenerationOptions
 from . import npu_classic
-from .base import Messages, as_messages
 from .openvino import (
     ExportRecipe,
     OpenVINOGenAIBackend,
@@ -38,6 +37,7 @@ from .openvino import (
     export_folder,
     export_openvino,
     is_complete_export,
+    odd_widths,
 )
 
 MAINTAINED = "maintained"
@@ -162,11 +162,7 @@ def npu_export_recipe(model: ModelSource, group_size: int = DEFAULT_GROUP_SIZE) 
     """
     if isinstance(group_size, bool) or not isinstance(group_size, int) or not (group_size == -1 or group_size > 0):
         raise InvalidOption(f"group_size must be a positive whole number or -1 for channel-wise (got {group_size!r}); try 128.")
-    fallback = None
-    if group_size != -1:
-        c = model.config
-        if any(int(c[k]) % group_size for k in ("hidden_size", "intermediate_size")):
-            fallback = "adjust"
+    fallback = "adjust" if odd_widths(model, group_size) else None
     variant = "npu" if group_size == DEFAULT_GROUP_SIZE else ("npu-cw" if group_size == -1 else f"npu-g{group_size}")
     return ExportRecipe("int4", "int4", bits=4, sym=True, group_size=group_size, ratio=1.0, group_size_fallback=fallback, variant=variant)
 
@@ -397,15 +393,13 @@ class NPUBackend(OpenVINOGenAIBackend):
             return super().context_length
         return min(self.max_prompt_len + self.min_response_len, self.model.context_length)
 
-    def generate(self, prompt: str | Messages, options=None, *, system: str | None = None, **kw: Any):
-        if self.path == MAINTAINED:
-            n = self.count_tokens(as_messages(prompt, system))
-            if n > self.max_prompt_tokens:
-                raise PromptTooLong(
-                    f"the prompt has {n} tokens, but the NPU pipeline takes at most {self.max_prompt_tokens} "
-                    f"(MAX_PROMPT_LEN); shorten it, or load with a higher limit: load('npu', max_prompt_tokens={_next_size(n)})."
-                )
-        return super().generate(prompt, options, system=system, **kw)
+    def _prompt_too_long(self, n: int, limit: int) -> str:
+        if self.path != MAINTAINED:
+            return super()._prompt_too_long(n, limit)
+        return (
+            f"the prompt has {n} tokens, but the NPU pipeline takes at most {limit} "
+            f"(MAX_PROMPT_LEN); shorten it, or load with a higher limit: load('npu', max_prompt_tokens={_next_size(n)})."
+        )
 
     # -- loading ------------------------------------------------------------------------------
     def _export(self) -> Path:

@@ -67,9 +67,12 @@ class ExportRecipe:
         return flags
 
 
-def _layer_widths(model: ModelSource) -> set[int]:
+def odd_widths(model: ModelSource, group_size: int) -> list[int]:
+    """Layer input widths that are not a multiple of ``group_size`` (576 in the offline model)."""
+    if group_size <= 0:  # channel-wise: no groups
+        return []
     c = model.config
-    return {int(c["hidden_size"]), int(c["intermediate_size"])}
+    return sorted(w for w in {int(c["hidden_size"]), int(c["intermediate_size"])} if w % group_size)
 
 
 def export_recipe(model: ModelSource, precision: str, variant: str = "") -> ExportRecipe:
@@ -80,10 +83,7 @@ def export_recipe(model: ModelSource, precision: str, variant: str = "") -> Expo
     """
     if precision == "int4":
         group = 128
-        fallback = None
-        odd = sorted(w for w in _layer_widths(model) if w % group)
-        if odd:
-            fallback = "adjust"  # said in a notice when the export runs
+        fallback = "adjust" if odd_widths(model, group) else None  # said in a notice when the export runs
         return ExportRecipe("int4", "int4", bits=4, sym=True, group_size=group, ratio=0.6, group_size_fallback=fallback, variant=variant)
     if precision == "int8":
         return ExportRecipe("int8", "int8", bits=8, variant=variant)
@@ -105,8 +105,12 @@ def export_command(model: ModelSource, recipe: ExportRecipe, out: Path | str) ->
     return shlex.join(args)
 
 
+#: What a runtime needs from an export folder; the record file is written last, by our export.
+EXPORT_FILES = ("openvino_model.xml", "openvino_model.bin", "config.json")
+
+
 def is_complete_export(folder: Path) -> bool:
-    return all((folder / f).is_file() for f in ("openvino_model.xml", "openvino_model.bin", "config.json", "phi3_helpers_export.json"))
+    return all((folder / f).is_file() for f in (*EXPORT_FILES, "phi3_helpers_export.json"))
 
 
 def export_openvino(model: ModelSource, precision: str = "int4", recipe: ExportRecipe | None = None, force: bool = False, progress=notice) -> Path:
@@ -122,10 +126,10 @@ def export_openvino(model: ModelSource, precision: str = "int4", recipe: ExportR
     progress(f"Exporting {model.name} to OpenVINO {recipe.precision} (once; cached in {out}) ...")
     progress("Same as: " + export_command(model, recipe, out))
     q = recipe.quantization_config()
-    if recipe.group_size_fallback:
-        odd = sorted(w for w in _layer_widths(model) if w % (recipe.group_size or 1))
+    odd = odd_widths(model, recipe.group_size or 0) if recipe.group_size_fallback else []
+    if odd:
         progress(
-            f"Layer width {odd[0] if odd else '?'} is not a multiple of the int4 group size {recipe.group_size}: "
+            f"Layer width {odd[0]} is not a multiple of the int4 group size {recipe.group_size}: "
             "NNCF adjusts the group size for those layers (--group-size-fallback adjust)."
         )
     with atomic_folder(out) as tmp:
@@ -174,7 +178,7 @@ def _versions(*dists: str) -> dict:
 
 
 def check_export_folder(folder: Path) -> None:
-    missing = [f for f in ("openvino_model.xml", "openvino_model.bin", "config.json") if not (Path(folder) / f).is_file()]
+    missing = [f for f in EXPORT_FILES if not (Path(folder) / f).is_file()]
     if missing:
         raise ModelFolderError(
             f"OpenVINO folder {folder} is missing {missing[0]}; delete it and export again (python -m phi3_helpers prepare --backend openvino)."
