@@ -205,6 +205,38 @@ def install_git_filter(runner: Runner, repo: Path = REPO, venv: Path = VENV) -> 
                 subprocess.run(["git", "config", "--local", key, value], cwd=repo, check=True)
 
 
+def outputs_only_changes(repo: Path = REPO) -> list:
+    """Tracked notebooks that differ from the index only by what the filter strips (outputs, counts).
+
+    git marks a file whose size changed as modified without running the filter, so JupyterLab's saved outputs
+    would show in `git status` and block `git pull`. Staging such a file again stores the same stripped content
+    (no change) and refreshes git's record of the file. Real edits (changed cells) are left alone.
+    """
+    modified = subprocess.run(
+        ["git", "ls-files", "-m", "-z", "--", "*.ipynb"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    same = []
+    for path in filter(None, modified):
+        if not (repo / path).is_file():
+            continue
+        staged = subprocess.run(["git", "rev-parse", f":{path}"], cwd=repo, capture_output=True, text=True)
+        cleaned = subprocess.run(["git", "hash-object", f"--path={path}", "--", path], cwd=repo,
+                                 capture_output=True, text=True)
+        if staged.returncode == cleaned.returncode == 0 and staged.stdout.strip() == cleaned.stdout.strip():
+            same.append(path)
+    return same
+
+
+def absorb_saved_outputs(runner: Runner, repo: Path = REPO) -> None:
+    """Make notebooks whose only change is saved outputs clean again for git (see outputs_only_changes)."""
+    if runner.dry_run or not in_git_checkout(repo):
+        return
+    paths = outputs_only_changes(repo)
+    if paths:
+        subprocess.run(["git", "add", "--", *paths], cwd=repo, check=True)
+        runner.say(f"Saved outputs in {len(paths)} notebook(s) are kept in your files and out of git")
+
+
 def setup(runner: Runner, repo: Path = REPO, venv: Path = VENV) -> None:
     if sys.version_info[:2] != (3, 11):
         runner.say(f"Note: the course's package versions are tested on Python 3.11; this is {sys.version.split()[0]}")
@@ -219,6 +251,7 @@ def setup(runner: Runner, repo: Path = REPO, venv: Path = VENV) -> None:
     else:
         runner.say(f"Packages are up to date ({venv.name} matches requirements.txt)")
     install_git_filter(runner, repo, venv)
+    absorb_saved_outputs(runner, repo)
 
 
 USAGE = __doc__.split("\n\n", 1)[1]
@@ -259,7 +292,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup(runner)
     if command == "lab":
         runner.run(model_step())
-        return runner.run(lab_step(extra), check=False)
+        try:
+            return runner.run(lab_step(extra), check=False)
+        finally:
+            absorb_saved_outputs(runner)  # the session's saved outputs must not block a later `git pull`
     if command == "test":
         return runner.run(test_step(extra), env=TEST_ENV, check=False)
     return 0
