@@ -87,7 +87,7 @@ def install_steps(venv: Path = VENV, os_name: str = os.name, base_python: str = 
     steps += [
         Step("Updating pip (a few seconds)", pip + ["-q", "--upgrade", "pip"]),
         Step(
-            "Installing the course's packages (requirements.txt): about 2 GB on disk, 2-3 minutes on a fast "
+            "Installing the course's packages (requirements.txt): about 2.3 GB on disk, 2-4 minutes on a fast "
             "connection, 10 or more on busy Wi-Fi; pip shows each download below",
             pip + ["-r", "requirements.txt"],
         ),

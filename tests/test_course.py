@@ -128,7 +128,7 @@ def test_dry_run_of_the_real_script_prints_the_plan_and_changes_nothing(tmp_path
     )
     assert run.returncode == 0, run.stderr
     out = run.stdout
-    assert "Creating .venv" in out and "requirements.txt" in out and "2 GB" in out
+    assert "Creating .venv" in out and "requirements.txt" in out and "2.3 GB" in out
     assert "Not a git checkout" in out  # a downloaded zip: no filter, and it says so
     assert "-m pytest tests --nbval-lax --nbval-cell-timeout=900 notebooks --durations=15 -k widget" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["course.py", *course.STAMPED_FILES])
