@@ -2,7 +2,8 @@
 
 Opens a chapter notebook (a copy in a temp folder, so the repo's notebook is never saved over),
 runs its cells up to and including the chat cell, asks "What is the capital of France?" with
-Enter, waits for "Paris" in the streamed answer, then presses Stop during a long answer and checks
+Enter, waits for "Paris" in the streamed answer, types a follow-up straight away without clicking
+(the cursor is back in the box) and sees it sent, then presses Stop during a long answer and checks
 that generation ended. Screenshots go to <repo>/artifacts/.
 
 Needs Chromium (Debian: ``apt-get install -y chromium``, as .ci/run does; or set PHI3_CHROMIUM to a
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts"
 from prompts import FRANCE
+FOLLOW_UP = "And of Italy?"
 LONG = "Write a long story about a dragon."
 CODE = "Write a Python function that adds two numbers."
 #: Seconds to run the chapter up to its chat cell (exports on a cold cache take minutes).
@@ -194,6 +196,11 @@ def _state(page) -> str | None:
     return page.locator(".phi3-chat .phi3-chat-state").first.get_attribute("data-state")
 
 
+def _finish_word(page) -> str | None:
+    """How the latest answer ended, as its metrics line says it (the finish_reason word)."""
+    return page.locator(".phi3-chat .phi3-chat-metrics [data-finish]").first.get_attribute("data-finish")
+
+
 def _wait_state(page, state: str, timeout: float) -> None:
     page.wait_for_selector(f".phi3-chat .phi3-chat-state[data-state='{state}']", timeout=timeout * 1000)
 
@@ -236,8 +243,24 @@ def test_chat_in_jupyterlab(lab, chromium):
             _wait_state(page, "idle", ANSWER_TIMEOUT)
             assert "Paris" in _answer_text(page)
             metrics = page.locator(".phi3-chat .phi3-chat-metrics").first.inner_text()
-            assert "first token" in metrics and "tokens" in metrics and "done" in metrics, metrics
+            word = _finish_word(page)
+            assert "first token" in metrics and "tokens" in metrics and metrics.endswith(f"· {word}"), metrics
+            assert word not in ("length", "stopped", "error"), metrics  # the model ended this answer itself
+            legend = page.locator(".phi3-chat .phi3-chat-legend").first.inner_text()
+            assert "stopped = you pressed Stop" in legend and "length = " in legend, legend
             page.locator(".phi3-chat").first.screenshot(path=str(ARTIFACTS / "browser-chat-paris.png"))
+
+            # A follow-up typed straight away, without clicking the box first: it is sent, nothing vanishes.
+            page.keyboard.type(FOLLOW_UP)
+            page.keyboard.press("Enter")
+            page.wait_for_function(
+                """(q) => { const t = document.querySelector('.phi3-chat .phi3-chat-turn');
+                            return !!t && t.innerText.includes(q); }""",
+                arg=FOLLOW_UP, timeout=60_000,
+            )
+            _wait_state(page, "idle", ANSWER_TIMEOUT)
+            assert page.locator(".phi3-chat .phi3-chat-turn").count() == 2
+            assert _answer_text(page).strip(), "the follow-up got no answer"
 
             # Clear, then an answer with a code block: rendered as Markdown (a <pre> block in the page).
             page.locator(".phi3-chat .phi3-chat-clear").click()
@@ -274,7 +297,7 @@ def test_chat_in_jupyterlab(lab, chromium):
             page.locator(".phi3-chat .phi3-chat-stop").click()
             _wait_state(page, "idle", 60)
             metrics = page.locator(".phi3-chat .phi3-chat-metrics").first.inner_text()
-            assert "stopped by you" in metrics, metrics
+            assert _finish_word(page) == "stopped" and metrics.endswith("· stopped"), metrics
             tokens = int(metrics.split(" tokens")[0].split()[-1])
             assert tokens < 400
             stopped_text = _answer_text(page)

@@ -14,7 +14,7 @@ import pytest
 
 from phi3_helpers.errors import Phi3Error
 from phi3_helpers.widgets import ChatWidget, chat_widget
-from phi3_helpers.widgets.chat import Turn, safe_markdown
+from phi3_helpers.widgets.chat import FINISH_REASONS, Turn, safe_markdown
 
 from prompts import FRANCE
 LONG = "Write a long story about a dragon."
@@ -162,12 +162,43 @@ def test_stop_mid_answer_then_a_normal_answer(load_backend, backend_name):
     assert generation_threads() == []
     assert llm._busy.acquire(blocking=False)
     llm._busy.release()
-    assert "stopped by you" in turn.metrics.value
+    assert "data-finish='stopped'" in turn.metrics.value and FINISH_REASONS["stopped"] in turn.metrics.value
     assert_idle(w)
     # the partial answer stays in the history, and the next question works
     assert w.history[-1]["content"] == turn.text and turn.text
     after = ask(w, FRANCE)
     assert "Paris" in after.text and after.response.metrics.finish_reason == "ended"
+
+
+def test_focus_returns_to_the_text_box_when_an_answer_ends(llm):
+    w = chat_widget(llm)
+    focus = []  # what the page is told, with the box's state at that moment
+    w.input.send = lambda content, buffers=None: focus.append((content, w.input.disabled))
+    ask(w, FRANCE)
+    assert focus == [({"do": "focus"}, False)]  # once, after the box is enabled again (a disabled box takes no focus)
+    w.max_new_tokens.value = 200
+    w.input.value = LONG
+    w.send_button.click()
+    wait_for_tokens(w.turns[-1], 2)
+    assert len(focus) == 1  # not while answering
+    w.stop_button.click()
+    assert w.wait(TIMEOUT) and focus[-1] == ({"do": "focus"}, False) and len(focus) == 2  # after Stop too
+    w.send("What is the capital of Japan?")  # asked from code, not the box: the cursor is left where it is
+    assert w.wait(TIMEOUT) and len(focus) == 2
+
+
+def test_metrics_line_says_how_the_answer_ended(llm):
+    w = chat_widget(llm)
+    assert all(f"{word} = {meaning}" in w.legend.value for word, meaning in FINISH_REASONS.items())  # explained once
+    for question, max_new, expected in ((LONG, 4, "length"), (FRANCE, 64, None)):
+        turn = ask(w, question, max_new_tokens=max_new)
+        word = turn.response.metrics.finish_reason
+        assert expected in (None, word), word
+        assert f"data-finish='{word}'" in turn.metrics.value
+        assert turn.metrics.value.split("</span>")[0].endswith(f"· {word}")  # the word itself, as metrics say it
+        if word in FINISH_REASONS:
+            assert f"title='{FINISH_REASONS[word]}'" in turn.metrics.value
+    assert word not in ("length", "stopped", "error")  # a short answer the model ended itself
 
 
 def test_stop_when_idle_is_safe(llm):

@@ -9,6 +9,8 @@ Design (see STYLE.md, "Widgets"):
 - worker threads only set widget values (``Output.outputs``, ``HTML.value``); nothing prints;
 - Stop calls the session's stop, which ends generation inside the runtime;
 - errors from the runtime are shown in the conversation, next to the partial answer;
+- when an answer asked from the text box ends, the cursor goes back to the box (a follow-up can be typed
+  at once); each metrics line ends with how the answer ended (``finish_reason``), explained in a legend;
 - the model's text is Markdown that cannot run code in the page (``safe_markdown``).
 """
 
@@ -85,20 +87,24 @@ def safe_markdown(text: str) -> str:
     return "".join(out)
 
 
+#: How an answer ended: the words of ``Response.metrics.finish_reason``, shown as they are (one word set
+#: in metrics, widget and CLI) and explained once, in the legend under the chat and in the word's tooltip.
+FINISH_REASONS = {
+    "ended": "the model ended its answer",
+    "length": "the answer reached Max new tokens",
+    "stopped": "you pressed Stop",
+    "error": "the runtime failed (the error is shown above the line)",
+}
+LEGEND = "How an answer ended: " + " · ".join(f"{word} = {meaning}" for word, meaning in FINISH_REASONS.items())
+
+
 def metrics_line(m: Metrics, running: bool = False) -> str:
-    """One line of timings: time to first token, tokens, tokens/s (and why the answer ended)."""
+    """One line of timings: time to first token, tokens, tokens/s (and, at the end, how the answer ended)."""
     ttft = f"{m.ttft_s * 1000:.0f} ms" if m.ttft_s is not None else "…"
     speed = f"{m.tokens_per_s:.1f} tok/s" if m.tokens_per_s else "… tok/s"
-    parts = [f"first token {ttft}", f"{m.tokens} tokens", speed]
+    parts = [f"first token {ttft}", f"{m.tokens} token{'' if m.tokens == 1 else 's'}", speed]
     if not running:
-        parts.append(f"{m.total_s:.2f} s")
-        reason = {
-            "stop": "done",
-            "length": "reached max new tokens",
-            "stopped": "stopped by you",
-            "error": "error",
-        }.get(m.finish_reason, m.finish_reason)
-        parts.append(reason)
+        parts += [f"{m.total_s:.2f} s", m.finish_reason]
     return " · ".join(parts)
 
 
@@ -146,9 +152,13 @@ class Turn:
         now = time.monotonic()
         if self.response is not None and (not running or now - self._metrics_painted >= METRICS_INTERVAL):
             self._metrics_painted = now
+            m = self.response.metrics
+            how = "" if running else f" data-finish='{html.escape(m.finish_reason)}'"
+            meaning = "" if running else f" title='{html.escape(FINISH_REASONS.get(m.finish_reason, LEGEND))}'"
             self.metrics.value = (
-                "<span style='color:var(--jp-ui-font-color2,#777);font-size:smaller'>"
-                f"{html.escape(metrics_line(self.response.metrics, running))}</span>"
+                f"<span class='phi3-chat-metrics-line'{how}{meaning} "
+                "style='color:var(--jp-ui-font-color2,#777);font-size:smaller'>"
+                f"{html.escape(metrics_line(m, running))}</span>"
             )
 
     def show_error(self, exc: BaseException) -> None:
@@ -195,7 +205,7 @@ class ChatWidget(widgets.VBox):
         self._submit_pending = False
         self._submit_timer: Optional[threading.Timer] = None
         self._worker: Optional[threading.Thread] = None
-        self._current: Optional[Turn] = None
+        self._refocus = False  # the question came from the text box: put the cursor back there when it ends
         self._clear_requested = False
 
         # -- controls ------------------------------------------------------------------------
@@ -239,6 +249,9 @@ class ChatWidget(widgets.VBox):
         self.clear_button = widgets.Button(description="Clear", icon="trash")
         self.status = widgets.HTML()
         self.hint = widgets.HTML()
+        self.legend = widgets.HTML(
+            f"<span style='color:var(--jp-ui-font-color2,#777);font-size:smaller'>{html.escape(LEGEND)}</span>"
+        )
 
         # Enter sends. ipywidgets 8 marks on_submit deprecated in favour of observing the value with
         # continuous_update=False, but the value also changes when the box merely loses focus, and
@@ -259,6 +272,7 @@ class ChatWidget(widgets.VBox):
             self.conversation,
             widgets.HBox([self.input, self.send_button, self.stop_button, self.clear_button]),
             widgets.HBox([self.status, self.hint]),
+            self.legend,
         ]
         # stable names for the page (and the browser test)
         self.add_class("phi3-chat")
@@ -267,6 +281,7 @@ class ChatWidget(widgets.VBox):
             (self.send_button, "phi3-chat-send"), (self.stop_button, "phi3-chat-stop"),
             (self.clear_button, "phi3-chat-clear"), (self.max_new_tokens, "phi3-chat-max-new-tokens"),
             (self.temperature, "phi3-chat-temperature"), (self.system_prompt, "phi3-chat-system"),
+            (self.legend, "phi3-chat-legend"),
         ):
             w.add_class(name)
         self._on_state({"new": IDLE})
@@ -302,7 +317,7 @@ class ChatWidget(widgets.VBox):
                 turn.show_notices(response.notices)
             self.turns.append(turn)
             self.conversation.children = (turn.box,) + tuple(self.conversation.children)
-            self._current = turn
+            self._refocus = text is None
             self._hint("")
             if text is None:
                 self.input.value = ""
@@ -405,7 +420,6 @@ class ChatWidget(widgets.VBox):
                 with self._lock:
                     clear = self._clear_requested
                     self._clear_requested = False
-                    self._current = None
                     self.state = IDLE
                 if clear:
                     self._clear_now()
@@ -425,6 +439,11 @@ class ChatWidget(widgets.VBox):
         busy = state != IDLE
         for w in (self.input, self.send_button, self.system_prompt, self.temperature, self.max_new_tokens):
             w.disabled = busy
+        if not busy and self._refocus:
+            # The box was disabled while answering, which took the cursor out of it: put it back, so a
+            # follow-up typed straight away lands in the box (sent after `disabled`, so the page can focus it).
+            self._refocus = False
+            self.input.focus()
         self.stop_button.disabled = state != GENERATING
         label = {IDLE: "ready", GENERATING: "generating…", STOPPING: "stopping…"}[state]
         self.status.value = f"<span class='phi3-chat-state' data-state='{state}'>{label}</span>&nbsp;"
