@@ -24,6 +24,9 @@ def load(backend: str = "openvino", model=None, device: str | None = None, preci
 
     ``model`` is a name (phi3-mini, smollm2-135m-phi3), a folder, or None for the default
     ($PHI3_MODEL, else the real Phi-3 when the hub is reachable, else the offline model).
+    For phi3-mini the backend's prequantized folder is downloaded; ``source="export"`` exports
+    locally from the checkpoint instead. Loading a real Phi-3 closes the one loaded before
+    (``keep_previous=True`` keeps both, with a notice).
     """
     from .backends import backend_class
 
@@ -33,8 +36,14 @@ def load(backend: str = "openvino", model=None, device: str | None = None, preci
 
         notice("on the NPU the openvino backend runs as the npu backend (NPU-ready export and settings).")
         backend = "npu"
+    from .models import loaded
+
+    keep = bool(kw.pop("keep_previous", False))  # one real Phi-3 in memory at a time unless asked
+    loaded.before_load(None if model is None else str(getattr(model, "name", model)), keep=keep)
     cls = backend_class(backend)
-    return cls(model=model, device=device, precision=precision, **kw)
+    llm = cls(model=model, device=device, precision=precision, **kw)
+    loaded.register(llm)
+    return llm
 
 
 def _install_notebook_errors() -> None:

@@ -197,7 +197,7 @@ def _from_hub(name: str, folder, by_default: bool, download: bool = True) -> Mod
             # Chosen by default (the hub looked reachable) but the download failed: go offline.
             notice(f"could not download {folder.label} ({type(exc).__name__}): using the offline model {OFFLINE_MODEL}.")
             return resolve_model(OFFLINE_MODEL)
-        if isinstance(exc, hub.HubUnreachable):
+        if isinstance(exc, hub.HubUnreachable) and OFFLINE_MODEL not in str(exc):
             raise type(exc)(f"{exc} Or use the offline model: {MODEL_ENV}={OFFLINE_MODEL}.") from None
         raise
     return ModelSource(name, path, folder.repo_id)

@@ -167,7 +167,7 @@ class Plan:
 
 
 def gb(n: int) -> str:
-    return f"{n / GB:.2f} GB" if n >= 10**8 else f"{n / 10**6:.1f} MB"
+    return f"{n / GB:.2f} GB" if n >= GB else f"{n / 10**6:.1f} MB"
 
 
 def hf_cache_dir() -> Path:
@@ -329,7 +329,7 @@ def fetch(folder: HubFolder, progress=None) -> Path:
     if _offline():
         found = cached_folder(folder)
         if found is None:
-            raise HubUnreachable(f"{folder.label} is not in the cache and HF_HUB_OFFLINE is set; unset it to download it.")
+            raise HubUnreachable(f"could not get {folder.label}: it is not in the cache and HF_HUB_OFFLINE is set; unset it to download it.")
         return found
     try:
         plan = make_plan(folder)
@@ -354,7 +354,8 @@ def _download(plan: Plan, say) -> None:
 
     folder = plan.folder
     try:
-        snapshot_download(folder.repo_id, revision=plan.commit, allow_patterns=folder.allow_patterns)
+        # by the pinned name (not the commit), so huggingface_hub records refs/<name> for offline use
+        snapshot_download(folder.repo_id, revision=folder.pinned(), allow_patterns=folder.allow_patterns)
         damaged = [p for p, s in plan.files.items() if _size(storage_file(plan, p)) != s]
         for p in damaged:  # a file truncated in the cache: huggingface_hub trusts it, so fetch it again
             say(f"{p} in the cache does not match the hub's size; downloading it again.")
@@ -382,3 +383,20 @@ def describe_export(precision: str) -> str:
         f"no prequantized folder for this backend: downloads {CHECKPOINT.repo_id} (about {gb(CHECKPOINT.published_bytes)}) "
         f"and exports it here (several minutes, about {gb(out)} more disk, RAM for the whole model)"
     )
+
+
+def plan_lines(backend: str, precision: str, target: str | None = None, source: str | None = None) -> list[str]:
+    """What ``prepare --plan`` prints for phi3-mini: repos, files, sizes (from the hub) and free disk."""
+    folder = None if source == "export" else hub_folder(backend, precision, target)
+    lines = []
+    if folder is None:
+        lines.append(f"{backend} {precision}: {describe_export(precision)}.")
+        folder = CHECKPOINT
+    cached = cached_folder(folder, strict=False)
+    if _offline() and cached is not None:
+        return lines + [f"{folder.label}: complete in the cache ({cached}); nothing to download."]
+    try:
+        lines += make_plan(folder).lines()
+    except HubUnreachable as exc:
+        lines.append(f"{exc} (published: about {gb(folder.published_bytes)}, {folder.source})")
+    return lines
