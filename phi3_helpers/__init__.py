@@ -25,8 +25,8 @@ def load(backend: str = "openvino", model=None, device: str | None = None, preci
     ``model`` is a name (phi3-mini, smollm2-135m-phi3), a folder, or None for the default
     ($PHI3_MODEL, else the real Phi-3 when the hub is reachable, else the offline model).
     For phi3-mini the backend's prequantized folder is downloaded; ``source="export"`` exports
-    locally from the checkpoint instead. Loading a real Phi-3 closes the one loaded before
-    (``keep_previous=True`` keeps both, with a notice).
+    locally from the checkpoint instead. Loading a real Phi-3 while another is open says that two
+    copies are in memory (``close_previous=True`` closes the open one first).
     """
     from .backends import backend_class
 
@@ -38,8 +38,8 @@ def load(backend: str = "openvino", model=None, device: str | None = None, preci
         backend = "npu"
     from .models import loaded
 
-    keep = bool(kw.pop("keep_previous", False))  # one real Phi-3 in memory at a time unless asked
-    loaded.before_load(None if model is None else str(getattr(model, "name", model)), keep=keep)
+    close = bool(kw.pop("close_previous", False))  # a second real Phi-3: said, or the first closed
+    loaded.before_load(None if model is None else str(getattr(model, "name", model)), close=close)
     cls = backend_class(backend)
     llm = cls(model=model, device=device, precision=precision, **kw)
     loaded.register(llm)

@@ -71,7 +71,11 @@ def mirrors(tmp_path_factory, offline_model):
     files[f"{ONNX_SUB}/config.json"] = offline_model.folder / "config.json"
     files[f"{ONNX_SUB}/configuration_phi3.py"] = "# remote code the course must never download\n"
     files["cpu_and_mobile/cpu-int4-rtn-block-32/decoy.onnx.data"] = "another folder of the repo: never fetched\n"
-    files["directml/directml-int4-awq-block-128/model.onnx.data"] = "the DirectML folder: not for the CPU\n"
+    dml = build_onnx_model(offline_model, "int4", "dml")  # built for DirectML here; runs on the CPU with a notice
+    for f in dml.iterdir():
+        if f.name != "phi3_helpers_build.json":
+            files[f"{hub.ONNX[('int4', 'dml')].subfolder}/{f.name}"] = f
+    files[f"{hub.ONNX[('int4', 'dml')].subfolder}/config.json"] = offline_model.folder / "config.json"
     add_repo(mirrors, hub.ONNX[("int4", "cpu")].repo_id, files, sub=ONNX_SUB)
     return root
 
@@ -133,23 +137,30 @@ def test_plan_of_the_stand_in_repos_lists_repo_files_sizes_and_downloads_nothing
     assert repo in res.stdout and big in res.stdout and f"{size:,d}" in res.stdout
     assert "configuration_phi3.py" not in res.stdout and "decoy" not in res.stdout and "directml" not in res.stdout
     assert "free" in res.stdout
-    assert _fetched(server) == [] and not (tmp_path / "hf" / "hub").exists() or not list((tmp_path / "hf").rglob("*.bin"))
+    assert _fetched(server) == [] and not [p for p in (tmp_path / "hf").rglob("*") if p.is_file()]
 
 
 # -- download, answer, answer offline ------------------------------------------------------------
-@pytest.mark.parametrize("backend, repo", [("openvino", OV_REPO), ("onnx", hub.ONNX[("int4", "cpu")].repo_id)])
-def test_phi3_mini_stand_in_downloads_only_prequantized_files_answers_then_answers_offline(server, tmp_path, backend, repo):
+@pytest.mark.parametrize("backend, device, repo, only", [
+    ("openvino", "CPU", OV_REPO, ""),
+    ("onnx", "cpu", hub.ONNX[("int4", "cpu")].repo_id, ONNX_SUB),
+    ("onnx", "dml", hub.ONNX[("int4", "dml")].repo_id, hub.ONNX[("int4", "dml")].subfolder),
+])
+def test_phi3_mini_stand_in_downloads_only_prequantized_files_answers_then_answers_offline(
+    server, tmp_path, backend, device, repo, only
+):
     env = _env(server, tmp_path / "hf")
-    res = _cli(env, "ask", QUESTION, "--backend", backend, "--model", "phi3-mini", "--max-new-tokens", "24")
+    ask = ("ask", QUESTION, "--backend", backend, "--device", device, "--model", "phi3-mini", "--max-new-tokens", "24")
+    res = _cli(env, *ask)
     assert res.returncode == 0, res.stderr
     assert "Paris" in res.stdout
     got = _fetched(server)
     assert got and all(p.startswith(f"/{repo}/resolve/") for p in got)
-    assert not [p for p in got if p.endswith((".safetensors", ".py", "decoy.onnx.data")) or "directml" in p]
-    assert "Downloading" in res.stderr and "GB" in res.stderr or "MB" in res.stderr  # the one-line plan first
+    assert all(p.split("/resolve/", 1)[1].split("/", 1)[1].startswith(only) for p in got)  # that folder only
+    assert not [p for p in got if p.endswith((".safetensors", ".py", "decoy.onnx.data"))]
+    assert [ln for ln in res.stderr.splitlines() if ln.startswith(f"[phi3_helpers] Downloading {repo}")]  # the plan first
     server.stop()
-    res = _cli(_env(server, tmp_path / "hf", offline=True), "ask", QUESTION, "--backend", backend, "--model", "phi3-mini",
-               "--max-new-tokens", "24")
+    res = _cli(_env(server, tmp_path / "hf", offline=True), *ask)
     assert res.returncode == 0, res.stderr
     assert "Paris" in res.stdout
 

@@ -248,7 +248,7 @@ class _Loaded:
         self.closed = True
 
 
-def test_loading_a_second_real_phi3_closes_the_first_or_says_it_keeps_both(tmp_path, offline_model):
+def test_loading_a_second_real_phi3_says_two_copies_or_closes_the_first(tmp_path, offline_model):
     from phi3_helpers.models import loaded
 
     said = []
@@ -256,12 +256,12 @@ def test_loading_a_second_real_phi3_closes_the_first_or_says_it_keeps_both(tmp_p
     for b in (big, small):
         loaded.register(b)
     try:
-        assert loaded.before_load("smollm2-135m-phi3", say=said.append) == [] and not big.closed  # a small one: both fit
-        assert loaded.before_load("phi3-mini", keep=True, say=said.append) == [] and not big.closed
-        assert "two copies" in said[-1]
-        assert loaded.before_load("phi3-mini", say=said.append) == [big]
+        assert loaded.before_load("smollm2-135m-phi3", say=said.append) == [] and said == []  # a small one: both fit
+        assert loaded.before_load("phi3-mini", say=said.append) == [] and not big.closed
+        assert "two copies" in said[-1] and "phi3-mini" in said[-1] and "close_previous=True" in said[-1]
+        assert loaded.before_load("phi3-mini", close=True, say=said.append) == [big]
         assert big.closed and not small.closed and "closed openvino | CPU | int4 | phi3-mini" in said[-1]
-        assert loaded.before_load("phi3-mini", say=said.append) == []  # already closed and forgotten
+        assert loaded.before_load("phi3-mini", close=True, say=said.append) == []  # closed and forgotten
     finally:
         loaded.forget(big)
         loaded.forget(small)

@@ -333,11 +333,12 @@ def fetch(folder: HubFolder, progress=None) -> Path:
         return found
     try:
         plan = make_plan(folder)
-    except HubUnreachable:
-        found = cached_folder(folder, strict=False)  # the hub is away: a complete cached copy will do
-        if found is not None:
-            return found
-        raise
+    except HubError as exc:
+        found = cached_folder(folder, strict=False)  # the hub is away or failing: a complete cached copy will do
+        if found is None:
+            raise
+        say(f"{exc} Using the complete copy in the cache.")
+        return found
     storage = _storage(folder)
     path = storage / "snapshots" / plan.commit / folder.subfolder
     if plan.to_download == 0 and not problems(folder, plan.commit, plan.files):

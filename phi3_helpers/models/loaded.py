@@ -1,9 +1,11 @@
-"""One large model in memory at a time: loading the next real Phi-3 closes the previous one.
+"""One large model in memory at a time, or a notice saying that two are.
 
-A 16 GB laptop holds one Phi-3-mini (about 2-8 GB per copy) next to the notebook, not two. load()
-registers each backend here (weakly: a backend nobody references is forgotten); before a large
-model loads, the large ones still open are closed with a one-line notice. ``keep=True`` keeps them
-and says that two copies are now in memory.
+A 16 GB laptop holds one Phi-3-mini (2-8 GB per copy) next to the notebook, not two. load()
+registers each backend here (weakly: a backend nobody references is forgotten). Before another
+large model loads while a large one is still open, a one-line notice says two copies will be in
+memory and how to free one; ``close_previous=True`` closes the open ones instead. The default
+keeps them because every chapter goes back to its first model after trying a second one
+(close the second with ``.close()`` when done).
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ def is_large(backend) -> bool:
         return False
 
 
-def before_load(model_name: str | None, keep: bool = False, say=None) -> list:
-    """Close (or, with ``keep``, only name) the large models still open before another large one loads.
+def before_load(model_name: str | None, close: bool = False, say=None) -> list:
+    """Say (or, with ``close``, close) the large models still open before another large one loads.
 
     ``model_name`` is the name asked for; only phi3-mini (or None: the default, maybe phi3-mini)
     counts as large before it is loaded. Returns the backends closed.
@@ -44,13 +46,14 @@ def before_load(model_name: str | None, keep: bool = False, say=None) -> list:
     if not big:
         return []
     names = ", ".join(b.describe() for b in big)
-    if keep:
-        say(f"keeping {names} open: two copies of the real model are now in memory (close() one to free it).")
+    if not close:
+        say(f"{names} is still loaded: two copies of the real model will be in memory; call .close() on one "
+            "to free it, or load(..., close_previous=True).")
         return []
     for b in big:
         b.close()
         _open.discard(b)
-    say(f"closed {names} to free memory for the next model (load(..., keep_previous=True) keeps both).")
+    say(f"closed {names} to free memory for the next model.")
     return big
 
 
