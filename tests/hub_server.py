@@ -47,7 +47,8 @@ def olah_cli() -> Path:
         return cli
     shutil.rmtree(VENV, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, capture_output=True)
-    pip = subprocess.run([str(VENV / "bin" / "python"), "-m", "pip", "install", "-q", OLAH_PIN], capture_output=True, text=True)
+    pip = subprocess.run([str(VENV / "bin" / "python"), "-m", "pip", "install", "-q", OLAH_PIN],
+                         capture_output=True, text=True)
     if pip.returncode != 0:
         shutil.rmtree(VENV, ignore_errors=True)
         last = (pip.stderr.strip().splitlines() or ["no output"])[-1]
@@ -115,7 +116,8 @@ class HubServer:
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "PYTHON"))}
         self.proc = subprocess.Popen(
-            [str(cli), "-c", str(config)], cwd=self.workdir, stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=env
+            [str(cli), "-c", str(config)], cwd=self.workdir, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+            env=env,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

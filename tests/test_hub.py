@@ -44,7 +44,8 @@ def _onnx_in_real_names(src: Path, dest: Path) -> dict[str, Path]:
     cfg = json.loads((src / "genai_config.json").read_text())
     cfg["model"]["decoder"]["filename"] = ONNX_NAME
     (dest / "genai_config.json").write_text(json.dumps(cfg, indent=4))
-    files = {ONNX_NAME: dest / ONNX_NAME, "genai_config.json": dest / "genai_config.json", ONNX_NAME + ".data": src / "model.onnx.data"}
+    files = {ONNX_NAME: dest / ONNX_NAME, "genai_config.json": dest / "genai_config.json"}
+    files[ONNX_NAME + ".data"] = src / "model.onnx.data"
     for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         files[f] = src / f
     return files
@@ -130,8 +131,11 @@ def _point_at(monkeypatch, endpoint: str) -> None:
     ("openvino", OV_REPO, "openvino_model.bin"),
     ("onnx", hub.ONNX[("int4", "cpu")].repo_id, f"{ONNX_SUB}/{ONNX_NAME}.data"),
 ])
-def test_plan_of_the_stand_in_repos_lists_repo_files_sizes_and_downloads_nothing(server, mirrors, tmp_path, backend, repo, big):
-    res = _cli(_env(server, tmp_path / "hf"), "prepare", "--backend", backend, "--precision", "int4", "--model", "phi3-mini", "--plan")
+def test_plan_of_the_stand_in_repos_lists_repo_files_sizes_and_downloads_nothing(
+    server, mirrors, tmp_path, backend, repo, big
+):
+    args = ("prepare", "--backend", backend, "--precision", "int4", "--model", "phi3-mini", "--plan")
+    res = _cli(_env(server, tmp_path / "hf"), *args)
     assert res.returncode == 0, res.stderr
     size = (mirrors / "mirrors" / "models" / repo / big).stat().st_size
     assert repo in res.stdout and big in res.stdout and f"{size:,d}" in res.stdout
@@ -158,7 +162,8 @@ def test_phi3_mini_stand_in_downloads_only_prequantized_files_answers_then_answe
     assert got and all(p.startswith(f"/{repo}/resolve/") for p in got)
     assert all(p.split("/resolve/", 1)[1].split("/", 1)[1].startswith(only) for p in got)  # that folder only
     assert not [p for p in got if p.endswith((".safetensors", ".py", "decoy.onnx.data"))]
-    assert [ln for ln in res.stderr.splitlines() if ln.startswith(f"[phi3_helpers] Downloading {repo}")]  # the plan first
+    plan = f"[phi3_helpers] Downloading {repo}"
+    assert [ln for ln in res.stderr.splitlines() if ln.startswith(plan)]  # the one-line plan first
     server.stop()
     res = _cli(_env(server, tmp_path / "hf", offline=True), *ask)
     assert res.returncode == 0, res.stderr
@@ -168,7 +173,8 @@ def test_phi3_mini_stand_in_downloads_only_prequantized_files_answers_then_answe
 def test_interrupted_download_is_never_taken_as_complete_and_the_next_run_finishes(mirrors, tmp_path):
     home = tmp_path / "hf"
     srv = HubServer(tmp_path / "srv1", mirrors / "mirrors").start()
-    proc = subprocess.Popen([sys.executable, "-m", "phi3_helpers", "prepare", "--backend", "openvino", "--model", "phi3-mini"],
+    prepare = [sys.executable, "-m", "phi3_helpers", "prepare", "--backend", "openvino", "--model", "phi3-mini"]
+    proc = subprocess.Popen(prepare,
                             env=_env(srv, home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     deadline = time.monotonic() + 120
     try:
@@ -186,12 +192,14 @@ def test_interrupted_download_is_never_taken_as_complete_and_the_next_run_finish
     res = _cli(_env(srv, home, offline=True), "ask", QUESTION, "--backend", "openvino", "--model", "phi3-mini")
     assert res.returncode == 2 and "not finished" in res.stderr and res.stdout == ""
     with HubServer(tmp_path / "srv2", mirrors / "mirrors") as srv2:
-        res = _cli(_env(srv2, home), "ask", QUESTION, "--backend", "openvino", "--model", "phi3-mini", "--max-new-tokens", "24")
+        res = _cli(_env(srv2, home), "ask", QUESTION, "--backend", "openvino", "--model", "phi3-mini",
+                   "--max-new-tokens", "24")
     assert res.returncode == 0 and "Paris" in res.stdout, res.stderr
     assert not list(home.rglob("*.incomplete"))
 
 
-def test_hub_unreachable_and_nothing_cached_gives_the_offline_model_with_one_notice(tmp_path, monkeypatch, capsys, offline_model):
+def test_hub_unreachable_and_nothing_cached_gives_the_offline_model_with_one_notice(tmp_path, monkeypatch, capsys,
+                                                                                    offline_model):
     from huggingface_hub import constants
 
     from phi3_helpers.models import resolve_prepared

@@ -205,7 +205,8 @@ def test_each_backend_gets_its_publishers_folder_and_the_npu_exports_locally():
     assert hub.hub_folder("openvino-optimum", "fp16").repo_id == "OpenVINO/Phi-3-mini-4k-instruct-fp16-ov"
     cpu, dml = hub.hub_folder("onnx", "int4", "cpu"), hub.hub_folder("onnx", "int4", "dml")
     assert cpu.allow_patterns[0].startswith("cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4/")
-    assert dml.wanted("directml/directml-int4-awq-block-128/model.onnx.data") and not cpu.wanted(dml.subfolder + "/model.onnx")
+    assert dml.wanted("directml/directml-int4-awq-block-128/model.onnx.data")
+    assert not cpu.wanted(dml.subfolder + "/model.onnx")
     assert not cpu.wanted(cpu.subfolder + "/configuration_phi3.py")  # no remote code
     assert hub.hub_folder("npu", "int4") is None and hub.hub_folder("onnx", "fp32", "cpu") is None
     assert hub.hub_folder("transformers", "fp32") is hub.CHECKPOINT

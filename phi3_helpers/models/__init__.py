@@ -85,9 +85,13 @@ def _hub_snapshot(repo_id: str, local_only: bool) -> Path:
 def check_model_folder(folder: Path) -> None:
     """Refuse a folder that is not a complete Hugging Face causal-LM folder, saying what is missing."""
     folder = Path(folder)
-    fix = "rebuild it (delete the folder and run `python -m phi3_helpers prepare`) or point --model at a complete folder"
+    fix = (
+        "rebuild it (delete the folder and run `python -m phi3_helpers prepare`) or point --model at a complete folder"
+    )
     if folder.is_file():
-        raise ModelFolderError(f"{folder} is a file, not a model folder; point --model at the folder that holds config.json.")
+        raise ModelFolderError(
+            f"{folder} is a file, not a model folder; point --model at the folder that holds config.json."
+        )
     if not folder.is_dir():
         raise ModelFolderError(f"model folder {folder} does not exist; {fix}.")
     cfg = folder / "config.json"
@@ -115,7 +119,8 @@ def check_model_folder(folder: Path) -> None:
         except ModelFolderError:
             raise
         except Exception as exc:
-            raise ModelFolderError(f"weights file {w.name} in {folder} is unreadable ({type(exc).__name__}); {fix}.") from None
+            why = type(exc).__name__
+            raise ModelFolderError(f"weights file {w.name} in {folder} is unreadable ({why}); {fix}.") from None
 
 
 def _check_safetensors(path: Path) -> None:
@@ -159,7 +164,8 @@ def resolve_model(model: str | os.PathLike | None = None, download: bool = True)
         check_model_folder(folder)
         return ModelSource(OFFLINE_MODEL, folder)
     if name in HUB_REPOS:
-        return _from_hub(name, hub.CHECKPOINT, by_default=model is None and not os.environ.get(MODEL_ENV), download=download)
+        by_default = model is None and not os.environ.get(MODEL_ENV)
+        return _from_hub(name, hub.CHECKPOINT, by_default=by_default, download=download)
     path = Path(name).expanduser()
     if path.exists() or os.sep in name or name.startswith("."):
         check_model_folder(path)
@@ -195,7 +201,8 @@ def _from_hub(name: str, folder, by_default: bool, download: bool = True) -> Mod
     except Phi3Error as exc:
         if by_default and isinstance(exc, hub.HubUnreachable):
             # Chosen by default (the hub looked reachable) but the download failed: go offline.
-            notice(f"could not download {folder.label} ({type(exc).__name__}): using the offline model {OFFLINE_MODEL}.")
+            why = type(exc).__name__
+            notice(f"could not download {folder.label} ({why}): using the offline model {OFFLINE_MODEL}.")
             return resolve_model(OFFLINE_MODEL)
         if isinstance(exc, hub.HubUnreachable) and OFFLINE_MODEL not in str(exc):
             raise type(exc)(f"{exc} Or use the offline model: {MODEL_ENV}={OFFLINE_MODEL}.") from None
@@ -223,7 +230,9 @@ def resolve_prepared(
     if isinstance(model, ModelSource):
         return model
     if source is not None and source not in SOURCES:
-        raise InvalidOption(f"source must be 'hub' (prequantized download) or 'export' (export locally); got {source!r}.")
+        raise InvalidOption(
+            f"source must be 'hub' (prequantized download) or 'export' (export locally); got {source!r}."
+        )
     chosen = model if model is not None else os.environ.get(MODEL_ENV) or None
     folder = None if source == "export" else hub.hub_folder(backend, precision, target)
     if chosen is None:

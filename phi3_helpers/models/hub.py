@@ -76,7 +76,9 @@ class HubFolder:
         return os.environ.get(REVISION_ENV) or self.revision
 
 
-_OV_FILES = ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.*", "openvino_detokenizer.*", "*.json", "*.jinja")
+_OV_FILES = (
+    "openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.*", "openvino_detokenizer.*", "*.json", "*.jinja"
+)
 _ORT_FILES = ("*.onnx", "*.onnx.data", "*.json", "*.jinja")  # not configuration_phi3.py: no remote code
 
 # Facts checked on the publishers' pages (huggingface.co, file listings of the pinned commits):
@@ -157,7 +159,8 @@ class Plan:
         )
 
     def lines(self) -> list[str]:
-        out = [f"repo {self.folder.repo_id}  revision {self.commit}" + (f"  folder {self.folder.subfolder}" if self.folder.subfolder else "")]
+        sub = f"  folder {self.folder.subfolder}" if self.folder.subfolder else ""
+        out = [f"repo {self.folder.repo_id}  revision {self.commit}{sub}"]
         for path, size in sorted(self.files.items()):
             mark = "cached" if path in self.cached else "get"
             out.append(f"  {mark:6} {size:>14,d}  {path}")
@@ -214,7 +217,8 @@ def check_disk(plan: Plan, margin: int = 200 * 10**6) -> None:
     need = plan.to_download + margin
     if plan.free_bytes < need:
         raise DiskTooSmall(
-            f"{plan.folder.label} needs {gb(plan.to_download)} but only {gb(plan.free_bytes)} is free in {hf_cache_dir()}; "
+            f"{plan.folder.label} needs {gb(plan.to_download)} but only {gb(plan.free_bytes)} is free in "
+            f"{hf_cache_dir()}; "
             "free some space (huggingface-cli delete-cache) or set HF_HOME to a bigger disk."
         )
 
@@ -240,7 +244,9 @@ def explain(exc: BaseException, folder: HubFolder) -> Phi3Error:
     if isinstance(exc, (hf.OfflineModeIsEnabled,)):
         return HubUnreachable(f"{where} is not in the cache and HF_HUB_OFFLINE is set; unset it to download.")
     kind = type(exc).__name__
-    return HubUnreachable(f"could not reach {where} ({kind}); check the network or HF_ENDPOINT, or use PHI3_MODEL=smollm2-135m-phi3.")
+    return HubUnreachable(
+        f"could not reach {where} ({kind}); check the network or HF_ENDPOINT, or use PHI3_MODEL=smollm2-135m-phi3."
+    )
 
 
 # -- the cache ----------------------------------------------------------------------------------
@@ -329,7 +335,10 @@ def fetch(folder: HubFolder, progress=None) -> Path:
     if _offline():
         found = cached_folder(folder)
         if found is None:
-            raise HubUnreachable(f"could not get {folder.label}: it is not in the cache and HF_HUB_OFFLINE is set; unset it to download it.")
+            raise HubUnreachable(
+                f"could not get {folder.label}: it is not in the cache and HF_HUB_OFFLINE is set; "
+                "unset it to download it."
+            )
         return found
     try:
         plan = make_plan(folder)
@@ -381,7 +390,8 @@ def describe_export(precision: str) -> str:
     """The cost of a local export from the checkpoint, said before it starts."""
     out = EXPORT_OUTPUT_BYTES.get(precision, EXPORT_OUTPUT_BYTES["int4"])
     return (
-        f"no prequantized folder for this backend: downloads {CHECKPOINT.repo_id} (about {gb(CHECKPOINT.published_bytes)}) "
+        f"no prequantized folder for this backend: downloads {CHECKPOINT.repo_id} "
+        f"(about {gb(CHECKPOINT.published_bytes)}) "
         f"and exports it here (several minutes, about {gb(out)} more disk, RAM for the whole model)"
     )
 
