@@ -221,7 +221,7 @@ def test_plan_offline_with_nothing_cached_says_why_and_the_published_size(tmp_pa
     lines = hub.plan_lines("openvino", "int4")
     assert len(lines) == 1 and "HF_HUB_OFFLINE" in lines[0] and "2.16 GB" in lines[0]
     lines = hub.plan_lines("npu", "int4")
-    assert "exports it here" in lines[0] and "microsoft/Phi-3-mini-4k-instruct" in lines[1]
+    assert "prepares it here" in lines[0] and "microsoft/Phi-3-mini-4k-instruct" in lines[1]
 
 
 def test_source_option_is_checked(offline_model):

@@ -214,21 +214,19 @@ def _from_hub(name: str, folder, by_default: bool, download: bool = True) -> Mod
 SOURCES = ("hub", "export")
 
 
-def resolve_prepared(
-    model: str | os.PathLike | ModelSource | None,
-    backend: str,
-    precision: str,
-    target: str | None = None,
-    source: str | None = None,
-) -> ModelSource:
-    """The model for ``backend``: for phi3-mini the prequantized folder the runtime loads as it is
-    (OpenVINO's -ov repos, Microsoft's ONNX folders), unless ``source="export"`` asks for the
-    checkpoint and a local export. Other models resolve as :func:`resolve_model` does.
+def plan_source(model, backend: str, precision: str, target: str | None = None, source: str | None = None):
+    """Where ``backend``'s folder comes from, decided without downloading a prequantized folder.
+
+    Returns ``(model, hub_folder, notices)``. For phi3-mini with a prequantized folder for this backend
+    (OpenVINO's -ov repos, Microsoft's ONNX folders): a ModelSource for it (its complete cached folder,
+    or a placeholder until :func:`fetch_source` gets it) and the HubFolder to fetch. Otherwise the model
+    as :func:`resolve_model` gives it (for phi3-mini: the checkpoint, plus a notice of the export's cost)
+    and None. ``source="export"`` asks for the checkpoint and a local export.
     """
     from . import hub
 
     if isinstance(model, ModelSource):
-        return model
+        return model, None, []
     if source is not None and source not in SOURCES:
         raise InvalidOption(
             f"source must be 'hub' (prequantized download) or 'export' (export locally); got {source!r}."
@@ -240,19 +238,37 @@ def resolve_prepared(
     if str(chosen) != PHI3_MINI:
         if source == "hub":
             raise InvalidOption(f"source='hub' is for {PHI3_MINI} only (got {str(chosen)!r}); drop it.")
-        return resolve_model(chosen)
-    by_default = model is None and not os.environ.get(MODEL_ENV)
+        return resolve_model(chosen), None, []
     if folder is None or folder is hub.CHECKPOINT:
+        notices = []
         if folder is None and hub.cached_folder(hub.CHECKPOINT, strict=False) is None:
-            notice(f"{backend} {precision}: {hub.describe_export(precision)}.")
-        return _from_hub(PHI3_MINI, hub.CHECKPOINT, by_default)
-    return _from_hub(PHI3_MINI, folder, by_default)
+            notices.append(f"{backend} {precision}: {hub.describe_export(precision)}.")
+        by_default = model is None and not os.environ.get(MODEL_ENV)
+        return _from_hub(PHI3_MINI, hub.CHECKPOINT, by_default), None, notices
+    cached = hub.cached_folder(folder, strict=False)
+    placeholder = Path(folder.repo_id) / folder.subfolder  # fetched by the backend's prepare step
+    return ModelSource(PHI3_MINI, cached or placeholder, folder.repo_id), folder, []
+
+
+def fetch_source(folder) -> ModelSource:
+    """Download (or find complete in the cache) a prequantized phi3-mini folder: the model to load."""
+    return ModelSource(PHI3_MINI, _from_hub(PHI3_MINI, folder, by_default=False).folder, folder.repo_id)
+
+
+def resolve_prepared(model, backend: str, precision: str, target: str | None = None, source: str | None = None):
+    """:func:`plan_source`, then the download: the ModelSource ``backend`` loads as it is (or exports)."""
+    src, folder, notices = plan_source(model, backend, precision, target, source)
+    for line in notices:
+        notice(line)
+    return fetch_source(folder) if folder is not None else src
 
 
 __all__ = [
     "ModelSource",
     "resolve_model",
     "resolve_prepared",
+    "plan_source",
+    "fetch_source",
     "check_model_folder",
     "hub_reachable",
     "KNOWN_MODELS",

@@ -103,12 +103,12 @@ def hub_folder(backend: str, precision: str, target: str | None = None) -> HubFo
 
 
 def describe_export(precision: str) -> str:
-    """The cost of a local export from the checkpoint, said before it starts."""
+    """The cost of preparing phi3-mini locally from the checkpoint, said before it starts."""
     out = EXPORT_OUTPUT_BYTES.get(precision, EXPORT_OUTPUT_BYTES["int4"])
     return (
         f"no prequantized folder for this backend: downloads {CHECKPOINT.repo_id} "
-        f"(about {gb(CHECKPOINT.published_bytes)}) "
-        f"and exports it here (several minutes, about {gb(out)} more disk, RAM for the whole model)"
+        f"(about {gb(CHECKPOINT.published_bytes)}) and prepares it here (an export: several minutes, "
+        f"about {gb(out)} more disk, RAM for the whole model)"
     )
 
 
