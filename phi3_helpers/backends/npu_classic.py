@@ -126,43 +126,6 @@ def _is_stale_cache_error(exc: BaseException) -> bool:
     return "weights_only" in text or "Weights only load failed" in text or "UnpicklingError" in text
 
 
-class ClassicNPUModel:
-    """NPUModelForCausalLM loaded from a Hugging Face folder, streamed through transformers.
-
-    ``export=False``: the library's own cache (``./cache/models/*.pt``, a pickled module) cannot
-    be reloaded under torch>=2.6 (``weights_only``), so nothing is written there.
-    """
-
-    def __init__(self, folder: Path, precision: str, import_module: Callable = importlib.import_module):
-        self.lib = import_library(import_module)
-        self.precision = precision
-        self.config = compiler_config(self.lib, precision, import_module)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = self.lib.NPUModelForCausalLM.from_pretrained(
-                    str(folder), config=self.config, export=False, use_cache=True, attn_implementation="sdpa"
-                )
-        except Exception as exc:
-            if _is_stale_cache_error(exc):
-                raise ModelFolderError(
-                    f"{PACKAGE} found an old compiled copy in {LIBRARY_CACHE.resolve()} that torch cannot reload "
-                    f"(weights_only); delete that folder and load again."
-                ) from None
-            raise
-        self.model = model.eval()
-
-    def stream(
-        self, input_ids: list[int], options: GenerationOptions, stop: threading.Event, eos_ids, pad_id
-    ) -> Iterator[list[int]]:
-        from .hf import hf_generate_stream
-
-        yield from hf_generate_stream(self.model, input_ids, options, stop, eos_ids, pad_id)
-
-    def close(self) -> None:
-        self.model = None
-
-
 DRIVER_HELP = "install or update the Intel NPU driver (Windows: Device Manager > Neural processors > Intel(R) AI Boost)"
 
 
@@ -224,18 +187,33 @@ class ClassicNPUBackend(Backend):
         return bool(self.plan.settings.get("fallback"))
 
     def _load(self) -> None:
-        self.classic = ClassicNPUModel(self.prepared_folder, self.precision)
+        """NPUModelForCausalLM from the Hugging Face folder, ``export=False``: the library's own cache
+        (``./cache/models/*.pt``, a pickled module) cannot be reloaded under torch>=2.6 (``weights_only``)."""
+        lib = import_library()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = lib.NPUModelForCausalLM.from_pretrained(
+                    str(self.prepared_folder), config=compiler_config(lib, self.precision), export=False,
+                    use_cache=True, attn_implementation="sdpa")
+        except Exception as exc:
+            if _is_stale_cache_error(exc):
+                raise ModelFolderError(
+                    f"{PACKAGE} found an old compiled copy in {LIBRARY_CACHE.resolve()} that torch cannot reload "
+                    "(weights_only); delete that folder and load again."
+                ) from None
+            raise
+        self.model_obj = model.eval()
 
-    def stream_tokens(
-        self, input_ids: list[int], options: GenerationOptions, stop: threading.Event
-    ) -> Iterator[list[int]]:
-        yield from self.classic.stream(input_ids, options, stop, self.eos_token_ids, self.tokenizer.pad_token_id)
+    def stream_tokens(self, input_ids, options: GenerationOptions, stop: threading.Event) -> Iterator[list[int]]:
+        from .hf import hf_generate_stream
+
+        yield from hf_generate_stream(
+            self.model_obj, input_ids, options, stop, self.eos_token_ids, self.tokenizer.pad_token_id)
 
     def describe(self) -> str:
         where = self.device + (" (no NPU: fallback)" if self.fallback else "")
         return f"{self.name} | {where} | {self.precision} | {self.model.name} | {self.runtime}"
 
     def close(self) -> None:
-        if getattr(self, "classic", None) is not None:
-            self.classic.close()
-            self.classic = None
+        self.model_obj = None

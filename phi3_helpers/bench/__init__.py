@@ -25,7 +25,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import BackendUnavailable, ExportFailed, InvalidOption, UnknownBackend, UnknownDevice, UnknownPrecision
 from .report import markdown_table, plot, summary_lines

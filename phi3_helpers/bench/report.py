@@ -41,37 +41,21 @@ def table_rows(doc: dict) -> list[list[str]]:
     """Header + one row per measured configuration."""
     rows = [
         [
-            "backend",
-            "precision",
-            "device",
-            "load s",
-            "TTFT short ms",
-            "TTFT long ms",
-            "ms/token short",
-            "ms/token long",
-            "tokens/s",
-            "runtime's own ms/token",
-            "helper us/token",
-            "peak RSS MiB",
-            "disk MiB",
+            "backend", "precision", "device", "load s", "TTFT short ms", "TTFT long ms", "ms/token short",
+            "ms/token long", "tokens/s", "runtime's own ms/token", "helper us/token", "peak RSS MiB", "disk MiB",
         ]
     ]
     for r in ok_results(doc):
         s, lg = r["prompts"]["short"], r["prompts"]["long"]
         rows.append(
             [
-                r["backend"],
-                r["precision"],
-                (r["device"] or "auto") + (" (fallback)" if r.get("fallback") else ""),
-                _f(r["load_s"]),
-                f"{s['ttft_ms']['median']:.0f} ({s['ttft_ms']['min']:.0f}-{s['ttft_ms']['max']:.0f})",
+                r["backend"], r["precision"], (r["device"] or "auto") + (" (fallback)" if r.get("fallback") else ""),
+                _f(r["load_s"]), f"{s['ttft_ms']['median']:.0f} ({s['ttft_ms']['min']:.0f}-{s['ttft_ms']['max']:.0f})",
                 f"{lg['ttft_ms']['median']:.0f} ({lg['ttft_ms']['min']:.0f}-{lg['ttft_ms']['max']:.0f})",
                 f"{s['ms_per_token']['median']:.1f} ({s['ms_per_token']['min']:.1f}-{s['ms_per_token']['max']:.1f})",
                 f"{lg['ms_per_token']['median']:.1f} ({lg['ms_per_token']['min']:.1f}-{lg['ms_per_token']['max']:.1f})",
-                _f(s["tokens_per_s"]),
-                _f(s["runtime"]["ms_per_token"]["median"]),
-                _f(r["helper_cost_us_per_token"], "{:.0f}"),
-                _f(r["peak_rss_mb"], "{:.0f}"),
+                _f(s["tokens_per_s"]), _f(s["runtime"]["ms_per_token"]["median"]),
+                _f(r["helper_cost_us_per_token"], "{:.0f}"), _f(r["peak_rss_mb"], "{:.0f}"),
                 _f(r["size_on_disk_mb"], "{:.0f}"),
             ]
         )
@@ -135,27 +119,18 @@ def plot(doc: dict, path: str | Path | None = None, reference: list[dict] | None
         short = [r["prompts"]["short"][key]["median"] for r in res]
         long = [r["prompts"]["long"][key]["median"] for r in res]
         ax.barh(
-            [y - 0.2 for y in ys],
-            short,
-            height=0.4,
+            [y - 0.2 for y in ys], short, height=0.4,
             label=f"short prompt ({res[0]['prompts']['short']['prompt_tokens']} tok)" if res else "short",
         )
         ax.barh(
-            [y + 0.2 for y in ys],
-            long,
-            height=0.4,
+            [y + 0.2 for y in ys], long, height=0.4,
             label=f"long prompt ({res[0]['prompts']['long']['prompt_tokens']} tok)" if res else "long",
         )
         names = list(labels)
         if ref_key:
             for j, ref in enumerate(refs):
                 ax.barh(
-                    [n + j],
-                    [ref[ref_key]],
-                    height=0.4,
-                    color="lightgray",
-                    hatch="//",
-                    edgecolor="gray",
+                    [n + j], [ref[ref_key]], height=0.4, color="lightgray", hatch="//", edgecolor="gray",
                     label="published (other hardware)" if j == 0 else None,
                 )
                 names.append(ref["label"])

@@ -150,14 +150,8 @@ def helper_run(llm, messages, max_new_tokens: int) -> Run:
     if resp.error is not None or not m.tokens or m.ttft_s is None:
         raise RuntimeError(f"the helper produced no tokens ({m.finish_reason})")
     return Run(
-        m.ttft_s * 1000.0,
-        m.ms_per_token,
-        m.tokens,
-        m.total_s,
-        cpu * 1000.0 / m.tokens,
-        list(resp.token_ids),
-        median_interval(stamps),
-        *runtime_timings(llm),
+        m.ttft_s * 1000.0, m.ms_per_token, m.tokens, m.total_s, cpu * 1000.0 / m.tokens, list(resp.token_ids),
+        median_interval(stamps), *runtime_timings(llm),
     )
 
 
@@ -197,12 +191,8 @@ def measure(spec: dict) -> dict:
     llm = load(spec["backend"], model=spec.get("model"), device=spec.get("device"), precision=spec["precision"])
     out["load_s"] = time.perf_counter() - t0
     out.update(
-        device=llm.device,
-        fallback=bool(getattr(llm, "fallback", False)),
-        runtime=llm.runtime,
-        model=llm.model.name,
-        folder=str(llm.prepared_folder),
-        size_on_disk_mb=folder_size(llm.prepared_folder) / 2**20,
+        device=llm.device, fallback=bool(getattr(llm, "fallback", False)), runtime=llm.runtime, model=llm.model.name,
+        folder=str(llm.prepared_folder), size_on_disk_mb=folder_size(llm.prepared_folder) / 2**20,
     )
     prompts = Prompts(llm, int(spec["long_tokens"]), n_new)
     out["prompts"] = {}
