@@ -30,12 +30,20 @@ def load(
     ($PHI3_MODEL, else the real Phi-3 when the hub is reachable, else the offline model).
     ``options`` are the backend's own (e.g. npu: max_prompt_tokens; onnx: threads). Every choice is
     made first (``plan``), then the folder is prepared (export/build, once), then the runtime loads.
+    For phi3-mini the backend's prequantized folder is downloaded (``source="export"``: a local export
+    from the checkpoint). Loading a real Phi-3 while another is open says that two copies are in
+    memory (``close_previous=True`` closes the open one first).
     """
-    plan = plan_load(backend, model, device, precision, **options)
     from .backends import backend_class
+    from .models import loaded
 
+    close = bool(options.pop("close_previous", False))  # a second real Phi-3: said, or the first closed
+    plan = plan_load(backend, model, device, precision, **options)
+    loaded.before_load(plan.model.name, close=close)
     cls = backend_class(plan.backend)
-    return cls(cls.prepare(plan))
+    llm = cls(cls.prepare(plan))
+    loaded.register(llm)
+    return llm
 
 
 def plan_load(

@@ -53,7 +53,8 @@ def _options(args) -> dict:
 def _load(args):
     from . import load
 
-    return load(args.backend, model=args.model, device=args.device, precision=args.precision)
+    extra = {"source": args.source} if getattr(args, "source", None) else {}
+    return load(args.backend, model=args.model, device=args.device, precision=args.precision, **extra)
 
 
 def _print_stream(resp) -> None:
@@ -130,6 +131,29 @@ def cmd_devices(args) -> int:
 
 def add_prepare(p) -> None:
     _common(p, generation=False)
+    p.add_argument("--plan", action="store_true", help="phi3-mini: print what would be downloaded (repos, files, "
+                   "sizes, free disk) and exit")
+    p.add_argument("--source", choices=("hub", "export"), help="phi3-mini: the publisher's prequantized folder "
+                   "(hub, the default) or a local export from the checkpoint")
+
+
+def cmd_plan(args) -> int:
+    """What `prepare` would download for phi3-mini (repos, files, sizes, free disk); downloads nothing."""
+    import os
+
+    from .backends import backend_class, resolve_name
+    from .models import MODEL_ENV, PHI3_MINI, hub
+
+    model = args.model or os.environ.get(MODEL_ENV) or PHI3_MINI
+    if model != PHI3_MINI:
+        print(f"{model}: nothing to download from the hub (a local model).")
+        return 0
+    cls = backend_class(resolve_name(args.backend, args.device, None))
+    precision, target = cls.check_precision(args.precision), None
+    if "target" in cls.options:  # a backend that builds per execution provider (onnx): the one asked
+        target = "dml" if str(args.device or "").lower() in {"dml", "directml", "gpu"} else "cpu"
+    print("\n".join(hub.plan_lines(cls.name, precision, target, args.source)))
+    return 0
 
 
 def cmd_prepare(args) -> int:
@@ -137,7 +161,10 @@ def cmd_prepare(args) -> int:
     from . import plan_load
     from .backends import backend_class
 
-    plan = plan_load(args.backend, model=args.model, device=args.device, precision=args.precision)
+    if args.plan:
+        return cmd_plan(args)
+    extra = {"source": args.source} if args.source else {}
+    plan = plan_load(args.backend, model=args.model, device=args.device, precision=args.precision, **extra)
     print(backend_class(plan.backend).prepare(plan).folder)
     return 0
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 from ..errors import EmptyPrompt, InvalidOption, ModelFolderError, PromptTooLong, SessionBusy, UnknownPrecision
-from ..models import ModelSource, resolve_model
+from ..models import ModelSource, plan_source
 from ..options import GenerationOptions
 from ..response import Response
 
@@ -164,12 +164,14 @@ class Backend(abc.ABC):
     @classmethod
     def plan(cls, model=None, device: str | None = None, precision: str | None = None, **options: Any) -> Plan:
         """Resolve every choice (cheap checks first, so a typo fails before a slow build)."""
+        origin = options.pop("source", None)  # phi3-mini: "hub" (prequantized, the default) or "export"
         settings = cls.check_options(options)
         precision = cls.check_precision(precision)
         notices: list[str] = []
         device = cls.choose_device(device, settings, notices)
-        source = model if isinstance(model, ModelSource) else resolve_model(model)
-        plan = Plan(cls.name, source, device, precision, None, tuple(notices), settings)
+        # phi3-mini: the publisher's folder for this backend (settings["hub"], fetched by prepare), if any
+        source, settings["hub"], more = plan_source(model, cls.name, precision, settings.get("target"), origin)
+        plan = Plan(cls.name, source, device, precision, None, tuple(notices + more), settings)
         return plan.replace(folder=cls.prepared_path(plan))
 
     @classmethod

@@ -21,12 +21,13 @@ from typing import Iterator
 from ..errors import (
     BackendUnavailable, DeviceUnavailable, InvalidOption, ModelFolderError, UnknownDevice, UnknownPrecision,
 )
-from ..models import MODEL_ENV, PHI3_MINI, ModelSource, hub_reachable, resolve_model
+from ..models import MODEL_ENV, PHI3_MINI, ModelSource, fetch_source, hub_reachable, resolve_model
+from ..models.catalog import hub_folder
 from ..options import GenerationOptions
 from .base import Backend, Plan, positive_int
 from .onnx_build import (
-    PRECISIONS_BY_TARGET, PREBUILT_DML_INT4, PREBUILT_REPO, TARGET_NAMES, build_onnx_model, build_record, built_for,
-    check_combination, check_onnx_folder, fetch_prebuilt_phi3_dml, is_onnx_folder, onnx_folder,
+    PRECISIONS_BY_TARGET, PREBUILT_REPO, TARGET_NAMES, build_onnx_model, build_record, built_for,
+    check_combination, check_onnx_folder, is_onnx_folder, onnx_folder,
 )
 from .onnx_provider import (  # noqa: F401  (re-exported: chapter 2 shows the provider choice)
     _DEVICE_NAMES,
@@ -54,14 +55,15 @@ def pick_target(target: str | None, choice: ProviderChoice) -> str:
 
 
 def use_prebuilt(model, precision: str | None, target: str, prebuilt: bool | None) -> bool:
-    """phi3-mini, int4, for DirectML: Microsoft's prebuilt folder (about 2 GB) beats downloading
-    7.6 GB of weights and building. Only that case; ``prebuilt=False`` builds instead."""
+    """phi3-mini, int4, for the CPU or DirectML: Microsoft's prebuilt folder (2.1-2.7 GB, see
+    models/catalog.py) beats downloading 7.6 GB of weights and building. Only those cases;
+    ``prebuilt=False`` (or ``source="export"``) builds instead."""
     if prebuilt is False:
         return False
-    if target != "dml" or (precision or "int4").lower() != "int4":
+    if hub_folder("onnx", (precision or "int4").lower(), target) is None:
         if prebuilt:
             raise InvalidOption(
-                "prebuilt=True is only for phi3-mini at int4 for DirectML (device='dml'); drop it to build the model."
+                "prebuilt=True is only for phi3-mini at int4 for the CPU or DirectML; drop it to build the model."
             )
         return False
     name = model.name if isinstance(model, ModelSource) else model if model is not None else os.environ.get(MODEL_ENV)
@@ -69,7 +71,7 @@ def use_prebuilt(model, precision: str | None, target: str, prebuilt: bool | Non
         name = PHI3_MINI if hub_reachable()[0] else None
     if prebuilt and name != PHI3_MINI:
         raise InvalidOption(
-            f"prebuilt=True is only for {PHI3_MINI} (int4, DirectML), not {name!r}; drop it to build the model."
+            f"prebuilt=True is only for {PHI3_MINI} (int4, CPU or DirectML), not {name!r}; drop it to build the model."
         )
     return name == PHI3_MINI
 
@@ -89,7 +91,8 @@ class OnnxGenAIBackend(Backend):
     runtime = "ONNX Runtime GenAI"
     requires = ("transformers", "onnxruntime_genai")
     precisions = ("int4", "fp16", "fp32")
-    options = {"target": None, "fallback_to_cpu": True, "prebuilt": None, "threads": None, "rebuild": False}
+    options = {"target": None, "fallback_to_cpu": True, "prebuilt": None, "threads": None, "rebuild": False,
+               "source": None}
 
     @classmethod
     def devices_here(cls) -> list[str | None]:
@@ -107,6 +110,8 @@ class OnnxGenAIBackend(Backend):
     def plan(cls, model=None, device: str | None = None, precision: str | None = None, **options) -> Plan:
         s = cls.check_options(options)
         positive_int("threads", s["threads"])
+        if s["source"] is not None and s["prebuilt"] is None:  # phi3-mini: "hub" = prebuilt, "export" = build
+            s["prebuilt"] = {"hub": True, "export": False}.get(s["source"])
         s["choice"] = choice = choose_provider(device, installed_packages(), bool(s["fallback_to_cpu"]))
         s["target"] = target = pick_target(s["target"], choice)
         path = None if isinstance(model, ModelSource) or model is None else Path(model).expanduser()
@@ -124,10 +129,9 @@ class OnnxGenAIBackend(Backend):
             precision = (precision or built or "as built").lower()
             s["built_for"] = built_for(check_onnx_folder(folder))
         elif use_prebuilt(model, precision, target, s["prebuilt"]):
-            precision, s["prebuilt"], s["built_for"] = "int4", True, "dml"
-            source = ModelSource(
-                PHI3_MINI, Path(PREBUILT_REPO) / PREBUILT_DML_INT4, PREBUILT_REPO
-            )  # fetched by prepare
+            precision, s["prebuilt"], s["built_for"] = "int4", True, target
+            s["hub"] = hub_folder("onnx", precision, target)
+            source = ModelSource(PHI3_MINI, Path(s["hub"].repo_id) / s["hub"].subfolder, s["hub"].repo_id)  # prepare
         else:
             precision = super().check_precision(precision)
             check_combination(precision, target)
@@ -166,8 +170,9 @@ class OnnxGenAIBackend(Backend):
     def prepare(cls, plan: Plan) -> Plan:
         s = plan.settings
         if s["prebuilt"]:
-            folder = fetch_prebuilt_phi3_dml()
-            return plan.replace(model=ModelSource(PHI3_MINI, folder, PREBUILT_REPO), folder=folder)
+            model = fetch_source(s["hub"])
+            check_onnx_folder(model.folder)
+            return plan.replace(model=model, folder=model.folder)
         if plan.folder is not None and plan.folder == plan.model.folder:  # a ready folder
             return plan
         return plan.replace(folder=build_onnx_model(plan.model, plan.precision, s["target"], rebuild=s["rebuild"]))

@@ -136,21 +136,11 @@ def _tail(log: Path, lines: int = 3) -> str:
 
 
 def fetch_prebuilt_phi3_dml(progress=notice) -> Path:
-    """Microsoft's prebuilt Phi-3-mini DirectML int4 folder; downloads only that subfolder (~2 GB).
+    """Microsoft's prebuilt Phi-3-mini DirectML int4 folder, only that subfolder (~2 GB; models/catalog.py)."""
+    from ..models import fetch_source
+    from ..models.catalog import ONNX
 
-    Used only for phi3-mini, int4, DirectML; needs the Hugging Face hub.
-    """
-    from huggingface_hub import snapshot_download
-
-    progress(f"Fetching the prebuilt {PREBUILT_REPO}/{PREBUILT_DML_INT4} (only that folder, about 2 GB) ...")
-    try:
-        root = snapshot_download(PREBUILT_REPO, allow_patterns=[f"{PREBUILT_DML_INT4}/*"])
-    except Exception as exc:
-        raise ModelFolderError(
-            f"could not download {PREBUILT_REPO}/{PREBUILT_DML_INT4} ({type(exc).__name__}); check the network, "
-            "or pass prebuilt=False to build the model yourself."
-        ) from None
-    folder = Path(root) / PREBUILT_DML_INT4
+    folder = fetch_source(ONNX[("int4", "dml")]).folder
     check_onnx_folder(folder)
     return folder
 

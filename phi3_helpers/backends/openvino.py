@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import DeviceUnavailable, UnknownDevice
+from ..models import fetch_source
 from ..models.cache import cache_root
 from ..options import GenerationOptions
 from ..streaming import bridge
@@ -118,11 +119,16 @@ class _OpenVINOBackend(Backend):
         return pick_device(device)
 
     @classmethod
-    def prepared_path(cls, plan: Plan) -> Path:
+    def prepared_path(cls, plan: Plan) -> Path | None:
+        if plan.settings.get("hub"):  # the publisher's -ov folder, loaded as it is (None until fetched)
+            return plan.model.folder if Path(plan.model.folder).is_dir() else None
         return export_folder(plan.model, plan.precision)
 
     @classmethod
     def prepare(cls, plan: Plan) -> Plan:
+        if plan.settings.get("hub"):
+            model = fetch_source(plan.settings["hub"])
+            return plan.replace(model=model, folder=model.folder)
         folder = export_openvino(plan.model, plan.precision)
         check_export_folder(folder)
         return plan.replace(folder=folder)
