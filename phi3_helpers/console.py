@@ -28,6 +28,7 @@ VERBOSE_ENV = "PHI3_VERBOSE"
 
 _lock = threading.RLock()
 _visible: tuple | None = None  # (stdout, stderr) as they were when the outermost quiet() began
+_active: io.StringIO | None = None  # the capture of the quiet() block running now
 
 
 def in_kernel() -> bool:
@@ -53,7 +54,8 @@ class _Switch(io.TextIOBase):
     """Stands in for stdout/stderr: writes go to the capture while it is on, to the real stream after.
 
     Code that grabs ``sys.stdout`` while a block is quiet (a logging handler made at import time, a
-    progress bar) keeps a working stream afterwards instead of a dead buffer.
+    progress bar) keeps a working stream afterwards instead of a dead buffer, and is quiet again in
+    any later quiet() block.
     """
 
     def __init__(self, real, capture: io.StringIO):
@@ -61,17 +63,19 @@ class _Switch(io.TextIOBase):
         self._capture = capture
         self.on = True
 
+    def _target(self):
+        return self._capture if self.on else _active
+
     def write(self, text: str) -> int:
-        if self.on:
-            return self._capture.write(text)
-        return self._real.write(text)
+        target = self._target()
+        return (target or self._real).write(text)
 
     def flush(self) -> None:
-        if not self.on:
+        if self._target() is None:
             self._real.flush()
 
     def isatty(self) -> bool:
-        return False if self.on else bool(getattr(self._real, "isatty", lambda: False)())
+        return False if self._target() is not None else bool(getattr(self._real, "isatty", lambda: False)())
 
     def writable(self) -> bool:
         return True
@@ -110,7 +114,7 @@ class Captured:
 @contextlib.contextmanager
 def quiet() -> Iterator[Captured]:
     """Hold back third-party output of the block; notices still show; replay it all if the block raises."""
-    global _visible
+    global _visible, _active
     captured = Captured()
     verbose = os.environ.get(VERBOSE_ENV, "").strip().lower() not in {"", "0", "false", "no", "off"}
     with _lock:
@@ -123,6 +127,7 @@ def quiet() -> Iterator[Captured]:
             for h, old in swapped:
                 h.stream = out if old in (real_out, sys.__stdout__) else err
             _visible = (real_out, real_err)
+            _active = captured._buf
     if nested or verbose:  # the outer block captures already, or the user wants to see everything
         yield captured
         return
@@ -153,13 +158,13 @@ def quiet() -> Iterator[Captured]:
 
 
 def _end(out: _Switch, err: _Switch, swapped: list) -> None:
-    global _visible
+    global _visible, _active
     with _lock:
         out.on = err.on = False
         for h, old in swapped:
             if h.stream in (out, err):
                 h.stream = old
-        _visible = None
+        _visible = _active = None
 
 
 __all__ = ["notice", "quiet", "in_kernel", "Captured", "PREFIX", "VERBOSE_ENV"]

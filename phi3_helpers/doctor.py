@@ -642,8 +642,12 @@ def with_results(rows: list[Check], results: list[Check]) -> list[Check]:
     for r in rows:
         if r.check.startswith("chapter ") and r.status != FAIL:
             bad = [x for x in results if x.status == FAIL and set(x.chapters) & set(r.chapters)]
+            mine = [x for x in results if set(x.chapters) & set(r.chapters)]
             if bad:
                 r = replace(r, status=FAIL, fix=f"{bad[0].check} failed: {bad[0].found}")
+            elif mine:
+                done = "prepared and smoke-tested" if any(x.check.startswith("smoke") for x in mine) else "prepared"
+                r = replace(r, found=f"{r.found}; {done} ({len(mine)} loads)")
         out.append(r)
     return out
 

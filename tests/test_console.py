@@ -66,6 +66,10 @@ def test_logging_handlers_are_held_back_and_work_again_afterwards(capfd):
         out, err = capfd.readouterr()
         assert "Could not infer" not in out + err
         assert "after the block" in err and "after the block" in out  # both handlers write to real streams again
+        with quiet():
+            log.warning("NNCF table in a second export")  # the late handler is quiet again
+        out, err = capfd.readouterr()
+        assert "NNCF table" not in out + err
     finally:
         log.handlers.clear()
 
