@@ -24,6 +24,9 @@ def load(backend: str = "openvino", model=None, device: str | None = None, preci
 
     ``model`` is a name (phi3-mini, smollm2-135m-phi3), a folder, or None for the default
     ($PHI3_MODEL, else the real Phi-3 when the hub is reachable, else the offline model).
+    For phi3-mini the backend's prequantized folder is downloaded; ``source="export"`` exports
+    locally from the checkpoint instead. Loading a real Phi-3 while another is open says that two
+    copies are in memory (``close_previous=True`` closes the open one first).
     """
     from .backends import backend_class
 
@@ -33,8 +36,14 @@ def load(backend: str = "openvino", model=None, device: str | None = None, preci
 
         notice("on the NPU the openvino backend runs as the npu backend (NPU-ready export and settings).")
         backend = "npu"
+    from .models import loaded
+
+    close = bool(kw.pop("close_previous", False))  # a second real Phi-3: said, or the first closed
+    loaded.before_load(None if model is None else str(getattr(model, "name", model)), close=close)
     cls = backend_class(backend)
-    return cls(model=model, device=device, precision=precision, **kw)
+    llm = cls(model=model, device=device, precision=precision, **kw)
+    loaded.register(llm)
+    return llm
 
 
 def _install_notebook_errors() -> None:

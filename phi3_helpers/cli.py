@@ -43,7 +43,8 @@ def _options(args) -> dict:
 def _load(args):
     from . import load
 
-    return load(args.backend, model=args.model, device=args.device, precision=args.precision)
+    extra = {"source": args.source} if getattr(args, "source", None) else {}
+    return load(args.backend, model=args.model, device=args.device, precision=args.precision, **extra)
 
 
 def cmd_ask(args) -> int:
@@ -111,7 +112,27 @@ def cmd_devices(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    """What `prepare` would download for phi3-mini (repos, files, sizes, free disk); downloads nothing."""
+    import os
+
+    from .models import MODEL_ENV, PHI3_MINI, hub
+
+    model = args.model or os.environ.get(MODEL_ENV) or PHI3_MINI
+    if model != PHI3_MINI:
+        print(f"{model}: nothing to download from the hub (a local model).")
+        return 0
+    backend, target = args.backend.strip().lower(), None
+    precision = args.precision or {"transformers": "fp32", "onnx": "int4", "npu": "int4"}.get(backend, "int4")
+    if backend == "onnx":
+        target = "dml" if str(args.device or "").lower() in {"dml", "directml", "gpu"} else "cpu"
+    print("\n".join(hub.plan_lines(backend, precision, target, args.source)))
+    return 0
+
+
 def cmd_prepare(args) -> int:
+    if args.plan:
+        return cmd_plan(args)
     if args.backend.strip().lower() == "transformers":
         # PyTorch loads the Hugging Face folder as it is: nothing to export, so don't load it.
         from .backends import backend_class
@@ -150,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_devices)
     p = sub.add_parser("prepare", help="build/export a model and print its folder")
     _common(p, generation=False)
+    p.add_argument("--plan", action="store_true", help="print what would be downloaded (repos, files, sizes, free disk) and exit")
+    p.add_argument("--source", choices=("hub", "export"), default=None,
+                   help="phi3-mini: the publisher's prequantized folder (hub, default) or a local export from the checkpoint")
     p.set_defaults(func=cmd_prepare)
     sub.add_parser("bench", help="benchmark every available backend (see bench --help)", add_help=False)
     sub.add_parser("demo", help="keep a device busy for a Task Manager demo (see demo --help)", add_help=False)

@@ -159,3 +159,109 @@ def test_missing_or_corrupt_model_folders_are_refused_with_the_fix(tmp_path, off
         resolve_model(str(d))
     msg = str(err.value)
     assert word in msg and "\n" not in msg and ("rebuild" in msg or "delete" in msg)
+
+
+# -- the real-Phi-3 path: hub probe, catalog, memory ---------------------------------------------
+def _answering_server():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def test_hub_probe_asks_the_endpoint_over_http_on_its_own_port(monkeypatch):
+    from huggingface_hub import constants
+
+    from phi3_helpers.models import hub_reachable
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    httpd = _answering_server()
+    try:
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{httpd.server_address[1]}")
+        assert hub_reachable() == (True, "")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    ok, why = hub_reachable(timeout=1)  # the same port, nobody answering now
+    assert not ok and constants.ENDPOINT in why
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert hub_reachable() == (False, "HF_HUB_OFFLINE is set")
+
+
+def test_each_backend_gets_its_publishers_folder_and_the_npu_exports_locally():
+    from phi3_helpers.models import hub
+
+    assert hub.hub_folder("openvino", "int4").repo_id == "OpenVINO/Phi-3-mini-4k-instruct-int4-ov"
+    assert hub.hub_folder("openvino-optimum", "fp16").repo_id == "OpenVINO/Phi-3-mini-4k-instruct-fp16-ov"
+    cpu, dml = hub.hub_folder("onnx", "int4", "cpu"), hub.hub_folder("onnx", "int4", "dml")
+    assert cpu.allow_patterns[0].startswith("cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4/")
+    assert dml.wanted("directml/directml-int4-awq-block-128/model.onnx.data") and not cpu.wanted(dml.subfolder + "/model.onnx")
+    assert not cpu.wanted(cpu.subfolder + "/configuration_phi3.py")  # no remote code
+    assert hub.hub_folder("npu", "int4") is None and hub.hub_folder("onnx", "fp32", "cpu") is None
+    assert hub.hub_folder("transformers", "fp32") is hub.CHECKPOINT
+
+
+def test_plan_offline_with_nothing_cached_says_why_and_the_published_size(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from phi3_helpers.models import hub
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    lines = hub.plan_lines("openvino", "int4")
+    assert len(lines) == 1 and "HF_HUB_OFFLINE" in lines[0] and "2.16 GB" in lines[0]
+    lines = hub.plan_lines("npu", "int4")
+    assert "exports it here" in lines[0] and "microsoft/Phi-3-mini-4k-instruct" in lines[1]
+
+
+def test_source_option_is_checked(offline_model):
+    from phi3_helpers.errors import InvalidOption
+    from phi3_helpers.models import resolve_prepared
+
+    with pytest.raises(InvalidOption, match="'hub'.*'export'"):
+        resolve_prepared("phi3-mini", "openvino", "int4", source="cloud")
+    with pytest.raises(InvalidOption, match="for phi3-mini only"):
+        resolve_prepared(str(offline_model.folder), "openvino", "int4", source="hub")
+
+
+class _Loaded:
+    def __init__(self, name, folder):
+        from phi3_helpers.models import ModelSource
+
+        self.model = ModelSource(name, folder)
+        self.prepared_folder = folder
+        self.closed = False
+
+    def describe(self):
+        return f"openvino | CPU | int4 | {self.model.name}"
+
+    def close(self):
+        self.closed = True
+
+
+def test_loading_a_second_real_phi3_says_two_copies_or_closes_the_first(tmp_path, offline_model):
+    from phi3_helpers.models import loaded
+
+    said = []
+    big, small = _Loaded("phi3-mini", tmp_path), _Loaded("smollm2-135m-phi3", offline_model.folder)
+    for b in (big, small):
+        loaded.register(b)
+    try:
+        assert loaded.before_load("smollm2-135m-phi3", say=said.append) == [] and said == []  # a small one: both fit
+        assert loaded.before_load("phi3-mini", say=said.append) == [] and not big.closed
+        assert "two copies" in said[-1] and "phi3-mini" in said[-1] and "close_previous=True" in said[-1]
+        assert loaded.before_load("phi3-mini", close=True, say=said.append) == [big]
+        assert big.closed and not small.closed and "closed openvino | CPU | int4 | phi3-mini" in said[-1]
+        assert loaded.before_load("phi3-mini", close=True, say=said.append) == []  # closed and forgotten
+    finally:
+        loaded.forget(big)
+        loaded.forget(small)

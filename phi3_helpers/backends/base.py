@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
 
 from ..errors import EmptyPrompt, InvalidOption, PromptTooLong, SessionBusy, UnknownPrecision
-from ..models import ModelSource, resolve_model
+from ..models import ModelSource, resolve_prepared
 from ..options import GenerationOptions
 from ..response import Response
 
@@ -49,11 +49,15 @@ class Backend(abc.ABC):
     precisions: ClassVar[tuple[str, ...]] = ()
     runtime: ClassVar[str] = ""
 
-    def __init__(self, model: ModelSource | str | None = None, device: str | None = None, precision: str | None = None):
+    def __init__(
+        self, model: ModelSource | str | None = None, device: str | None = None, precision: str | None = None,
+        source: str | None = None,
+    ):
         # cheap checks first, so a typo fails before a slow model build or download
         self.precision = self._check_precision(precision)
         self.device = self._pick_device(device)
-        self.model = model if isinstance(model, ModelSource) else resolve_model(model)
+        # phi3-mini: the publisher's prequantized folder for this backend (source="export": the checkpoint)
+        self.model = resolve_prepared(model, self.name, self.precision, getattr(self, "target", None), source)
         self.prepared_folder: Path = self.model.folder  # what the runtime loads; exports set their own
         from transformers import AutoTokenizer
 

@@ -313,6 +313,7 @@ class NPUBackend(OpenVINOGenAIBackend):
         min_response_tokens: int | None = None,
         group_size: int = DEFAULT_GROUP_SIZE,
         config: dict | None = None,
+        source: str | None = None,
     ):
         chosen = (path or os.environ.get(PATH_ENV) or MAINTAINED).strip().lower()
         if chosen not in PATHS:
@@ -327,7 +328,7 @@ class NPUBackend(OpenVINOGenAIBackend):
         self.classic: npu_classic.ClassicNPUModel | None = None
         if chosen == CLASSIC:
             self.runtime = "intel-npu-acceleration-library"
-        super().__init__(model, device, precision, config=config)
+        super().__init__(model, device, precision, config=config, source=source)
 
     # -- choices -----------------------------------------------------------------------------
     def _check_precision(self, precision: str | None) -> str:

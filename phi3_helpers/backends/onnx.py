@@ -41,9 +41,10 @@ from .onnx_build import (
     built_for,
     check_combination,
     check_onnx_folder,
-    fetch_prebuilt_phi3_dml,
+    fetch_prebuilt,
     is_onnx_folder,
 )
+from ..models.hub import hub_folder
 
 # -- which execution provider -------------------------------------------------------------------
 #: provider -> the ONNX Runtime GenAI package that brings it
@@ -207,7 +208,10 @@ class OnnxGenAIBackend(Backend):
         prebuilt: bool | None = None,
         threads: int | None = None,
         rebuild: bool = False,
+        source: str | None = None,
     ):
+        if source is not None and prebuilt is None:
+            prebuilt = {"hub": True, "export": False}.get(source, prebuilt)
         self.fallback_to_cpu = bool(fallback_to_cpu)
         self.threads = threads
         self.rebuild = rebuild
@@ -221,7 +225,7 @@ class OnnxGenAIBackend(Backend):
             self._ready_folder = Path(model).expanduser().resolve()
             source = ModelSource(self._ready_folder.name, self._ready_folder)
         elif self._use_prebuilt(model, precision, prebuilt):
-            self._ready_folder = fetch_prebuilt_phi3_dml()
+            self._ready_folder = fetch_prebuilt(precision or self.precisions[0], self.target)
             source = ModelSource(PHI3_MINI, self._ready_folder, PREBUILT_REPO)
         self._genai: dict = check_onnx_folder(self._ready_folder) if self._ready_folder else {}
         super().__init__(source, device, precision)
@@ -237,19 +241,19 @@ class OnnxGenAIBackend(Backend):
         return self.choice.provider
 
     def _use_prebuilt(self, model, precision, prebuilt: bool | None) -> bool:
-        """phi3-mini, int4, for DirectML: Microsoft's prebuilt folder (about 2 GB) beats downloading
-        7.6 GB of weights and building. Only that case; ``prebuilt=False`` builds instead."""
+        """phi3-mini, int4, for the CPU or DirectML: Microsoft's prebuilt folder (2.1-2.7 GB) beats
+        downloading 7.6 GB of weights and building. Only those cases; ``prebuilt=False`` builds instead."""
         if prebuilt is False:
             return False
-        if self.target != "dml" or (precision or self.precisions[0]).lower() != "int4":
+        if hub_folder(self.name, (precision or self.precisions[0]).lower(), self.target) is None:
             if prebuilt:
-                raise InvalidOption("prebuilt=True is only for phi3-mini at int4 for DirectML (device='dml'); drop it to build the model.")
+                raise InvalidOption("prebuilt=True is only for phi3-mini at int4 for the CPU or DirectML; drop it to build the model.")
             return False
         name = model.name if isinstance(model, ModelSource) else model if model is not None else os.environ.get(MODEL_ENV)
         if name is None:  # the default model: the real Phi-3 when the hub is reachable
             name = PHI3_MINI if hub_reachable()[0] else None
         if prebuilt and name != PHI3_MINI:
-            raise InvalidOption(f"prebuilt=True is only for {PHI3_MINI} (int4, DirectML), not {name!r}; drop it to build the model.")
+            raise InvalidOption(f"prebuilt=True is only for {PHI3_MINI} (int4, CPU or DirectML), not {name!r}; drop it to build the model.")
         return name == PHI3_MINI
 
     # -- checks the base class calls first -------------------------------------------------------

@@ -122,24 +122,18 @@ def _tail(log: Path, lines: int = 3) -> str:
     return " | ".join(text[-lines:]) or "(empty log)"
 
 
-def fetch_prebuilt_phi3_dml(progress=notice) -> Path:
-    """Microsoft's prebuilt Phi-3-mini DirectML int4 folder; downloads only that subfolder (~2 GB).
+def fetch_prebuilt(precision: str = "int4", target: str = "dml") -> Path:
+    """Microsoft's prebuilt Phi-3-mini folder for ``target`` (cpu or dml), only that subfolder (see models/hub.py)."""
+    from ..models import hub
 
-    Used only for phi3-mini, int4, DirectML; needs the Hugging Face hub.
-    """
-    from huggingface_hub import snapshot_download
-
-    progress(f"Fetching the prebuilt {PREBUILT_REPO}/{PREBUILT_DML_INT4} (only that folder, about 2 GB) ...")
-    try:
-        root = snapshot_download(PREBUILT_REPO, allow_patterns=[f"{PREBUILT_DML_INT4}/*"])
-    except Exception as exc:
-        raise ModelFolderError(
-            f"could not download {PREBUILT_REPO}/{PREBUILT_DML_INT4} ({type(exc).__name__}); check the network, "
-            "or pass prebuilt=False to build the model yourself."
-        ) from None
-    folder = Path(root) / PREBUILT_DML_INT4
+    folder = hub.fetch(hub.ONNX[(precision, target)])
     check_onnx_folder(folder)
     return folder
+
+
+def fetch_prebuilt_phi3_dml(progress=notice) -> Path:
+    """Microsoft's prebuilt Phi-3-mini DirectML int4 folder (kept for callers of the old name)."""
+    return fetch_prebuilt("int4", "dml")
 
 
 # -- reading a GenAI folder ---------------------------------------------------------------------
@@ -195,6 +189,7 @@ __all__ = [
     "check_combination",
     "check_onnx_folder",
     "built_for",
+    "fetch_prebuilt",
     "fetch_prebuilt_phi3_dml",
     "is_onnx_folder",
     "onnx_folder",

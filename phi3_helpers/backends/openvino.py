@@ -264,7 +264,10 @@ class _OpenVINOBase(Backend):
         return pick_device(device)
 
     def _export(self) -> Path:
-        self.ov_folder = export_openvino(self.model, self.precision, recipe=export_recipe(self.model, self.precision, self.export_variant) if self.export_variant else None)
+        if (Path(self.model.folder) / "openvino_model.xml").is_file():  # a prequantized folder from the hub
+            self.ov_folder = Path(self.model.folder)
+        else:
+            self.ov_folder = export_openvino(self.model, self.precision, recipe=export_recipe(self.model, self.precision, self.export_variant) if self.export_variant else None)
         check_export_folder(self.ov_folder)
         self.prepared_folder = self.ov_folder
         return self.ov_folder

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..console import notice  # noqa: F401  (re-exported: backends import it from here)
-from ..errors import ModelFolderError, UnknownModel
+from ..errors import InvalidOption, ModelFolderError, UnknownModel
 from .cache import cache_root
 from .offline import OFFLINE_MODEL, build_offline_model
 
@@ -47,28 +46,35 @@ class ModelSource:
 
 
 def hub_reachable(timeout: float = 2.0) -> tuple[bool, str]:
-    """Whether the Hugging Face hub can be reached, and why not."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+    """Whether the Hugging Face hub (or the mirror in HF_ENDPOINT, any port) answers, and why not.
+
+    Uses huggingface_hub's own settings (HF_HUB_OFFLINE, HF_ENDPOINT) and its HTTP client: any HTTP
+    answer from the endpoint counts, a refused connection or a timeout does not.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE:
         return False, "HF_HUB_OFFLINE is set"
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    host = endpoint.split("://", 1)[-1].split("/", 1)[0]
+    url = constants.ENDPOINT
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True, ""
-    except OSError as exc:
-        return False, f"the Hugging Face hub is unreachable ({type(exc).__name__})"
+        get_session().head(url + "/", timeout=timeout)
+        return True, ""
+    except Exception as exc:
+        return False, f"the Hugging Face hub at {url} is unreachable ({type(exc).__name__})"
 
 
 def _hub_snapshot(repo_id: str, local_only: bool) -> Path:
-    from huggingface_hub import snapshot_download
+    """The original checkpoint (only the transformers backend and local exports need it)."""
+    from . import hub
 
-    return Path(
-        snapshot_download(
-            repo_id,
-            local_files_only=local_only,
-            allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"],  # no remote code
-        )
-    )
+    folder = hub.CHECKPOINT if repo_id == hub.CHECKPOINT.repo_id else hub.HubFolder(repo_id, hub.CHECKPOINT.patterns)
+    if local_only:
+        found = hub.cached_folder(folder)
+        if found is None:
+            raise ModelFolderError(f"{repo_id} is not in the cache.")
+        return found
+    return hub.fetch(folder)
 
 
 def check_model_folder(folder: Path) -> None:
@@ -100,27 +106,28 @@ def check_model_folder(folder: Path) -> None:
         raise ModelFolderError(f"model folder {folder} has no *.safetensors weights; {fix}.")
     for w in weights:
         try:
-            _check_safetensors_length(w)
+            _check_safetensors(w)
         except ModelFolderError:
             raise
         except Exception as exc:
             raise ModelFolderError(f"weights file {w.name} in {folder} is unreadable ({type(exc).__name__}); {fix}.") from None
 
 
-def _check_safetensors_length(path: Path) -> None:
-    """A safetensors file is an 8-byte header length, a JSON header, then the data: check all fit."""
-    size = path.stat().st_size
-    with path.open("rb") as raw:
-        header_len = int.from_bytes(raw.read(8), "little")
-        if header_len <= 0 or header_len > size:
-            raise ValueError("bad header")
-        header = json.loads(raw.read(header_len))
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if 8 + header_len + end != size:
-        raise ModelFolderError(
-            f"weights file {path.name} is truncated ({size} bytes, expected {8 + header_len + end}); "
-            "delete its folder and rebuild it, or download it again."
-        )
+def _check_safetensors(path: Path) -> None:
+    """Open the file with safetensors itself; a file shorter than its header says is truncated."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            f.keys()
+    except Exception as exc:
+        text = str(exc).lower()
+        if any(w in text for w in ("incomplete", "truncat", "too small", "out of bounds", "invalid", "eof")):
+            raise ModelFolderError(
+                f"weights file {path.name} is truncated or damaged ({path.stat().st_size:,d} bytes); "
+                "delete its folder and rebuild it, or download it again."
+            ) from None
+        raise
 
 
 def offline_model_folder() -> Path:
@@ -136,42 +143,18 @@ def ensure_offline_model(progress=notice) -> Path:
 
 def resolve_model(model: str | os.PathLike | None = None, download: bool = True) -> ModelSource:
     """Turn a model name or folder into a ready Hugging Face folder (building or downloading it)."""
+    from . import hub
+
     chosen = model if model is not None else os.environ.get(MODEL_ENV) or None
     if chosen is None:
-        local = None
-        try:
-            local = _hub_snapshot(HUB_REPOS[PHI3_MINI], local_only=True)
-        except Exception:
-            pass
-        if local is not None and (local / "config.json").is_file():
-            return ModelSource(PHI3_MINI, local, HUB_REPOS[PHI3_MINI])
-        ok, why = hub_reachable()
-        if ok:
-            chosen = PHI3_MINI
-        else:
-            notice(f"{why}: using the offline model {OFFLINE_MODEL} (set {MODEL_ENV}=phi3-mini for the real Phi-3).")
-            chosen = OFFLINE_MODEL
+        chosen = _default_model(hub.CHECKPOINT)
     name = str(chosen)
     if name == OFFLINE_MODEL:
         folder = ensure_offline_model()
         check_model_folder(folder)
         return ModelSource(OFFLINE_MODEL, folder)
     if name in HUB_REPOS:
-        repo = HUB_REPOS[name]
-        try:
-            folder = _hub_snapshot(repo, local_only=not download)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:
-            if model is None and not os.environ.get(MODEL_ENV):
-                # Chosen by default (the hub looked reachable) but the download failed: go offline.
-                notice(f"could not download {repo} ({type(exc).__name__}): using the offline model {OFFLINE_MODEL}.")
-                return resolve_model(OFFLINE_MODEL)
-            raise ModelFolderError(
-                f"could not get {repo} from the Hugging Face hub ({type(exc).__name__}); check the network "
-                f"or use the offline model: {MODEL_ENV}={OFFLINE_MODEL}."
-            ) from None
-        return ModelSource(name, folder, repo)
+        return _from_hub(name, hub.CHECKPOINT, by_default=model is None and not os.environ.get(MODEL_ENV), download=download)
     path = Path(name).expanduser()
     if path.exists() or os.sep in name or name.startswith("."):
         check_model_folder(path)
@@ -181,9 +164,81 @@ def resolve_model(model: str | os.PathLike | None = None, download: bool = True)
     )
 
 
+def _default_model(*folders) -> str:
+    """phi3-mini when one of its folders is complete in the cache or the hub answers; else the offline model."""
+    from . import hub
+
+    if any(hub.cached_folder(f, strict=False) is not None for f in folders if f is not None):
+        return PHI3_MINI
+    ok, why = hub_reachable()
+    if ok:
+        return PHI3_MINI
+    notice(f"{why}: using the offline model {OFFLINE_MODEL} (set {MODEL_ENV}=phi3-mini for the real Phi-3).")
+    return OFFLINE_MODEL
+
+
+def _from_hub(name: str, folder, by_default: bool, download: bool = True) -> ModelSource:
+    from ..errors import Phi3Error
+    from . import hub
+
+    try:
+        path = hub.fetch(folder) if download else hub.cached_folder(folder)
+        if path is None:
+            raise hub.HubUnreachable(f"{folder.label} is not in the cache (download=False).")
+    except KeyboardInterrupt:
+        raise
+    except Phi3Error as exc:
+        if by_default and isinstance(exc, hub.HubUnreachable):
+            # Chosen by default (the hub looked reachable) but the download failed: go offline.
+            notice(f"could not download {folder.label} ({type(exc).__name__}): using the offline model {OFFLINE_MODEL}.")
+            return resolve_model(OFFLINE_MODEL)
+        if isinstance(exc, hub.HubUnreachable) and OFFLINE_MODEL not in str(exc):
+            raise type(exc)(f"{exc} Or use the offline model: {MODEL_ENV}={OFFLINE_MODEL}.") from None
+        raise
+    return ModelSource(name, path, folder.repo_id)
+
+
+#: Where a backend's folder for phi3-mini comes from: the publisher's prequantized folder, or a local export.
+SOURCES = ("hub", "export")
+
+
+def resolve_prepared(
+    model: str | os.PathLike | ModelSource | None,
+    backend: str,
+    precision: str,
+    target: str | None = None,
+    source: str | None = None,
+) -> ModelSource:
+    """The model for ``backend``: for phi3-mini the prequantized folder the runtime loads as it is
+    (OpenVINO's -ov repos, Microsoft's ONNX folders), unless ``source="export"`` asks for the
+    checkpoint and a local export. Other models resolve as :func:`resolve_model` does.
+    """
+    from . import hub
+
+    if isinstance(model, ModelSource):
+        return model
+    if source is not None and source not in SOURCES:
+        raise InvalidOption(f"source must be 'hub' (prequantized download) or 'export' (export locally); got {source!r}.")
+    chosen = model if model is not None else os.environ.get(MODEL_ENV) or None
+    folder = None if source == "export" else hub.hub_folder(backend, precision, target)
+    if chosen is None:
+        chosen = _default_model(folder, hub.CHECKPOINT)
+    if str(chosen) != PHI3_MINI:
+        if source == "hub":
+            raise InvalidOption(f"source='hub' is for {PHI3_MINI} only (got {str(chosen)!r}); drop it.")
+        return resolve_model(chosen)
+    by_default = model is None and not os.environ.get(MODEL_ENV)
+    if folder is None or folder is hub.CHECKPOINT:
+        if folder is None and hub.cached_folder(hub.CHECKPOINT, strict=False) is None:
+            notice(f"{backend} {precision}: {hub.describe_export(precision)}.")
+        return _from_hub(PHI3_MINI, hub.CHECKPOINT, by_default)
+    return _from_hub(PHI3_MINI, folder, by_default)
+
+
 __all__ = [
     "ModelSource",
     "resolve_model",
+    "resolve_prepared",
     "check_model_folder",
     "hub_reachable",
     "KNOWN_MODELS",

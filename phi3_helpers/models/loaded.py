@@ -1,0 +1,65 @@
+"""One large model in memory at a time, or a notice saying that two are.
+
+A 16 GB laptop holds one Phi-3-mini (2-8 GB per copy) next to the notebook, not two. load()
+registers each backend here (weakly: a backend nobody references is forgotten). Before another
+large model loads while a large one is still open, a one-line notice says two copies will be in
+memory and how to free one; ``close_previous=True`` closes the open ones instead. The default
+keeps them because every chapter goes back to its first model after trying a second one
+(close the second with ``.close()`` when done).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+#: A model is large when it is the real Phi-3 or its prepared folder holds this much or more.
+LARGE_BYTES = 2 * 2**30
+_open: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def is_large(backend) -> bool:
+    from . import PHI3_MINI
+    from .cache import folder_size
+
+    model = getattr(backend, "model", None)
+    if getattr(model, "name", None) == PHI3_MINI:
+        return True
+    folder = getattr(backend, "prepared_folder", None)
+    try:
+        return folder is not None and folder_size(folder) >= LARGE_BYTES
+    except OSError:
+        return False
+
+
+def before_load(model_name: str | None, close: bool = False, say=None) -> list:
+    """Say (or, with ``close``, close) the large models still open before another large one loads.
+
+    ``model_name`` is the name asked for; only phi3-mini (or None: the default, maybe phi3-mini)
+    counts as large before it is loaded. Returns the backends closed.
+    """
+    from . import PHI3_MINI, notice
+
+    say = say or notice
+    if model_name not in (None, PHI3_MINI):
+        return []
+    big = [b for b in list(_open) if is_large(b)]
+    if not big:
+        return []
+    names = ", ".join(b.describe() for b in big)
+    if not close:
+        say(f"{names} is still loaded: two copies of the real model will be in memory; call .close() on one "
+            "to free it, or load(..., close_previous=True).")
+        return []
+    for b in big:
+        b.close()
+        _open.discard(b)
+    say(f"closed {names} to free memory for the next model.")
+    return big
+
+
+def register(backend) -> None:
+    _open.add(backend)
+
+
+def forget(backend) -> None:
+    _open.discard(backend)
