@@ -75,21 +75,72 @@ CHAPTERS = (
             _OPENVINO + _ONNX + _EVERY + ("matplotlib",), "PHI3_BENCH_DEVICES=CPU,GPU,NPU,DML,CUDA narrows it"),
 )
 
-#: What the chapters build, per model: offline sizes measured on the course machine (MiB on disk),
-#: Phi-3 sizes from the hub pages of the equivalent published models (GB). H-9's hub catalog
-#: (phi3_helpers.models.hub) supersedes this table when it exists.
-ARTIFACTS = {
-    # key: (label, chapters, offline MiB, Phi-3 bytes, where the Phi-3 figure comes from)
-    "hf": ("Hugging Face folder", ("01", "02", "03", "04"), 517, 7.6e9,
-           "microsoft/Phi-3-mini-4k-instruct safetensors"),
-    "ov-int4": ("OpenVINO int4", ("03", "04"), 109, 2.15e9, "OpenVINO/Phi-3-mini-4k-instruct-int4-ov openvino_model.bin"),
-    "ov-int8": ("OpenVINO int8", ("03", "04"), 137, 3.82e9, "OpenVINO/Phi-3-mini-4k-instruct-int8-ov openvino_model.bin"),
-    "ov-fp16": ("OpenVINO fp16", ("03", "04"), 265, 7.6e9, "estimate: 3.8 B parameters x 2 bytes"),
-    "ov-int4-npu": ("OpenVINO int4 for the NPU", ("01", "04"), 110, 2.15e9, "estimate: as the int4 export"),
-    "onnx-int4-cpu": ("ONNX Runtime GenAI int4 (CPU)", ("02", "04"), 86, 2.72e9,
-                      "microsoft/Phi-3-mini-4k-instruct-onnx cpu-int4-rtn-block-32-acc-level-4"),
-    "onnx-int4-dml": ("ONNX Runtime GenAI int4 (DirectML)", ("02",), 86, 2.72e9, "estimate: as the CPU int4 folder"),
+#: What the chapters write to disk with the offline model, measured on the course machine (MiB):
+#: key -> (label, chapters, MiB). OpenVINO's compiled-model cache on the CPU is about as big as the model.
+OFFLINE_ARTIFACTS = {
+    "hf": ("offline model folder", ("01", "02", "03", "04"), 517),
+    "ov-int4": ("OpenVINO int4 export", ("03", "04"), 109),
+    "ov-int8": ("OpenVINO int8 export", ("03", "04"), 138),
+    "ov-fp16": ("OpenVINO fp16 export", ("03", "04"), 265),
+    "ov-int4-npu": ("OpenVINO int4 export for the NPU", ("01", "04"), 89),
+    "compiled-int4": ("compiled int4 cache", ("03", "04"), 105),
+    "compiled-fp16": ("compiled fp16 cache", ("03", "04"), 259),
+    "compiled-npu": ("compiled NPU-export cache", ("01", "04"), 86),
+    "onnx-int4-cpu": ("ONNX Runtime GenAI int4 (CPU)", ("02", "04"), 86),
+    "onnx-int4-dml": ("ONNX Runtime GenAI int4 (DirectML)", ("02",), 86),
 }
+#: The same for the real Phi-3 (GB): prequantized downloads where the publishers ship them, the checkpoint
+#: and local exports where a chapter exports (chapter 03's export lesson, the NPU export, PyTorch).
+#: Figures from the hub pages (the catalog in phi3_helpers.models.hub, used when it is there).
+_PHI3_PUBLISHED = {
+    "checkpoint": 7.64e9, "hub-ov-int4": 2.16e9, "hub-ov-int8": 3.83e9, "hub-ov-fp16": 7.65e9,
+    "hub-onnx-cpu": 2.73e9, "hub-onnx-dml": 2.14e9, "export-int4": 2.2e9, "export-int8": 3.8e9, "export-fp16": 7.6e9,
+}
+_PHI3_USES = {
+    "checkpoint": ("Phi-3 checkpoint (PyTorch, local exports)", ("01", "03", "04")),
+    "hub-ov-int4": ("OpenVINO int4 download", ("03", "04")),
+    "hub-ov-int8": ("OpenVINO int8 download", ("04",)),
+    "hub-ov-fp16": ("OpenVINO fp16 download", ("03", "04")),
+    "hub-onnx-cpu": ("ONNX Runtime int4 CPU download", ("02", "04")),
+    "hub-onnx-dml": ("ONNX Runtime int4 DirectML download", ("02",)),
+    "export-int4": ("chapter 03's int4 export", ("03",)),
+    "export-int8": ("chapter 03's int8 export", ("03",)),
+    "export-fp16": ("chapter 03's fp16 export", ("03",)),
+    "export-npu": ("the NPU export", ("01", "04")),
+    "compiled-int4": ("compiled int4 cache (estimate: as the model)", ("03", "04")),
+    "compiled-fp16": ("compiled fp16 cache (estimate: as the model)", ("03", "04")),
+    "compiled-npu": ("compiled NPU-export cache (estimate: as the model)", ("01", "04")),
+}
+
+
+def phi3_sizes() -> tuple[dict[str, int], str]:
+    """Bytes per Phi-3 artifact, and where the figures come from."""
+    try:
+        from .models import hub
+
+        sizes = {
+            "checkpoint": hub.CHECKPOINT.published_bytes,
+            "hub-ov-int4": hub.OPENVINO["int4"].published_bytes,
+            "hub-ov-int8": hub.OPENVINO["int8"].published_bytes,
+            "hub-ov-fp16": hub.OPENVINO["fp16"].published_bytes,
+            "hub-onnx-cpu": hub.ONNX[("int4", "cpu")].published_bytes,
+            "hub-onnx-dml": hub.ONNX[("int4", "dml")].published_bytes,
+            **{f"export-{p}": hub.EXPORT_OUTPUT_BYTES[p] for p in ("int4", "int8", "fp16")},
+        }
+        where = "phi3_helpers.models.hub catalog"
+    except (ImportError, AttributeError, KeyError):
+        sizes, where = {k: int(v) for k, v in _PHI3_PUBLISHED.items()}, "the hub pages"
+    sizes["export-npu"] = sizes["export-int4"]
+    sizes.update({"compiled-int4": sizes["hub-ov-int4"], "compiled-fp16": sizes["hub-ov-fp16"], "compiled-npu": sizes["export-npu"]})
+    return sizes, where
+
+
+def artifacts(model: str) -> dict[str, tuple[str, tuple[str, ...], int]]:
+    """key -> (label, chapters, bytes) of what the chapters write for ``model``."""
+    if model == "phi3-mini":
+        sizes, _ = phi3_sizes()
+        return {k: (label, chapters, int(sizes[k])) for k, (label, chapters) in _PHI3_USES.items()}
+    return {k: (label, chapters, mib * MiB) for k, (label, chapters, mib) in OFFLINE_ARTIFACTS.items()}
 
 
 @dataclass(frozen=True)
@@ -241,28 +292,23 @@ def ram_check(total_bytes: int, model: str) -> Check:
     return Check("RAM", OK, found, "4 GiB (offline model); 16 GiB for Phi-3")
 
 
-def disk_needs(model: str, built: dict[str, bool], chapters: Iterable[str], catalog: dict | None = None) -> dict[str, int]:
-    """Bytes still to write per artifact the given chapters need (0 when it is built already)."""
-    catalog = catalog or ARTIFACTS
+def disk_needs(model: str, built: dict[str, bool], chapters: Iterable[str]) -> dict[str, int]:
+    """Bytes still to write per artifact the given chapters need (0 when it is there already)."""
     wanted = set(chapters)
-    needs = {}
-    for key, (_, used_by, offline_mib, phi3_bytes, _) in catalog.items():
-        if wanted & set(used_by):
-            size = int(phi3_bytes) if model == "phi3-mini" else int(offline_mib * MiB)
-            needs[key] = 0 if built.get(key) else size
-    return needs
+    return {k: 0 if built.get(k) else size for k, (_, used_by, size) in artifacts(model).items() if wanted & set(used_by)}
 
 
 def disk_check(free_bytes: int, needs: dict[str, int], where: Path | str, model: str) -> Check:
     need = sum(needs.values())
-    margin = int(need * 0.1) + 200 * MiB  # temporary folders of atomic builds, compiled-model caches
-    todo = [ARTIFACTS[k][0] for k, v in needs.items() if v] if all(k in ARTIFACTS for k in needs) else list(needs)
+    margin = int(need * 0.1) + 200 * MiB  # temporary folders of atomic builds
+    labels = artifacts(model)
+    todo = [labels[k][0] if k in labels else k for k, v in needs.items() if v]
     found = f"{free_bytes / GiB:.1f} GiB free in {where}"
-    needed = f"{(need + margin) / GiB:.1f} GiB for {model}" + (f" ({', '.join(todo)})" if todo else " (all built)")
+    needed = f"{(need + margin) / GiB:.1f} GiB more for {model}" + (f" ({', '.join(todo)})" if todo else " (all built)")
     if free_bytes < need + margin:
-        fix = "free some disk, or point PHI3_CACHE_DIR at a bigger disk"
+        fix = "free some disk, or point PHI3_CACHE_DIR (and HF_HOME for Phi-3) at a bigger disk"
         if model == "phi3-mini":
-            fix += ", or use the offline model (PHI3_MODEL=smollm2-135m-phi3, about 1.4 GiB)"
+            fix += ", or use the offline model (PHI3_MODEL=smollm2-135m-phi3, about 2 GiB)"
         return Check("disk", FAIL, found, needed, fix, ("01", "02", "03", "04"))
     return Check("disk", OK, found, needed)
 
@@ -405,51 +451,62 @@ def _openvino_devices() -> tuple[dict, str]:
         return {}, f"{type(exc).__name__}: {exc}"
 
 
+def _phi3_folders() -> dict:
+    from .models import hub
+
+    return {"checkpoint": hub.CHECKPOINT, "hub-ov-int4": hub.OPENVINO["int4"], "hub-ov-int8": hub.OPENVINO["int8"],
+            "hub-ov-fp16": hub.OPENVINO["fp16"], "hub-onnx-cpu": hub.ONNX[("int4", "cpu")],
+            "hub-onnx-dml": hub.ONNX[("int4", "dml")]}
+
+
+def _downloaded(folder) -> bool:
+    from .models import hub
+
+    try:
+        return hub.cached_folder(folder, strict=False) is not None
+    except Exception:  # a damaged cache entry: not usable as it is
+        return False
+
+
 def choose_model(explicit: str | None, reachable: bool | None) -> tuple[str, str]:
-    """The model the chapters will use, without downloading anything, and why."""
-    from .models import HUB_REPOS, MODEL_ENV, OFFLINE_MODEL, PHI3_MINI
+    """The model the chapters will use (as resolve_model would choose it), without downloading anything."""
+    from .models import MODEL_ENV, OFFLINE_MODEL, PHI3_MINI
 
     chosen = explicit or os.environ.get(MODEL_ENV)
     if chosen:
-        return str(chosen), f"{MODEL_ENV}={chosen}" if not explicit else "--model"
+        return str(chosen), "--model" if explicit else f"{MODEL_ENV}={chosen}"
     try:
-        from huggingface_hub import snapshot_download
-
-        snapshot_download(HUB_REPOS[PHI3_MINI], local_files_only=True)
-        return PHI3_MINI, "Phi-3 is downloaded already"
-    except Exception:
+        if any(_downloaded(f) for f in _phi3_folders().values()):
+            return PHI3_MINI, "a Phi-3 folder is downloaded already"
+    except ImportError:
         pass
     if reachable:
-        return PHI3_MINI, "the hub is reachable (about 7.6 GB to download)"
+        return PHI3_MINI, "the hub is reachable"
     return OFFLINE_MODEL, "the hub is not reachable or HF_HUB_OFFLINE is set"
 
 
 def built_artifacts(model_name: str) -> dict[str, bool]:
-    """Which of ARTIFACTS exist in the cache for the model (by the backends' own folder names)."""
+    """Which artifacts are there already (by the backends' own folder names and the hub cache)."""
     from .backends.onnx_build import onnx_folder
     from .backends.openvino import export_folder, is_complete_export
-    from .models import ModelSource, PHI3_MINI, offline_model_folder
+    from .models import PHI3_MINI, ModelSource, offline_model_folder
+    from .models.cache import cache_root
 
     folder = offline_model_folder() if model_name != PHI3_MINI else Path("-")
     src = ModelSource(model_name, folder)
-    built = {"hf": (folder / "config.json").is_file() if model_name != PHI3_MINI else _phi3_downloaded()}
-    for p in ("int4", "int8", "fp16"):
-        built[f"ov-{p}"] = is_complete_export(export_folder(src, p))
-    built["ov-int4-npu"] = is_complete_export(export_folder(src, "int4", "npu"))
-    built["onnx-int4-cpu"] = onnx_folder(src, "int4", "cpu").is_dir()
-    built["onnx-int4-dml"] = onnx_folder(src, "int4", "dml").is_dir()
+    compiled = cache_root() / "ov_compiled"
+    built = {f"ov-{p}": is_complete_export(export_folder(src, p)) for p in ("int4", "int8", "fp16")}
+    built["ov-int4-npu"] = built["export-npu"] = is_complete_export(export_folder(src, "int4", "npu"))
+    for key, name in (("compiled-int4", "int4"), ("compiled-fp16", "fp16"), ("compiled-npu", "int4-npu")):
+        built[key] = (compiled / f"{model_name}-{name}").is_dir()
+    if model_name != PHI3_MINI:
+        built["hf"] = (folder / "config.json").is_file()
+        built["onnx-int4-cpu"] = onnx_folder(src, "int4", "cpu").is_dir()
+        built["onnx-int4-dml"] = onnx_folder(src, "int4", "dml").is_dir()
+        return built
+    built.update({f"export-{p}": built[f"ov-{p}"] for p in ("int4", "int8", "fp16")})
+    built.update({k: _downloaded(f) for k, f in _phi3_folders().items()})
     return built
-
-
-def _phi3_downloaded() -> bool:
-    try:
-        from huggingface_hub import snapshot_download
-
-        from .models import HUB_REPOS, PHI3_MINI
-
-        return (Path(snapshot_download(HUB_REPOS[PHI3_MINI], local_files_only=True)) / "config.json").is_file()
-    except Exception:
-        return False
 
 
 def detect(model: str | None = None, requirements: Sequence[Path] | None = None) -> Facts:
@@ -552,12 +609,14 @@ def run_targets(todo: list[Target], model: str | None, smoke: bool, say=print) -
     from .models import resolve_model
     from .models.cache import folder_size
 
-    source = resolve_model(model)  # downloads with its progress bars (outside quiet)
     results = []
     for i, t in enumerate(todo, 1):
         say(f"[{i}/{len(todo)}] chapter {t.chapter}: {t.label} ...")
         t0 = time.perf_counter()
         try:
+            # Downloads show their progress bars (outside quiet); the model goes by name, so phi3-mini
+            # gets each backend's prequantized folder, as in the chapters.
+            source = resolve_model(model) if t.export_only else model
             with quiet():
                 if t.export_only:
                     folder, answer = export_openvino(source, t.precision), ""

@@ -102,12 +102,23 @@ def test_device_rows_from_what_openvino_reports_here():
 
 
 def test_disk_too_small_for_phi3_says_what_to_do():
-    needs = doctor.disk_needs("phi3-mini", built={}, chapters=["03"])
-    assert needs["ov-int4"] == int(2.15e9) and needs["hf"] == int(7.6e9)
-    row = doctor.disk_check(5 * GiB, needs, "/cache", "phi3-mini")
+    from phi3_helpers.models import hub
+
+    needs = doctor.disk_needs("phi3-mini", built={}, chapters=["02"])
+    assert needs == {"hub-onnx-cpu": hub.ONNX[("int4", "cpu")].published_bytes, "hub-onnx-dml": hub.ONNX[("int4", "dml")].published_bytes}
+    row = doctor.disk_check(3 * GiB, needs, "/cache", "phi3-mini")
     assert row.status == FAIL and "PHI3_MODEL=smollm2-135m-phi3" in row.fix
-    built = {k: True for k in doctor.ARTIFACTS}
-    assert doctor.disk_check(1 * GiB, doctor.disk_needs("smollm2-135m-phi3", built, ["03"]), "/c", "x").status == OK
+    assert "ONNX Runtime int4 CPU download" in row.needed
+    assert doctor.disk_check(8 * GiB, needs, "/cache", "phi3-mini").status == OK
+
+
+def test_disk_needs_count_only_what_is_not_built_here():
+    built = doctor.built_artifacts("smollm2-135m-phi3")
+    assert built["hf"]  # the session's offline model
+    needs = doctor.disk_needs("smollm2-135m-phi3", built, ["01", "02", "03", "04"])
+    assert needs["hf"] == 0
+    everything = doctor.disk_needs("smollm2-135m-phi3", {}, ["01", "02", "03", "04"])
+    assert sum(everything.values()) > sum(needs.values()) and everything["hf"] == 517 * doctor.MiB
 
 
 def test_ram():
