@@ -131,9 +131,24 @@ def test_notices_in_a_notebook_are_stdout_not_red_stderr(tmp_path):
     from nbclient import NotebookClient
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("from phi3_helpers.models import notice\nnotice('using the offline model')")]
+    source = textwrap.dedent(
+        """
+        import sys, warnings
+        from phi3_helpers.console import quiet
+        from phi3_helpers.models import notice
+
+        notice("using the offline model")
+        with quiet():
+            print("runtime noise", file=sys.stderr)
+            warnings.warn("Converting a tensor to a Python boolean", UserWarning)
+        """
+    )
+    nb.cells = [nbformat.v4.new_code_cell(source)]
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
     outputs = nb.cells[0].outputs
     streams = [(o.get("name"), o.get("text", "")) for o in outputs if o.get("output_type") == "stream"]
-    assert ("stdout", f"{PREFIX} using the offline model\n") in streams
-    assert not [s for s in streams if s[0] == "stderr"]
+    stdout = "".join(text for name, text in streams if name == "stdout")
+    assert f"{PREFIX} using the offline model\n" in stdout
+    assert f"{PREFIX} (3 lines of runtime messages hidden" in stdout
+    assert not [s for s in streams if s[0] == "stderr"], streams  # nothing in a red box
+    assert "runtime noise" not in stdout
