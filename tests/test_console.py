@@ -115,7 +115,9 @@ def test_a_real_export_inside_quiet_prints_no_tracer_or_errno_lines(tmp_path):
     )
     env = dict(os.environ, PHI3_CACHE_DIR=str(cache), HF_HUB_OFFLINE="1")
     env.pop("TQDM_DISABLE", None)  # let the runtimes print their progress bars, as in a workshop
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     shown = done.stdout + done.stderr
     assert "complete: True" in done.stdout  # the export really ran, into the fresh cache

@@ -45,7 +45,9 @@ def test_a_pin_that_does_not_match_the_installed_version_fails_with_its_fix(tmp_
 
 
 def test_markers_are_evaluated_for_the_given_platform():
-    text = 'onnxruntime-genai-directml==0.13.1 ; sys_platform == "win32"\nonnxruntime==1.31.1 ; sys_platform != "win32"\n'
+    text = (
+        'onnxruntime-genai-directml==0.13.1 ; sys_platform == "win32"\nonnxruntime==1.31.1 ; sys_platform != "win32"\n'
+    )
     env = {"sys_platform": "win32", "platform_system": "Windows"}
     names = [r.check for r in doctor.requirement_checks(text, doctor.installed_version, env=env)]
     assert names == ["package onnxruntime-genai-directml"]
@@ -105,7 +107,10 @@ def test_disk_too_small_for_phi3_says_what_to_do():
     from phi3_helpers.models import hub
 
     needs = doctor.disk_needs("phi3-mini", built={}, chapters=["02"])
-    assert needs == {"hub-onnx-cpu": hub.ONNX[("int4", "cpu")].published_bytes, "hub-onnx-dml": hub.ONNX[("int4", "dml")].published_bytes}
+    assert needs == {
+        "hub-onnx-cpu": hub.ONNX[("int4", "cpu")].published_bytes,
+        "hub-onnx-dml": hub.ONNX[("int4", "dml")].published_bytes,
+    }
     row = doctor.disk_check(3 * GiB, needs, "/cache", "phi3-mini")
     assert row.status == FAIL and "PHI3_MODEL=smollm2-135m-phi3" in row.fix
     assert "ONNX Runtime int4 CPU download" in row.needed
@@ -214,7 +219,7 @@ def test_a_missing_runtime_blocks_its_chapter_only():
     from phi3_helpers.backends import available_backends
 
     rows = [r for r in report() if r["backend"] != "onnx"]
-    why = "backend 'onnx' needs the Python package 'onnxruntime_genai', which is not installed; run: pip install -r requirements.txt"
+    why = "backend 'onnx' needs the Python package 'onnxruntime_genai', which is not installed; run: pip install ..."
     rows.append({"backend": "onnx", "device": "-", "available": False, "detail": why})
     by = {r.check: r for r in doctor.chapter_checks(rows, [], None)}
     assert by["chapter 02-directml.ipynb"].status == FAIL and "onnxruntime_genai" in by["chapter 02-directml.ipynb"].fix
@@ -225,7 +230,12 @@ def test_a_missing_runtime_blocks_its_chapter_only():
 def test_prepare_targets_cover_what_each_chapter_loads():
     todo = doctor.targets(report(), ["01", "02", "03"])
     labels = {(t.chapter, t.backend, t.precision) for t in todo}
-    assert {("01", "npu", "int4"), ("02", "onnx", "int4"), ("03", "openvino", "int4"), ("03", "openvino-optimum", "fp16")} <= labels
+    assert {
+        ("01", "npu", "int4"),
+        ("02", "onnx", "int4"),
+        ("03", "openvino", "int4"),
+        ("03", "openvino-optimum", "fp16"),
+    } <= labels
     assert any(t.export_only and t.precision == "int8" for t in todo)  # chapter 03's export lesson
     assert len({(t.backend, t.device, t.precision) for t in todo}) == len(todo)
 
@@ -233,8 +243,14 @@ def test_prepare_targets_cover_what_each_chapter_loads():
 # -- real runs -------------------------------------------------------------------------------------------
 def _doctor(*args: str, **env: str) -> subprocess.CompletedProcess:
     full = dict(os.environ, **env)
-    return subprocess.run([sys.executable, "-m", "phi3_helpers.doctor", *args], cwd=REPO, env=full,
-                          capture_output=True, text=True, timeout=1800)
+    return subprocess.run(
+        [sys.executable, "-m", "phi3_helpers.doctor", *args],
+        cwd=REPO,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
 
 
 def test_doctor_runs_and_ends_with_one_line_per_chapter():
