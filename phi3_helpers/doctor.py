@@ -790,6 +790,24 @@ def run_targets(todo: list[Target], model: str | None, smoke: bool, say=print) -
 _MARK = {OK: "OK", WARN: "WARN", FAIL: "FAIL", INFO: "info"}
 
 
+def summarized(rows: Sequence[Check]) -> list[Check]:
+    """The rows with the matching pins folded into one (the failing ones stay, each with its fix)."""
+    pins = [r for r in rows if r.check.startswith("package ")]
+    good = [r for r in pins if r.status == OK]
+    if len(good) < 2:
+        return list(rows)
+    folded = Check("packages", OK, f"{len(good)} of {len(pins)} match the pins", "requirements*.txt")
+    out, placed = [], False
+    for r in rows:
+        if r in good:
+            if not placed:
+                out.append(folded)
+                placed = True
+            continue
+        out.append(r)
+    return out
+
+
 def format_table(rows: Sequence[Check]) -> str:
     width = min(44, max(len(r.check) for r in rows))
     lines = [f"{'':4}  {'check':<{width}}  found  [needed]"]
@@ -863,13 +881,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", default=None, help="phi3-mini, smollm2-135m-phi3 or a folder (default: as the chapters choose)"
     )
+    p.add_argument("--all", action="store_true", help="one row per package, also those that match their pin")
 
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     facts = detect(model=getattr(args, "model", None))
     rows = checks(facts)
-    print(format_table([r for r in rows if not r.check.startswith("chapter ")]))
+    table = [r for r in rows if not r.check.startswith("chapter ")]
+    print(format_table(table if getattr(args, "all", False) else summarized(table)))
     chosen = getattr(args, "chapter", None) or [c.number for c in CHAPTERS]
     if getattr(args, "prepare", False) or getattr(args, "smoke", False):
         todo = targets(facts.report, chosen)

@@ -70,6 +70,14 @@ def test_a_bad_pin_blocks_its_chapters_and_the_exit_code(tmp_path):
     assert doctor.verdict(rows) == doctor.EXIT_NOT_READY
 
 
+def test_matching_pins_fold_into_one_row_and_a_wrong_one_keeps_its_own(tmp_path):
+    req = tmp_path / "requirements.txt"
+    req.write_text(f"psutil=={__import__('psutil').__version__}\npytest=={pytest.__version__}\nnbval==0.0.1\n")
+    rows = doctor.summarized(doctor.requirement_checks(req.read_text(), doctor.installed_version))
+    assert [(r.check, r.status) for r in rows] == [("packages", OK), ("package nbval", FAIL)]
+    assert rows[0].found == "2 of 3 match the pins"
+
+
 # -- versions, drivers, RAM, disk ------------------------------------------------------------------------
 def test_python_versions():
     assert doctor.python_check((3, 11, 9)).status == OK
