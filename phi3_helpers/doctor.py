@@ -21,8 +21,6 @@ import platform
 import shutil
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -405,7 +403,7 @@ def disk_check(free_bytes: int, needs: dict[str, int], where: Path | str, model:
 
 
 def hub_check(endpoint: str, offline: bool, probe: tuple[bool, str] | None) -> Check:
-    """The Hugging Face hub or the mirror in HF_ENDPOINT: reachable, and does it serve Phi-3?"""
+    """The Hugging Face hub or the mirror in HF_ENDPOINT (any port), from the probe the chapters use."""
     if offline:
         return Check(
             "hub",
@@ -416,7 +414,7 @@ def hub_check(endpoint: str, offline: bool, probe: tuple[bool, str] | None) -> C
         )
     ok, detail = probe or (False, "not tried")
     if ok:
-        return Check("hub", OK, f"{endpoint}: {detail}", "")
+        return Check("hub", OK, f"{endpoint} answers", "")
     return Check(
         "hub",
         WARN,
@@ -424,19 +422,6 @@ def hub_check(endpoint: str, offline: bool, probe: tuple[bool, str] | None) -> C
         "",
         "check the network or set HF_ENDPOINT to a mirror; meanwhile the chapters use the offline model",
     )
-
-
-def probe_hub(endpoint: str, repo: str = "microsoft/Phi-3-mini-4k-instruct", timeout: float = 4.0) -> tuple[bool, str]:
-    """Ask the hub's API for ``repo``: any HTTP answer means the server is reachable (any scheme and port)."""
-    url = endpoint.rstrip("/") + f"/api/models/{repo}"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (the user's own endpoint)
-            return True, f"reachable, serves {repo} (HTTP {resp.status})"
-    except urllib.error.HTTPError as exc:
-        return True, f"reachable, but {repo}: HTTP {exc.code}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return False, f"unreachable ({type(reason).__name__}: {reason})"
 
 
 def device_accepted(chapter: Chapter, value: str | None) -> bool:
@@ -639,9 +624,13 @@ def detect(model: str | None = None, requirements: Sequence[Path] | None = None)
     f.cache = cache_root()
     probe_at = next((p for p in (f.cache, *f.cache.parents) if p.exists()), Path.cwd())
     f.free_disk = shutil.disk_usage(probe_at).free
-    f.endpoint = os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co"
-    f.offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-    f.hub = None if f.offline else probe_hub(f.endpoint)
+    from huggingface_hub import constants
+
+    from .models import hub_reachable
+
+    # huggingface_hub's own settings, as the chapters' downloads see them (HF_ENDPOINT, HF_HUB_OFFLINE).
+    f.endpoint, f.offline = constants.ENDPOINT, bool(constants.HF_HUB_OFFLINE)
+    f.hub = None if f.offline else hub_reachable()
     f.model, f.model_why = choose_model(model, None if f.offline else f.hub[0])
     try:
         f.built = built_artifacts(f.model)
