@@ -724,7 +724,28 @@ def targets(rows: list[dict], chapters: Iterable[str]) -> list[Target]:
     return unique
 
 
-def run_targets(todo: list[Target], model: str | None, smoke: bool, say=print) -> list[Check]:
+def download_first(t: Target, model: str | None, rows: list[dict]) -> None:
+    """For phi3-mini, download the target's folder before the quiet load, so its progress bar shows."""
+    from .models import PHI3_MINI, hub
+
+    if model != PHI3_MINI:
+        return
+    target = None
+    if t.backend == "onnx":  # the provider the chapter gets: DirectML, else CUDA, else the CPU
+        target = (t.device or "auto").lower()
+        if target == "auto":
+            found = [
+                d
+                for d in ("DML", "CUDA", "CPU")
+                if any(r["backend"] == "onnx" and r["device"] == d and r["available"] for r in rows)
+            ]
+            target = found[0].lower() if found else "cpu"
+    hub.fetch(hub.hub_folder(t.backend, t.precision, target) or hub.CHECKPOINT)
+
+
+def run_targets(
+    todo: list[Target], model: str | None, smoke: bool, say=print, rows: list[dict] | None = None
+) -> list[Check]:
     """Prepare each target (download, export, first compile) and, with ``smoke``, ask it for 10 tokens."""
     from . import load
     from .backends.openvino import export_openvino
@@ -739,7 +760,11 @@ def run_targets(todo: list[Target], model: str | None, smoke: bool, say=print) -
         try:
             # Downloads show their progress bars (outside quiet); the model goes by name, so phi3-mini
             # gets each backend's prequantized folder, as in the chapters.
-            source = resolve_model(model) if t.export_only else model
+            if t.export_only:
+                source = resolve_model(model)
+            else:
+                download_first(t, model, rows if rows is not None else [])
+                source = model
             with quiet():
                 if t.export_only:
                     folder, answer = export_openvino(source, t.precision), ""
@@ -886,7 +911,9 @@ def run(args: argparse.Namespace) -> int:
             f"\nPreparing {len(todo)} backend/device/precision combinations for chapter(s) {', '.join(chosen)}"
             f" with {facts.model}:"
         )
-        rows = with_results(rows, run_targets(todo, facts.model, smoke=getattr(args, "smoke", False)))
+        rows = with_results(
+            rows, run_targets(todo, facts.model, smoke=getattr(args, "smoke", False), rows=facts.report)
+        )
     print("\nChapters:")
     chapter_rows = [r for r in rows if r.check.startswith("chapter ")]
     for r, line in zip(chapter_rows, chapter_lines(chapter_rows), strict=True):
