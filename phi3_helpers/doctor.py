@@ -877,7 +877,7 @@ def with_results(rows: list[Check], results: list[Check]) -> list[Check]:
                 r = replace(r, status=FAIL, fix=f"{bad[0].check} failed: {bad[0].found}")
             elif mine:
                 done = "prepared and smoke-tested" if any(x.check.startswith("smoke") for x in mine) else "prepared"
-                r = replace(r, found=f"{r.found}; {done} ({len(mine)} loads)")
+                r = replace(r, found=f"{r.found}; {done}")
         out.append(r)
     return out
 
