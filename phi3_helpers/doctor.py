@@ -726,10 +726,12 @@ def targets(rows: list[dict], chapters: Iterable[str]) -> list[Target]:
 
 def download_first(t: Target, model: str | None, rows: list[dict]) -> None:
     """For phi3-mini, download the target's folder before the quiet load, so its progress bar shows."""
-    from .models import PHI3_MINI, hub
+    from .models import PHI3_MINI
 
     if model != PHI3_MINI:
         return
+    from .models import hub
+
     target = None
     if t.backend == "onnx":  # the provider the chapter gets: DirectML, else CUDA, else the CPU
         target = (t.device or "auto").lower()
