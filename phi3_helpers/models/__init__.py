@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..console import notice  # noqa: F401  (re-exported: backends import it from here)
 from ..errors import InvalidOption, ModelFolderError, UnknownModel
 from .cache import cache_root
 from .offline import OFFLINE_MODEL, build_offline_model
@@ -43,11 +43,6 @@ class ModelSource:
     @property
     def context_length(self) -> int:
         return int(self.config.get("max_position_embeddings", 4096))
-
-
-def notice(message: str) -> None:
-    """A visible one-line notice (stderr, so it shows in notebooks and terminals alike)."""
-    print(f"[phi3_helpers] {message}", file=sys.stderr, flush=True)
 
 
 def hub_reachable(timeout: float = 2.0) -> tuple[bool, str]:
