@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 from ..errors import EmptyPrompt, InvalidOption, ModelFolderError, PromptTooLong, SessionBusy, UnknownPrecision
+from ..console import quiet
 from ..models import ModelSource, plan_source
 from ..options import GenerationOptions
 from ..response import Response
@@ -203,7 +204,8 @@ class Backend(abc.ABC):
         self.eos_token_ids = eos_ids(self.model.folder, self.tokenizer)
         self._busy = threading.Lock()
         self._current: Response | None = None
-        self._load()
+        with quiet():  # the runtime's load/compile chatter is held back (replayed in full on an error)
+            self._load()
         self.load_seconds = time.perf_counter() - t0
 
     @abc.abstractmethod

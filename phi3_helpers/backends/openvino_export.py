@@ -15,6 +15,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..console import quiet
 from ..errors import InvalidOption, ModelFolderError
 from ..models import ModelSource, notice
 from ..models.cache import atomic_folder, cache_root
@@ -134,7 +135,7 @@ def export_openvino(
             f"Layer width {odd[0]} is not a multiple of the int4 group size {recipe.group_size}: "
             "NNCF adjusts the group size for those layers (--group-size-fallback adjust)."
         )
-    with atomic_folder(out) as tmp:
+    with quiet(), atomic_folder(out) as tmp:  # TracerWarnings and NNCF tables held back; shown on failure
         run_optimum_cli(cli_args(str(model.folder), recipe, tmp))
         versions = {}
         for dist in ("optimum-intel", "openvino", "nncf", "transformers"):
