@@ -1,8 +1,9 @@
-"""Phi-3 on ONNX Runtime GenAI: DirectML on a Windows PC's GPU, CUDA on NVIDIA, CPU anywhere.
+"""Phi-3 on ONNX Runtime GenAI: DirectML or Windows ML on a Windows PC, CUDA on NVIDIA, CPU anywhere.
 
 The execution provider follows what is installed (one ONNX Runtime GenAI package per machine):
 
-  onnxruntime-genai-directml  -> dml   (Windows, any DirectX 12 GPU)
+  onnxruntime-genai-directml  -> dml   (Windows, any DirectX 12 GPU; DirectML is in maintenance mode)
+  onnxruntime-genai-winml     -> winml (Windows 11 24H2+: the EPs Windows ML offers, see winml.py)
   onnxruntime-genai-cuda      -> cuda  (NVIDIA GPU with CUDA)
   onnxruntime-genai           -> cpu
 
@@ -32,6 +33,7 @@ from typing import Iterable, Iterator
 from ..errors import BackendUnavailable, DeviceUnavailable, InvalidOption, ModelFolderError, UnknownDevice, UnknownPrecision
 from ..models import MODEL_ENV, PHI3_MINI, ModelSource, hub_reachable, notice
 from ..options import GenerationOptions
+from . import winml
 from .base import Backend
 from .onnx_build import (
     PREBUILT_REPO,
@@ -47,21 +49,28 @@ from .onnx_build import (
 
 # -- which execution provider -------------------------------------------------------------------
 #: provider -> the ONNX Runtime GenAI package that brings it
-GENAI_PACKAGES = {"dml": "onnxruntime-genai-directml", "cuda": "onnxruntime-genai-cuda", "cpu": "onnxruntime-genai"}
+GENAI_PACKAGES = {
+    "dml": "onnxruntime-genai-directml",
+    "winml": winml.WINML_GENAI,
+    "cuda": "onnxruntime-genai-cuda",
+    "cpu": "onnxruntime-genai",
+}
 INSTALL_HINTS = {
     "dml": "on Windows: pip install onnxruntime-genai-directml==0.13.1 (and no plain onnxruntime beside it)",
+    "winml": f"on Windows 11 24H2+: {winml.INSTALL}",
     "cuda": "with an NVIDIA GPU and CUDA 12: pip install onnxruntime-genai-cuda",
     "cpu": "pip install -r requirements.txt",
 }
 _DEVICE_NAMES = {"auto": None, "": None, "cpu": "cpu", "dml": "dml", "directml": "dml", "cuda": "cuda", "gpu": "gpu"}
+_RUNS_ON = {**TARGET_NAMES, "winml": "Windows ML"}  # what runs; TARGET_NAMES is what a folder is built for
 
 
 @dataclass(frozen=True)
 class ProviderChoice:
     """The execution provider to run on, what was asked, and why (one line)."""
 
-    provider: str  # cpu | dml | cuda
-    asked: str | None  # None (auto), cpu, dml, cuda or gpu
+    provider: str  # cpu | dml | winml | cuda
+    asked: str | None  # None (auto), cpu, dml, winml, cuda or gpu
     reason: str
 
     @property
@@ -71,12 +80,13 @@ class ProviderChoice:
 
     @property
     def notice(self) -> str:
-        return f"ONNX Runtime GenAI runs on {TARGET_NAMES[self.provider]}: {self.reason}"
+        return f"ONNX Runtime GenAI runs on {_RUNS_ON[self.provider]}: {self.reason}"
 
 
 def installed_packages() -> frozenset[str]:
     """The ONNX Runtime (GenAI) distributions installed here, by their PyPI names."""
     names = set(GENAI_PACKAGES.values()) | {"onnxruntime", "onnxruntime-directml", "onnxruntime-gpu"}
+    names |= {winml.CATALOG, winml.WINML_ORT}
     found = set()
     for name in names:
         try:
@@ -90,8 +100,8 @@ def installed_packages() -> frozenset[str]:
 def package_conflicts(installed: Iterable[str]) -> list[str]:
     """Package mixes known to break provider loading, each with its fix (one line each)."""
     have = set(installed)
-    out = []
-    genai = [p for p in GENAI_PACKAGES.values() if p in have]
+    out = winml.conflicts(have)  # the Windows ML build beside another one: its own wording and fix
+    genai = [p for p in GENAI_PACKAGES.values() if p in have and p != winml.WINML_GENAI]
     if len(genai) > 1:
         out.append(f"{' and '.join(genai)} are both installed and share one module; keep only one (pip uninstall {genai[-1]}).")
     if "onnxruntime-directml" in have and "onnxruntime" in have:
@@ -105,21 +115,46 @@ def package_conflicts(installed: Iterable[str]) -> list[str]:
 def normalize_device(device: str | None) -> str | None:
     """'DML', 'DirectML', 'gpu', 'auto'... -> dml, gpu, None; unknown names are refused."""
     key = (device or "").strip().lower()
+    if key.startswith(("winml", "windowsml")):
+        winml.wanted(key)  # winml, winml-gpu, winml-npu, winml-cpu; refuses others
+        return "winml"
     if key not in _DEVICE_NAMES:
-        extra = " (for the NPU use the npu or openvino backend)" if key.startswith("npu") else ""
-        raise UnknownDevice(f"unknown device {device!r} for the onnx backend; use auto, cpu, dml (DirectML) or cuda{extra}.")
+        extra = " (for the NPU use the npu or openvino backend, or winml-npu)" if key.startswith("npu") else ""
+        raise UnknownDevice(
+            f"unknown device {device!r} for the onnx backend; use auto, cpu, dml (DirectML), winml (Windows ML) "
+            f"or cuda{extra}."
+        )
     return _DEVICE_NAMES[key]
 
 
-def choose_provider(device: str | None, installed: Iterable[str], fallback_to_cpu: bool = True) -> ProviderChoice:
+def choose_provider(
+    device: str | None,
+    installed: Iterable[str],
+    fallback_to_cpu: bool = True,
+    system: tuple[str, int | None] | None = None,
+) -> ProviderChoice:
     """Pick the execution provider from the device asked and the packages installed.
 
-    Pure: ``installed`` is a set of distribution names (see :func:`installed_packages`).
+    Pure: ``installed`` is a set of distribution names (see :func:`installed_packages`), ``system`` the OS name and
+    Windows build (default: this machine's, :func:`winml.this_system`).
     """
     have = set(installed)
     asked = normalize_device(device)
+    os_name, build = system or winml.this_system()
+    clash = winml.conflicts(have)
+    if clash:  # two builds of one module: nothing loads reliably, whatever the device
+        raise BackendUnavailable(clash[0])
     if not any(p in have for p in GENAI_PACKAGES.values()):
         raise BackendUnavailable(f"no ONNX Runtime GenAI package is installed; {INSTALL_HINTS['cpu']} (or {INSTALL_HINTS['dml']}).")
+    blocked = winml.blocker(have, os_name, build)
+    if asked == "winml" or (asked == "gpu" and winml.WINML_GENAI in have and not blocked):
+        if blocked:  # refused, not a fallback: the fix is on the machine, and device='cpu' still loads
+            raise DeviceUnavailable(blocked)
+        return ProviderChoice("winml", asked, f"Windows ML was asked for and {winml.WINML_GENAI} is installed.")
+    if asked is None and winml.WINML_GENAI in have:
+        if not blocked:
+            return ProviderChoice("winml", None, f"{winml.WINML_GENAI} is installed.")
+        return ProviderChoice("cpu", None, f"{winml.WINML_GENAI} is installed, but {blocked}")
     present = [p for p in ("dml", "cuda") if GENAI_PACKAGES[p] in have]
     if asked is None:
         if present:
@@ -176,6 +211,7 @@ def device_report() -> list[dict]:
                 what = "DirectML (needs a DirectX 12 GPU driver)" if p == "dml" else "CUDA (needs an NVIDIA driver and CUDA 12)"
                 detail = f"{pkg} {md.version(pkg)}: built with {what}" if ok else f"{pkg} {md.version(pkg)} is installed but not built with {TARGET_NAMES[p]}; reinstall it"
         rows.append({"backend": "onnx", "device": p.upper(), "available": ok, "detail": detail})
+    rows += winml.report(have, *winml.this_system())  # what Windows ML would offer here, or why it cannot
     for c in package_conflicts(have):
         rows.append({"backend": "onnx", "device": "-", "available": False, "detail": "conflict: " + c})
     return rows
@@ -214,6 +250,10 @@ class OnnxGenAIBackend(Backend):
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise InvalidOption(f"threads must be a whole number of CPU threads, 1 or more (got {threads!r}).")
         self.choice = choose_provider(device, installed_packages(), self.fallback_to_cpu)
+        #: Windows ML: the device asked within it (None: the Intel GPU first) and, once loaded, the plan that ran
+        self.winml_want = winml.wanted(device) if normalize_device(device) == "winml" else None
+        self.winml_want = "gpu" if self.choice.asked == "gpu" else self.winml_want
+        self.winml_plan: winml.WinMLPlan | None = None
         self.target = self.target_built = self._pick_target(target)
         self._ready_folder: Path | None = None
         source = model
@@ -227,6 +267,8 @@ class OnnxGenAIBackend(Backend):
         super().__init__(source, device, precision)
 
     def _pick_target(self, target: str | None) -> str:
+        if target is None and self.choice.provider == "winml":
+            return "cpu"  # the EPs Windows ML registers run folders built for the CPU (the builder has no winml target)
         if target is not None:
             t = _DEVICE_NAMES.get(str(target).strip().lower())
             if t not in TARGET_NAMES:
@@ -268,7 +310,7 @@ class OnnxGenAIBackend(Backend):
         return self._ready_folder is not None and PREBUILT_REPO.split("/")[1] in str(self._ready_folder)
 
     def _pick_device(self, device: str | None) -> str:
-        return self.choice.provider.upper()
+        return self.choice.provider.upper()  # winml: WINML until the catalog says GPU, NPU or CPU (at load)
 
     @property
     def context_length(self) -> int:
@@ -277,7 +319,9 @@ class OnnxGenAIBackend(Backend):
         return int(n) if n else self.model.context_length
 
     def describe(self) -> str:
-        return f"{self.name} | {self.device} | {self.precision} (built for {TARGET_NAMES.get(self.target_built, self.target_built)}) | {self.model.name}"
+        via = f" via {self.winml_plan.label}" if self.winml_plan else ""
+        built = TARGET_NAMES.get(self.target_built, self.target_built)
+        return f"{self.name} | {self.device}{via} | {self.precision} (built for {built}) | {self.model.name}"
 
     # -- load ------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -294,22 +338,32 @@ class OnnxGenAIBackend(Backend):
         self.target_built = built_for(self._genai)
         config = og.Config(str(folder))
         line = self.choice.notice
-        if self.target_built != self.choice.provider:
+        if self.choice.provider == "winml":
+            line = self._start_winml(config)
+        elif self.target_built != self.choice.provider:
             line = line.rstrip(".") + "; " + self._reconcile(config)
-        if self.choice.provider == "cpu" and hasattr(config, "overlay"):
-            # ORT GenAI runs the CPU on one thread unless told otherwise. 0 is ONNX Runtime's own
-            # default, one thread per physical core (logical cores would oversubscribe SMT laptops).
-            # Set at load time, so a folder stays right for any machine it is copied to.
-            n = self.threads or 0
-            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": n}}}}))
+        if self.device == "CPU":
+            self._cpu_threads(config)
         notice(line)
         try:
             self.og_model = og.Model(config)
         except Exception as exc:
-            raise self._explain(exc, folder) from None
+            if not (self.winml_plan and self.winml_plan.ep and self.fallback_to_cpu):
+                raise self._explain(exc, folder) from None
+            notice(self._winml_fallback(config, f"{self.winml_plan.ep} did not start ({self._first_line(exc)})"))
+            self._cpu_threads(config)
+            self.og_model = og.Model(config)
         eos = self._genai.get("model", {}).get("eos_token_id")
         extra = eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else []
         self.eos_token_ids = frozenset(self.eos_token_ids | {int(i) for i in extra})
+
+    def _cpu_threads(self, config) -> None:
+        # ORT GenAI runs the CPU on one thread unless told otherwise. 0 is ONNX Runtime's own
+        # default, one thread per physical core (logical cores would oversubscribe SMT laptops).
+        # Set at load time, so a folder stays right for any machine it is copied to.
+        if hasattr(config, "overlay"):
+            n = self.threads or 0
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": n}}}}))
 
     def _reconcile(self, config) -> str:
         """A folder built for another provider: run it on the CPU, or say how to fix it."""
@@ -329,8 +383,45 @@ class OnnxGenAIBackend(Backend):
             f"{TARGET_NAMES[runs]} (python -m phi3_helpers prepare --backend onnx --device {runs}) or use device='cpu'."
         )
 
+    def _start_winml(self, config) -> str:
+        """Windows ML: read the catalog, choose (winml.choose_winml), register that EP, point ``config`` at it.
+
+        An EP that fails to register leaves the CPU running with a one-line notice naming the fix
+        (or raises DeviceUnavailable with fallback_to_cpu=False)."""
+        folder = self.prepared_folder
+        if self.target_built != "cpu":
+            raise ModelFolderError(
+                f"{folder} was built for {TARGET_NAMES.get(self.target_built, self.target_built)}; Windows ML runs "
+                "folders built for the CPU: python -m phi3_helpers prepare --backend onnx --device cpu, then load it."
+            )
+        system = winml.this_system()
+        try:
+            eps = [e.name for e in winml.read_catalog()]
+            plan = winml.choose_winml(installed_packages(), *system, eps, self.winml_want, self.fallback_to_cpu)
+            if plan.ep:
+                winml.register(plan.ep)
+        except (DeviceUnavailable, BackendUnavailable) as exc:
+            if not self.fallback_to_cpu:
+                raise
+            return self._winml_fallback(config, str(exc).rstrip("."))
+        winml.configure(config, plan)
+        self.winml_plan = plan
+        self.device = plan.device
+        return f"ONNX Runtime GenAI runs on {plan.label}: {plan.reason}"
+
+    def _winml_fallback(self, config, why: str) -> str:
+        """Windows ML's CPU EP instead of the GPU/NPU one; returns the notice."""
+        self.winml_plan = winml.WinMLPlan(None, "CPU", why, fell_back=True)
+        winml.configure(config, self.winml_plan)
+        self.device = "CPU"
+        return f"ONNX Runtime GenAI runs on Windows ML's CPU EP: {why}; the CPU runs instead."
+
+    @staticmethod
+    def _first_line(exc: Exception) -> str:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
     def _explain(self, exc: Exception, folder: Path) -> Exception:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = self._first_line(exc)
         if "provider" in msg.lower() or "interface not available" in msg.lower():
             return DeviceUnavailable(
                 f"ONNX Runtime GenAI could not start the model's execution provider ({msg}); check `python -m phi3_helpers devices` "
