@@ -35,7 +35,8 @@ MIN_BUILD = 26100  # Windows 11 24H2 (learn.microsoft.com/windows/ai/new-windows
 WINML_GENAI = "onnxruntime-genai-winml"  # ORT GenAI built for Windows ML (module onnxruntime_genai)
 CATALOG = "windowsml"  # Python bindings of the Windows ML EP catalog (module windowsml)
 WINML_ORT = "onnxruntime-windowsml"  # the ONNX Runtime that windowsml[with-ort] installs (module onnxruntime)
-INSTALL = "pip install -r requirements-winml.txt (it replaces the DirectML build: see that file)"
+REQUIREMENTS = "pip install -r requirements-winml.txt"
+INSTALL = f"{REQUIREMENTS} (it replaces the DirectML build: see that file)"
 #: The EP that reaches Intel's GPU and NPU, as the catalog names it, and as og.Config names it.
 INTEL_EP, INTEL_EP_CONFIG = "OpenVINOExecutionProvider", "OpenVINO"
 #: Devices within Windows ML: what `device=` may add to "winml" (winml-npu, winml:gpu, ...).
@@ -88,16 +89,19 @@ def conflicts(installed: Iterable[str]) -> list[str]:
     out = []
     others = [n for n in genai_builds(have) if n != WINML_GENAI]
     if WINML_GENAI in have and others:
+        theirs = " ".join(others + [n for n in ("onnxruntime", "onnxruntime-directml") if n in have])
+        dml = "onnxruntime-genai-directml" in others
+        back = "pip install -r requirements.txt" if dml else f"pip install {others[0]}"
         out.append(
             f"{WINML_GENAI} and {' and '.join(others)} are both installed and are one module (onnxruntime_genai); "
-            f"keep one: for Windows ML pip uninstall -y {' '.join(others)} onnxruntime-directml, then {INSTALL}; "
-            f"for DirectML pip uninstall -y {WINML_GENAI} {WINML_ORT} {CATALOG}, then pip install -r requirements.txt."
+            f"keep one: for Windows ML pip uninstall -y {theirs}, then {REQUIREMENTS}; for the other build "
+            f"pip uninstall -y {WINML_GENAI} {WINML_ORT} {CATALOG}, then {back}."
         )
     ort = [n for n in ("onnxruntime", "onnxruntime-directml") if n in have]
     if WINML_ORT in have and ort:
         out.append(
             f"{WINML_ORT} and {' and '.join(ort)} are both installed and are one module (onnxruntime); "
-            f"pip uninstall -y {' '.join(ort)} {WINML_ORT}, then {INSTALL}."
+            f"pip uninstall -y {' '.join(ort)} {WINML_ORT}, then {REQUIREMENTS}."
         )
     return out
 
