@@ -350,7 +350,8 @@ class OnnxGenAIBackend(Backend):
         except Exception as exc:
             if not (self.winml_plan and self.winml_plan.ep and self.fallback_to_cpu):
                 raise self._explain(exc, folder) from None
-            notice(self._winml_fallback(config, f"{self.winml_plan.ep} did not start ({self._first_line(exc).rstrip('. ')})"))
+            why = f"{self.winml_plan.ep} did not start ({self._first_line(exc).rstrip('. ')})"
+            notice(self._winml_fallback(config, why))
             self._cpu_threads(config)
             self.og_model = og.Model(config)
         eos = self._genai.get("model", {}).get("eos_token_id")
