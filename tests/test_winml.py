@@ -177,6 +177,9 @@ def test_an_ep_that_fails_to_register_gives_one_line_naming_the_fix(catalog):
     catalog.PROVIDERS[:] = [intel_ep(installs=False)]  # Windows Update could not install it
     with pytest.raises(DeviceUnavailable, match="has no library yet"):
         winml.register(INTEL_EP)
+    catalog.PROVIDERS[:] = [intel_ep(fails="[WinError -2147024893] The system cannot find the path specified")]
+    with pytest.raises(DeviceUnavailable, match="could not register .* \\(\\[WinError -2147024893\\]"):
+        winml.register(INTEL_EP)
     catalog.PROVIDERS[:] = []
     with pytest.raises(DeviceUnavailable, match="no longer offers"):
         winml.register(INTEL_EP)

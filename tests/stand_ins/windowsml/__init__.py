@@ -68,7 +68,7 @@ class ExecutionProvider:
 
     @property
     def library_path(self) -> str:
-        """Empty until the EP is ready, as in the real catalog."""
+        """Empty until the EP is ready (assumed from upstream winml.py, which skips EPs with an empty path)."""
         self._check_open()
         return self._info.get("library_path", "") if self.ready_state == EpReadyState.Ready else ""
 
@@ -76,6 +76,8 @@ class ExecutionProvider:
         """The real one blocks while Windows Update downloads and installs the EP."""
         self._check_open()
         CALLS.append(("ensure_ready", self.name))
+        if self._info.get("fails"):  # the real one raises OSError when the native call fails
+            raise OSError(self._info["fails"])
         if self._info.get("installs", True):
             self._info["ready"] = "Ready"
 
