@@ -92,7 +92,6 @@ class ChatSession:
         """Forget the conversation (and any runtime cache)."""
         self.stop()
         self.history.clear()
-        self.backend.reset()
 
     @property
     def busy(self) -> bool:

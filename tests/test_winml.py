@@ -223,12 +223,33 @@ def windows_24h2(catalog, monkeypatch):
     return catalog
 
 
+def test_the_windows_ml_choice_is_plain_data_in_the_plan_before_anything_loads(windows_24h2, offline_model,
+                                                                                 monkeypatch):
+    from phi3_helpers import plan_load
+
+    windows_24h2.PROVIDERS[:] = [intel_ep()]
+    plan = plan_load("onnx", model=offline_model, precision="int4", device="winml-npu")
+    assert plan.device == "NPU" and plan.settings["winml"] == WinMLPlan(INTEL_EP, "NPU", plan.settings["winml"].reason)
+    assert plan.settings["target"] == "cpu" and plan.folder.name.endswith("int4-cpu")  # the CPU build is what runs
+    assert not [c for c in windows_24h2.CALLS if c[0] == "ensure_ready"]  # nothing downloaded or registered yet
+
+    def broken():
+        raise OSError("Class not registered")
+
+    monkeypatch.setattr(windows_24h2, "EpCatalog", broken)  # the native catalog fails
+    plan = plan_load("onnx", model=offline_model, precision="int4", device="winml")
+    assert plan.device == "CPU" and "the Windows ML catalog failed (Class not registered)" in plan.notices[0]
+    with pytest.raises(DeviceUnavailable, match="catalog failed"):
+        plan_load("onnx", model=offline_model, precision="int4", device="winml", fallback_to_cpu=False)
+
+
 def test_an_ep_that_fails_to_register_leaves_the_model_running_on_the_cpu(windows_24h2, offline_model, capsys):
     windows_24h2.PROVIDERS[:] = [intel_ep()]
     llm = load("onnx", model=offline_model, precision="int4", device="winml")
     err = capsys.readouterr().err
-    line = next(x for x in err.splitlines() if "Windows ML" in x)
-    assert f"Windows ML could not register {INTEL_EP}" in line and "the CPU runs instead" in line
+    planned, fallback = [x for x in err.splitlines() if "Windows ML" in x]  # the plan, then what happened
+    assert "runs on Windows ML, OpenVINO EP on the Intel GPU" in planned
+    assert f"Windows ML could not register {INTEL_EP}" in fallback and "the CPU runs instead" in fallback
     assert llm.device == "CPU" and llm.winml_plan.fell_back and "Windows ML, CPU EP" in llm.describe()
     assert "Paris" in llm.ask(FRANCE, max_new_tokens=16)
     with pytest.raises(DeviceUnavailable, match="could not register"):
