@@ -1,7 +1,8 @@
-"""Backend ``onnx``: Phi-3 on ONNX Runtime GenAI (DirectML on a Windows PC's GPU, CUDA on NVIDIA, CPU anywhere).
+"""Backend ``onnx``: Phi-3 on ONNX Runtime GenAI (DirectML or Windows ML on a Windows PC, CUDA on NVIDIA, CPU
+anywhere).
 
-The execution provider follows what is installed (``onnx_provider.py``); the model folder is built
-with the runtime's model builder, or Microsoft's prebuilt one is fetched (``onnx_build.py``).
+The execution provider follows what is installed (``onnx_provider.py``; Windows ML's EPs: ``winml.py``); the model
+folder is built with the runtime's model builder, or Microsoft's prebuilt one is fetched (``onnx_build.py``).
 
 Generation is the runtime's own token loop (og.Generator: append_tokens, then
 generate_next_token until done). It is a pull loop, so it runs in the reader's thread with no
@@ -21,9 +22,10 @@ from typing import Iterator
 from ..errors import (
     BackendUnavailable, DeviceUnavailable, InvalidOption, ModelFolderError, UnknownDevice, UnknownPrecision,
 )
-from ..models import MODEL_ENV, PHI3_MINI, ModelSource, fetch_source, hub_reachable, resolve_model
+from ..models import MODEL_ENV, PHI3_MINI, ModelSource, fetch_source, hub_reachable, notice, resolve_model
 from ..models.catalog import hub_folder
 from ..options import GenerationOptions
+from . import winml
 from .base import Backend, Plan, positive_int
 from .onnx_build import (
     PRECISIONS_BY_TARGET, PREBUILT_REPO, TARGET_NAMES, build_onnx_model, build_record, built_for,
@@ -42,8 +44,14 @@ from .onnx_provider import (  # noqa: F401  (re-exported: chapter 2 shows the pr
 )
 
 
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def pick_target(target: str | None, choice: ProviderChoice) -> str:
     """The provider to build the folder for: ``target``, else the device asked, else the one chosen."""
+    if target is None and choice.provider == "winml":
+        return "cpu"  # the EPs Windows ML registers run folders built for the CPU (the builder has no winml target)
     if target is not None:
         t = _DEVICE_NAMES.get(str(target).strip().lower())
         if t not in TARGET_NAMES:
@@ -100,7 +108,8 @@ class OnnxGenAIBackend(Backend):
 
     @classmethod
     def precisions_on(cls, device: str | None) -> tuple[str, ...]:
-        return PRECISIONS_BY_TARGET.get((device or "cpu").lower(), cls.precisions)
+        key = (device or "cpu").lower()
+        return PRECISIONS_BY_TARGET.get("cpu" if key.startswith("winml") else key, cls.precisions)
 
     @classmethod
     def device_report(cls) -> list[dict]:
@@ -139,9 +148,35 @@ class OnnxGenAIBackend(Backend):
             folder, s["built_for"] = onnx_folder(source, precision, target), target
         s["prebuilt"] = bool(s["prebuilt"]) and folder is None
         notices = [choice.notice]
-        if s["built_for"] != choice.provider:
+        runs_on = choice.provider.upper()
+        if choice.provider == "winml":
+            s["winml"] = plan = cls.plan_winml(device, s, folder or source.folder)
+            notices, runs_on = [f"ONNX Runtime GenAI runs on {plan.label}: {plan.reason}"], plan.device
+        elif s["built_for"] != choice.provider:
             notices[0] = notices[0].rstrip(".") + "; " + cls.reconcile(s, folder or source.folder)
-        return Plan(cls.name, source, choice.provider.upper(), precision, folder, tuple(notices), s)
+        return Plan(cls.name, source, runs_on, precision, folder, tuple(notices), s)
+
+    @staticmethod
+    def plan_winml(device: str | None, settings: dict, folder: Path) -> winml.WinMLPlan:
+        """Windows ML: which EP runs (winml.choose_winml on the EPs its catalog reports), as plain data.
+
+        The EP is registered at load; a catalog that fails gives its CPU EP with the reason (or an error with
+        fallback_to_cpu=False)."""
+        if settings["built_for"] != "cpu":
+            raise ModelFolderError(
+                f"{folder} was built for {TARGET_NAMES.get(settings['built_for'], settings['built_for'])}; Windows ML "
+                "runs folders built for the CPU: python -m phi3_helpers prepare --backend onnx --device cpu."
+            )
+        asked = settings["choice"].asked  # None (auto), gpu or winml (then the device names gpu, npu or cpu)
+        want = winml.wanted(device) if asked == "winml" else "gpu" if asked == "gpu" else None
+        fallback = bool(settings["fallback_to_cpu"])
+        try:
+            eps = [e.name for e in winml.read_catalog()]
+        except DeviceUnavailable as exc:
+            if not fallback:
+                raise
+            return winml.WinMLPlan(None, "CPU", f"{str(exc).rstrip('.')}; the CPU runs instead.", fell_back=True)
+        return winml.choose_winml(installed_packages(), *winml.this_system(), eps, want, fallback)
 
     @staticmethod
     def reconcile(settings: dict, folder: Path) -> str:
@@ -187,23 +222,55 @@ class OnnxGenAIBackend(Backend):
         config = og.Config(str(self.prepared_folder))
         if self.plan.settings.get("clear_providers"):
             config.clear_providers()
-        if self.device == "CPU" and hasattr(config, "overlay"):
-            # ORT GenAI runs the CPU on one thread unless told otherwise. 0 is ONNX Runtime's own
-            # default, one thread per physical core (logical cores would oversubscribe SMT laptops).
-            # Set at load time, so a folder stays right for any machine it is copied to.
-            n = self.plan.settings["threads"] or 0
-            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": n}}}}))
+        #: Windows ML: the plan that runs (the planned one, or its CPU EP when the chosen EP failed)
+        self.winml_plan: winml.WinMLPlan | None = self.plan.settings.get("winml")
+        if self.winml_plan is not None:
+            self._start_winml(config)
+        if self.device == "CPU":
+            self._cpu_threads(config)
         try:
             self.og_model = og.Model(config)
         except Exception as exc:
-            raise self._explain(exc, self.prepared_folder) from None
+            if not (self.winml_plan and self.winml_plan.ep and self.plan.settings["fallback_to_cpu"]):
+                raise self._explain(exc, self.prepared_folder) from None
+            self._winml_fallback(config, f"{self.winml_plan.ep} did not start ({_first_line(exc).rstrip('. ')})")
+            self._cpu_threads(config)
+            self.og_model = og.Model(config)
         eos = self.genai_config.get("model", {}).get("eos_token_id")
         extra = eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else []
         self.eos_token_ids = frozenset(self.eos_token_ids | {int(i) for i in extra})
 
+    def _cpu_threads(self, config) -> None:
+        # ORT GenAI runs the CPU on one thread unless told otherwise. 0 is ONNX Runtime's own
+        # default, one thread per physical core (logical cores would oversubscribe SMT laptops).
+        # Set at load time, so a folder stays right for any machine it is copied to.
+        if hasattr(config, "overlay"):
+            n = self.plan.settings["threads"] or 0
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": n}}}}))
+
+    def _start_winml(self, config) -> None:
+        """Register the planned Windows ML EP and point ``config`` at it; its CPU EP (with a one-line notice
+        naming the fix) when it does not register, or DeviceUnavailable with fallback_to_cpu=False."""
+        plan = self.winml_plan
+        if plan.ep:
+            try:
+                winml.register(plan.ep)
+            except DeviceUnavailable as exc:
+                if not self.plan.settings["fallback_to_cpu"]:
+                    raise
+                return self._winml_fallback(config, str(exc).rstrip("."))
+        winml.configure(config, plan)
+
+    def _winml_fallback(self, config, why: str) -> None:
+        """Windows ML's CPU EP instead of the GPU/NPU one, said in one line."""
+        self.winml_plan = winml.WinMLPlan(None, "CPU", why, fell_back=True)
+        winml.configure(config, self.winml_plan)
+        self.device = "CPU"
+        notice(f"ONNX Runtime GenAI runs on Windows ML's CPU EP: {why}; the CPU runs instead.")
+
     @staticmethod
     def _explain(exc: Exception, folder: Path) -> Exception:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = _first_line(exc)
         if "provider" in msg.lower() or "interface not available" in msg.lower():
             return DeviceUnavailable(
                 f"ONNX Runtime GenAI could not start the model's execution provider ({msg}); check `python -m "
@@ -222,7 +289,8 @@ class OnnxGenAIBackend(Backend):
 
     def describe(self) -> str:
         built = TARGET_NAMES.get(self.plan.settings["built_for"], self.plan.settings["built_for"])
-        return f"{self.name} | {self.device} | {self.precision} (built for {built}) | {self.model.name}"
+        via = f" via {self.winml_plan.label}" if self.winml_plan else ""
+        return f"{self.name} | {self.device}{via} | {self.precision} (built for {built}) | {self.model.name}"
 
     # -- generate ----------------------------------------------------------------------------
     def stream_tokens(

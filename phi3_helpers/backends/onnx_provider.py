@@ -1,12 +1,13 @@
 """Which ONNX Runtime GenAI execution provider runs, from what is installed (one package per machine):
 
-  onnxruntime-genai-directml  -> dml   (Windows, any DirectX 12 GPU)
+  onnxruntime-genai-directml  -> dml   (Windows, any DirectX 12 GPU; DirectML is in maintenance mode)
+  onnxruntime-genai-winml     -> winml (Windows 11 24H2+: the EPs Windows ML offers, see winml.py)
   onnxruntime-genai-cuda      -> cuda  (NVIDIA GPU with CUDA)
   onnxruntime-genai           -> cpu
 
 Asking for ``dml`` (or ``cuda``) where its package is missing falls back to the CPU with a notice,
 or raises a clear error with ``fallback_to_cpu=False``. :func:`choose_provider` is a pure function
-of the installed packages, so every case can be tested on any machine.
+of the installed packages (and, for Windows ML, the OS and its build), so every case can be tested on any machine.
 """
 
 from __future__ import annotations
@@ -18,25 +19,33 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ..errors import BackendUnavailable, DeviceUnavailable, UnknownDevice
+from . import winml
 from .onnx_build import TARGET_NAMES
 
 # -- which execution provider -------------------------------------------------------------------
 #: provider -> the ONNX Runtime GenAI package that brings it
-GENAI_PACKAGES = {"dml": "onnxruntime-genai-directml", "cuda": "onnxruntime-genai-cuda", "cpu": "onnxruntime-genai"}
+GENAI_PACKAGES = {
+    "dml": "onnxruntime-genai-directml",
+    "winml": winml.WINML_GENAI,
+    "cuda": "onnxruntime-genai-cuda",
+    "cpu": "onnxruntime-genai",
+}
 INSTALL_HINTS = {
     "dml": "on Windows: pip install onnxruntime-genai-directml==0.13.1 (and no plain onnxruntime beside it)",
+    "winml": f"on Windows 11 24H2+: {winml.INSTALL}",
     "cuda": "with an NVIDIA GPU and CUDA 12: pip install onnxruntime-genai-cuda",
     "cpu": "pip install -r requirements.txt",
 }
 _DEVICE_NAMES = {"auto": None, "": None, "cpu": "cpu", "dml": "dml", "directml": "dml", "cuda": "cuda", "gpu": "gpu"}
+_RUNS_ON = {**TARGET_NAMES, "winml": "Windows ML"}  # what runs; TARGET_NAMES is what a folder is built for
 
 
 @dataclass(frozen=True)
 class ProviderChoice:
     """The execution provider to run on, what was asked, and why (one line)."""
 
-    provider: str  # cpu | dml | cuda
-    asked: str | None  # None (auto), cpu, dml, cuda or gpu
+    provider: str  # cpu | dml | winml | cuda
+    asked: str | None  # None (auto), cpu, dml, winml, cuda or gpu
     reason: str
 
     @property
@@ -46,12 +55,13 @@ class ProviderChoice:
 
     @property
     def notice(self) -> str:
-        return f"ONNX Runtime GenAI runs on {TARGET_NAMES[self.provider]}: {self.reason}"
+        return f"ONNX Runtime GenAI runs on {_RUNS_ON[self.provider]}: {self.reason}"
 
 
 def installed_packages() -> frozenset[str]:
     """The ONNX Runtime (GenAI) distributions installed here, by their PyPI names."""
     names = set(GENAI_PACKAGES.values()) | {"onnxruntime", "onnxruntime-directml", "onnxruntime-gpu"}
+    names |= {winml.CATALOG, winml.WINML_ORT}
     found = set()
     for name in names:
         try:
@@ -65,8 +75,8 @@ def installed_packages() -> frozenset[str]:
 def package_conflicts(installed: Iterable[str]) -> list[str]:
     """Package mixes known to break provider loading, each with its fix (one line each)."""
     have = set(installed)
-    out = []
-    genai = [p for p in GENAI_PACKAGES.values() if p in have]
+    out = winml.conflicts(have)  # the Windows ML build beside another one: its own wording and fix
+    genai = [p for p in GENAI_PACKAGES.values() if p in have and p != winml.WINML_GENAI]
     if len(genai) > 1:
         out.append(
             f"{' and '.join(genai)} are both installed and share one module; keep only one (pip uninstall {genai[-1]})."
@@ -83,25 +93,48 @@ def package_conflicts(installed: Iterable[str]) -> list[str]:
 def normalize_device(device: str | None) -> str | None:
     """'DML', 'DirectML', 'gpu', 'auto'... -> dml, gpu, None; unknown names are refused."""
     key = (device or "").strip().lower()
+    if key.startswith(("winml", "windowsml")):
+        winml.wanted(key)  # winml, winml-gpu, winml-npu, winml-cpu; refuses others
+        return "winml"
     if key not in _DEVICE_NAMES:
-        extra = " (for the NPU use the npu or openvino backend)" if key.startswith("npu") else ""
+        extra = " (for the NPU use the npu or openvino backend, or winml-npu)" if key.startswith("npu") else ""
         raise UnknownDevice(
-            f"unknown device {device!r} for the onnx backend; use auto, cpu, dml (DirectML) or cuda{extra}."
+            f"unknown device {device!r} for the onnx backend; use auto, cpu, dml (DirectML), winml (Windows ML) "
+            f"or cuda{extra}."
         )
     return _DEVICE_NAMES[key]
 
 
-def choose_provider(device: str | None, installed: Iterable[str], fallback_to_cpu: bool = True) -> ProviderChoice:
+def choose_provider(
+    device: str | None,
+    installed: Iterable[str],
+    fallback_to_cpu: bool = True,
+    system: tuple[str, int | None] | None = None,
+) -> ProviderChoice:
     """Pick the execution provider from the device asked and the packages installed.
 
-    Pure: ``installed`` is a set of distribution names (see :func:`installed_packages`).
+    Pure: ``installed`` is a set of distribution names (see :func:`installed_packages`), ``system`` the OS name and
+    Windows build (default: this machine's, :func:`winml.this_system`).
     """
     have = set(installed)
     asked = normalize_device(device)
+    os_name, build = system or winml.this_system()
+    clash = winml.conflicts(have)
+    if clash:  # two builds of one module: nothing loads reliably, whatever the device
+        raise BackendUnavailable(clash[0])
     if not any(p in have for p in GENAI_PACKAGES.values()):
         raise BackendUnavailable(
             f"no ONNX Runtime GenAI package is installed; {INSTALL_HINTS['cpu']} (or {INSTALL_HINTS['dml']})."
         )
+    blocked = winml.blocker(have, os_name, build)
+    if asked == "winml" or (asked == "gpu" and winml.WINML_GENAI in have and not blocked):
+        if blocked:  # refused, not a fallback: the fix is on the machine, and device='cpu' still loads
+            raise DeviceUnavailable(blocked)
+        return ProviderChoice("winml", asked, f"Windows ML was asked for and {winml.WINML_GENAI} is installed.")
+    if asked is None and winml.WINML_GENAI in have:
+        if not blocked:
+            return ProviderChoice("winml", None, f"{winml.WINML_GENAI} is installed.")
+        return ProviderChoice("cpu", None, f"{winml.WINML_GENAI} is installed, but {blocked}")
     present = [p for p in ("dml", "cuda") if GENAI_PACKAGES[p] in have]
     if asked is None:
         if present:
@@ -172,6 +205,7 @@ def device_report() -> list[dict]:
                     else f"{pkg} {md.version(pkg)} is installed but not built with {TARGET_NAMES[p]}; reinstall it"
                 )
         rows.append({"backend": "onnx", "device": p.upper(), "available": ok, "detail": detail})
+    rows += winml.report(have, *winml.this_system())  # what Windows ML would offer here, or why it cannot
     for c in package_conflicts(have):
         rows.append({"backend": "onnx", "device": "-", "available": False, "detail": "conflict: " + c})
     return rows
