@@ -34,6 +34,11 @@ PLATFORMS = {
     "linux": ("x86_64-unknown-linux-gnu", {}),
 }
 _NAME_HINTS = {"windows": ("win", "directml", "dml"), "macos": ("mac", "darwin"), "linux": ("linux",)}
+#: Distributions that install the same Python module: at most one of each set may resolve.
+SAME_MODULE = (
+    {"onnxruntime-genai", "onnxruntime-genai-directml", "onnxruntime-genai-winml", "onnxruntime-genai-cuda"},
+    {"onnxruntime", "onnxruntime-directml", "onnxruntime-windowsml", "onnxruntime-gpu"},
+)
 INDEX = os.environ.get("UV_INDEX_URL") or os.environ.get("UV_DEFAULT_INDEX") or "https://pypi.org/simple"
 
 
@@ -118,6 +123,9 @@ def test_requirements_resolve_for_the_platform(uv, path, platform):
     ]
     if installed_without_deps(path):
         cmd.append("--no-deps")
+    overrides = REPO / path.name.replace("requirements", "overrides", 1)
+    if path != MAIN and overrides.is_file():  # e.g. requirements-winml.txt replaces requirements.txt's DirectML lines
+        cmd += ["--override", str(overrides)]
     env = {**os.environ, **extra_env, "UV_PYTHON_DOWNLOADS": "never", "NO_COLOR": "1"}
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     if run.returncode != 0 and re.search(r"(?i)dns error|failed to fetch|connect(ion)? (error|refused)|timed out",
@@ -131,3 +139,6 @@ def test_requirements_resolve_for_the_platform(uv, path, platform):
             assert canonical(re.split(r"[=<>!~ \[]", line)[0]) in resolved, line
     # DirectML's runtime and plain onnxruntime together break DirectML ("Specified provider is not supported")
     assert not {"onnxruntime", "onnxruntime-directml"} <= resolved, f"{path.name} ({platform}): {sorted(resolved)}"
+    # builds that install the same module (onnxruntime_genai, onnxruntime) can never share one environment
+    for builds in SAME_MODULE:
+        assert len(builds & resolved) <= 1, f"{path.name} ({platform}) resolves {sorted(builds & resolved)} together"
