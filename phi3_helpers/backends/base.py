@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 from ..errors import EmptyPrompt, InvalidOption, PromptTooLong, SessionBusy, UnknownPrecision
 from ..models import ModelSource, resolve_model
 from ..options import GenerationOptions
+from ..prefix import PrefixCache, chat_ids, check_reuse_cache
 from ..response import Response
 
 Messages = Sequence[dict]
@@ -49,8 +50,18 @@ class Backend(abc.ABC):
     precisions: ClassVar[tuple[str, ...]] = ()
     runtime: ClassVar[str] = ""
 
-    def __init__(self, model: ModelSource | str | None = None, device: str | None = None, precision: str | None = None):
+    def __init__(
+        self,
+        model: ModelSource | str | None = None,
+        device: str | None = None,
+        precision: str | None = None,
+        *,
+        reuse_cache: bool = True,
+    ):
         # cheap checks first, so a typo fails before a slow model build or download
+        self.reuse_cache = check_reuse_cache(reuse_cache)
+        #: the token ids the runtime's KV cache holds between answers (see phi3_helpers.prefix)
+        self.kv = PrefixCache(self.reuse_cache)
         self.precision = self._check_precision(precision)
         self.device = self._pick_device(device)
         self.model = model if isinstance(model, ModelSource) else resolve_model(model)
@@ -135,6 +146,10 @@ class Backend(abc.ABC):
         return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 
     def encode(self, messages: Messages) -> list[int]:
+        """The prompt's token ids; earlier answers keep the ids the model produced (``token_ids``)."""
+        ids = chat_ids(self.tokenizer, messages, self.format_prompt, self.eos_token_ids)
+        if ids is not None:
+            return ids
         text = self.format_prompt(messages)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -196,7 +211,8 @@ class Backend(abc.ABC):
         return ChatSession(self, system=system, options=GenerationOptions.make(None, **options))
 
     def reset(self) -> None:
-        """Forget runtime state kept between answers (KV caches); a no-op for stateless backends."""
+        """Forget runtime state kept between answers (the KV cache); the next prompt is prefilled whole."""
+        self.kv.reset()
 
     def close(self) -> None:
         """Free the runtime's memory."""

@@ -296,6 +296,7 @@ class NPUBackend(OpenVINOGenAIBackend):
     >>> llm = load("npu", device="NPU")                 # NPU or a clear error
     >>> llm = load("npu", max_prompt_tokens=2048)       # longer prompts (NPU: MAX_PROMPT_LEN)
     >>> llm = load("npu", path="classic", precision="int8")   # the archived library (Windows)
+    >>> llm = load("npu", prefix_caching=True)          # NPU: reuse the chat's KV cache between turns
     """
 
     name = "npu"
@@ -313,11 +314,17 @@ class NPUBackend(OpenVINOGenAIBackend):
         min_response_tokens: int | None = None,
         group_size: int = DEFAULT_GROUP_SIZE,
         config: dict | None = None,
+        reuse_cache: bool = True,
+        prefix_caching: bool = False,
     ):
         chosen = (path or os.environ.get(PATH_ENV) or MAINTAINED).strip().lower()
         if chosen not in PATHS:
             raise InvalidOption(f"path must be 'maintained' (OpenVINO GenAI) or 'classic' (intel-npu-acceleration-library); got {chosen!r} (from path= or ${PATH_ENV}).")
         self.path = chosen
+        if not isinstance(prefix_caching, bool):
+            raise InvalidOption(f"prefix_caching must be True or False (got {prefix_caching!r}); e.g. load('npu', prefix_caching=True).")
+        #: NPUW_LLM_ENABLE_PREFIX_CACHING on the NPU (off by default, as upstream: not measured on an NPU here)
+        self.prefix_caching = prefix_caching
         self.max_prompt_len = _positive("max_prompt_tokens", max_prompt_tokens, DEFAULT_MAX_PROMPT_LEN)
         self.min_response_len = _positive("min_response_tokens", min_response_tokens, DEFAULT_MIN_RESPONSE_LEN)
         self.group_size = group_size
@@ -327,7 +334,7 @@ class NPUBackend(OpenVINOGenAIBackend):
         self.classic: npu_classic.ClassicNPUModel | None = None
         if chosen == CLASSIC:
             self.runtime = "intel-npu-acceleration-library"
-        super().__init__(model, device, precision, config=config)
+        super().__init__(model, device, precision, config=config, reuse_cache=reuse_cache)
 
     # -- choices -----------------------------------------------------------------------------
     def _check_precision(self, precision: str | None) -> str:
@@ -411,6 +418,9 @@ class NPUBackend(OpenVINOGenAIBackend):
     def _config(self) -> dict:
         if self.device.startswith("NPU"):
             cfg = npu_pipeline_config(self.max_prompt_len, self.min_response_len, blob_cache_dir(self.ov_folder))
+            if self.prefix_caching and self.reuse_cache:
+                # without it the NPU pipeline re-reads the whole history every turn
+                cfg["NPUW_LLM_ENABLE_PREFIX_CACHING"] = "YES"
             cfg.update(self.extra_config)
             return cfg
         return super()._config()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import shlex
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..models import ModelSource, notice
 from ..models.cache import atomic_folder, cache_root
 from ..options import GenerationOptions
 from ..streaming import bridge
+from . import speculative
 from .base import Backend
 
 PRECISIONS = ("int4", "int8", "fp16")
@@ -276,16 +278,48 @@ class _OpenVINOBase(Backend):
 
 
 class OpenVINOGenAIBackend(_OpenVINOBase):
-    """OpenVINO GenAI's LLMPipeline: the maintained, fastest path (C++ generation loop)."""
+    """OpenVINO GenAI's LLMPipeline: the maintained, fastest path (C++ generation loop).
+
+    Its default (paged-attention) pipeline reuses the KV cache of any prompt prefix it has seen
+    (prefix caching); ``reuse_cache=False`` turns that off. ``draft_model=`` (a folder or
+    "phi3-mini-draft") or ``prompt_lookup=True`` turn on speculative decoding (see speculative.py).
+    """
 
     name = "openvino"
     runtime = "OpenVINO GenAI"
 
+    def __init__(self, *args, draft_model=None, prompt_lookup: bool = False, **kw):
+        self._speculation_asked = (draft_model, prompt_lookup)
+        self.speculation = speculative.Speculation()
+        super().__init__(*args, **kw)
+
     def _load(self) -> None:
         import openvino_genai as ov_genai
 
+        self.speculation = speculative.choose(*self._speculation_asked, self.device, self.name)
         folder = self._export()
-        self.pipeline = ov_genai.LLMPipeline(str(folder), self.device, **self._config())
+        self.pipeline = ov_genai.LLMPipeline(str(folder), self.device, **self._pipeline_options())
+
+    def _pipeline_options(self) -> dict:
+        import openvino_genai as ov_genai
+
+        opts = self._config()
+        spec = self.speculation
+        if spec.kind == "draft":
+            draft = speculative.resolve_draft(spec.draft_folder)
+            speculative.check_same_tokenizer(self.tokenizer, draft)
+            self.speculation = speculative.Speculation("draft", draft)
+            opts["draft_model"] = ov_genai.draft_model(str(draft), self.device, **runtime_config(self.device, draft))
+        elif spec.kind == "prompt_lookup":
+            opts["prompt_lookup"] = True
+        paged = not self.device.startswith("NPU") and str(opts.get("ATTENTION_BACKEND", "PA")).upper() != "SDPA"
+        if paged and not self.reuse_cache:
+            # the latency-oriented scheduler OpenVINO GenAI uses by default, without prefix caching
+            sched = ov_genai.SchedulerConfig()
+            sched.enable_prefix_caching = False
+            sched.max_num_batched_tokens = sys.maxsize
+            opts["scheduler_config"] = sched
+        return opts
 
     def stream_tokens(self, input_ids: list[int], options: GenerationOptions, stop: threading.Event) -> Iterator[list[int]]:
         import numpy as np
@@ -299,6 +333,10 @@ class OpenVINOGenAIBackend(_OpenVINOBase):
             cfg.temperature = options.temperature
             cfg.top_p = options.top_p
         cfg.stop_token_ids = set(self.eos_token_ids)
+        if self.speculation.kind:
+            cfg.num_assistant_tokens = self.speculation.assistant_tokens
+        if self.speculation.kind == "prompt_lookup":
+            cfg.max_ngram_size = self.speculation.ngram
         ids = np.asarray([input_ids], dtype=np.int64)
         inputs = ov_genai.TokenizedInputs(ov.Tensor(ids), ov.Tensor(np.ones_like(ids)))
         RUNNING, STOP = ov_genai.StreamingStatus.RUNNING, ov_genai.StreamingStatus.STOP
