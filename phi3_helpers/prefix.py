@@ -35,9 +35,14 @@ def check_reuse_cache(value) -> bool:
 class PrefixCache:
     """The token ids a runtime's KV cache holds, and what a new prompt can keep of them."""
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, decoded_reusable: bool = True):
         self.enabled = enabled
+        #: False where a runtime computes a token's keys and values slightly differently in a one-token
+        #: decode step than in a prefill (onnx int4 kernels): then only prefilled tokens are reused, and
+        #: the answer is prefilled again with the next turn, so reuse never changes a greedy token
+        self.decoded_reusable = decoded_reusable
         self.ids: list[int] = []
+        self.prefilled = 0  # how many of ``ids`` were computed in a prefill
         #: the runtime's own cache object (a DynamicCache, an og.Generator), owned by the backend
         self.runtime = None
         #: prompt tokens reused / prefilled by the last answer (for metrics and tests)
@@ -47,18 +52,21 @@ class PrefixCache:
     def plan(self, prompt: Sequence[int]) -> int:
         """How many cached tokens the prompt keeps (at least one prompt token is always fed,
         since the runtime needs it to compute the first answer token's logits)."""
-        keep = min(common_prefix(self.ids, prompt), len(prompt) - 1) if self.enabled else 0
+        usable = self.ids if self.decoded_reusable else self.ids[: self.prefilled]
+        keep = min(common_prefix(usable, prompt), len(prompt) - 1) if self.enabled else 0
         keep = max(keep, 0)
         self.last_reused, self.last_prefilled = keep, len(prompt) - keep
         return keep
 
-    def hold(self, ids: Iterable[int]) -> None:
-        """The cache now holds exactly ``ids``."""
+    def hold(self, ids: Iterable[int], prefilled: int | None = None) -> None:
+        """The cache now holds exactly ``ids``, the first ``prefilled`` of them from a prefill."""
         self.ids = list(ids)
+        self.prefilled = len(self.ids) if prefilled is None else min(prefilled, len(self.ids))
 
     def reset(self) -> None:
         """Forget the cache: the next prompt is prefilled whole."""
         self.ids = []
+        self.prefilled = 0
         self.runtime = None
 
 

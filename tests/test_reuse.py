@@ -18,6 +18,11 @@ QUESTIONS = [
 ]
 STOP_AT, TRIM_AT = 1, 3
 BACKENDS = [("transformers", "fp32"), ("onnx", "int4"), ("openvino", "int4"), ("npu", "int4")]
+#: OpenVINO's CPU quantizes activations on the fly for int4/int8 weights (dynamic quantization), which
+#: rounds a prefix computed earlier slightly differently: greedy chats then drift by a token or so from
+#: the same chat without prefix caching. With it off the reuse is exact, which this test proves; the
+#: course's default keeps it on for speed (measured and reported in bench --chat).
+EXACT_OV = {"config": {"DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}}
 
 
 def _read(resp, stop_after: int | None = None) -> list[int]:
@@ -55,7 +60,7 @@ def pair(offline_model):
 
     def _pair(name, precision):
         if name not in loaded:
-            kw = {"device": "CPU"} if name == "npu" else {}
+            kw = {"device": "CPU", **EXACT_OV} if name == "npu" else dict(EXACT_OV) if name == "openvino" else {}
             loaded[name] = [load(name, model=offline_model, precision=precision, reuse_cache=r, **kw) for r in (True, False)]
         return loaded[name]
 
@@ -85,9 +90,13 @@ def test_the_next_turn_prefills_only_the_new_tokens(pair, name, precision):
     second = chat.ask(QUESTIONS[2])
     second.text()
     n = second.metrics.prompt_tokens
-    # the previous prompt and answer (but its last token, not yet fed) were reused
-    assert on.kv.last_reused >= first.metrics.prompt_tokens + first.metrics.tokens - 1
-    assert on.kv.last_prefilled == n - on.kv.last_reused and on.kv.last_prefilled < 20
+    # the previous prompt and answer (but its last token, not yet fed) were reused; where decode-step
+    # keys and values differ from a prefill's (onnx int4) the answer is prefilled again
+    answer = first.metrics.tokens - 1 if on.kv.decoded_reusable else 0
+    assert on.kv.last_reused >= first.metrics.prompt_tokens + answer
+    assert on.kv.last_prefilled == n - on.kv.last_reused
+    assert on.kv.last_prefilled <= n - first.metrics.prompt_tokens - answer
+    assert on.kv.decoded_reusable == (precision == "fp32")
     chat.clear()
     assert on.kv.ids == []
     chat.ask(QUESTIONS[0]).text()

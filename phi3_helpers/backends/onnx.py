@@ -308,6 +308,10 @@ class OnnxGenAIBackend(Backend):
             self.og_model = og.Model(config)
         except Exception as exc:
             raise self._explain(exc, folder) from None
+        # int4 (and fp16) kernels compute a token's keys and values in a one-token decode step slightly
+        # differently than in a prefill; fp32 is exact. Elsewhere an answer is prefilled again with the
+        # next turn (measured: otherwise greedy chats drift from the same chat without reuse).
+        self.kv.decoded_reusable = self.precision == "fp32"
         eos = self._genai.get("model", {}).get("eos_token_id")
         extra = eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else []
         self.eos_token_ids = frozenset(self.eos_token_ids | {int(i) for i in extra})
@@ -344,7 +348,7 @@ class OnnxGenAIBackend(Backend):
         # One og.Generator is kept between answers (as in onnxruntime-genai's model-chat.py): a new
         # prompt rewinds it to the part it shares with what the generator holds and appends the rest.
         generator, keep = self._generator(options, input_ids)
-        held = list(input_ids[:keep])
+        held = list(input_ids[:keep])  # the tokens whose keys and values the generator has computed
         try:
             if stop.is_set():
                 return
@@ -352,14 +356,17 @@ class OnnxGenAIBackend(Backend):
                 generator.rewind_to(keep)
             generator.append_tokens(list(input_ids[keep:]))  # the prompt (prefill) past the reused part
             held = list(input_ids)
+            pending: list[int] = []
             produced = 0
             while not generator.is_done() and not stop.is_set():
                 generator.generate_next_token()
-                ids = [int(t) for t in generator.get_next_tokens()]
-                held += ids
-                produced += len(ids)
-                yield ids
-                if produced >= options.max_new_tokens or any(i in self.eos_token_ids for i in ids):
+                # a new token enters the KV cache only when the next step feeds it; the next prompt
+                # rewinds to before the last one and feeds it again, not relying on that step
+                held += pending
+                pending = [int(t) for t in generator.get_next_tokens()]
+                produced += len(pending)
+                yield pending
+                if produced >= options.max_new_tokens or any(i in self.eos_token_ids for i in pending):
                     break
         except GeneratorExit:  # the reader stopped (Stop): what the generator holds is still right
             raise
@@ -368,7 +375,7 @@ class OnnxGenAIBackend(Backend):
             raise
         finally:
             if self.kv.enabled and self.kv.runtime is not None:
-                self.kv.hold(held)
+                self.kv.hold(held, prefilled=min(len(held), len(input_ids)))
             else:
                 self.kv.reset()  # reuse off: frees the KV cache now, not at the next garbage collection
             del generator
