@@ -34,6 +34,9 @@ def load(backend: str = "openvino", model=None, device: str | None = None, preci
         notice("on the NPU the openvino backend runs as the npu backend (NPU-ready export and settings).")
         backend = "npu"
     cls = backend_class(backend)
+    from .backends.speculative import refuse_elsewhere
+
+    refuse_elsewhere(str(backend).strip().lower(), kw)
     return cls(model=model, device=device, precision=precision, **kw)
 
 

@@ -309,7 +309,8 @@ class OpenVINOGenAIBackend(_OpenVINOBase):
             draft = speculative.resolve_draft(spec.draft_folder)
             speculative.check_same_tokenizer(self.tokenizer, draft)
             self.speculation = speculative.Speculation("draft", draft)
-            opts["draft_model"] = ov_genai.draft_model(str(draft), self.device, **runtime_config(self.device, draft))
+            draft_cfg = {**runtime_config(self.device, draft), **self.extra_config}
+            opts["draft_model"] = ov_genai.draft_model(str(draft), self.device, **draft_cfg)
         elif spec.kind == "prompt_lookup":
             opts["prompt_lookup"] = True
         paged = not self.device.startswith("NPU") and str(opts.get("ATTENTION_BACKEND", "PA")).upper() != "SDPA"

@@ -67,6 +67,19 @@ def choose(draft_model, prompt_lookup, device: str, backend: str) -> Speculation
     return Speculation("draft", Path(str(draft_model)))
 
 
+def refuse_elsewhere(backend: str, options: dict) -> None:
+    """load() asked another backend for speculative decoding: say where it exists."""
+    asked = [k for k in ("draft_model", "prompt_lookup") if options.get(k) not in (None, False)]
+    if asked and backend != "openvino":
+        raise InvalidOption(
+            f"{asked[0]} (speculative decoding) is offered by OpenVINO GenAI on CPU or GPU only, not the {backend} backend; "
+            f"use load('openvino', device='CPU', {asked[0]}=...)."
+        )
+    for k in ("draft_model", "prompt_lookup"):
+        if backend != "openvino" and k in options:
+            options.pop(k)  # None / False: nothing asked
+
+
 def resolve_draft(name_or_folder: Path) -> Path:
     """A draft model name or folder -> an OpenVINO model folder here (downloads a known name)."""
     name = str(name_or_folder)
