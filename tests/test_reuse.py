@@ -61,7 +61,9 @@ def pair(offline_model):
     def _pair(name, precision):
         if name not in loaded:
             kw = {"device": "CPU", **EXACT_OV} if name == "npu" else dict(EXACT_OV) if name == "openvino" else {}
-            loaded[name] = [load(name, model=offline_model, precision=precision, reuse_cache=r, **kw) for r in (True, False)]
+            loaded[name] = [
+                load(name, model=offline_model, precision=precision, reuse_cache=r, **kw) for r in (True, False)
+            ]
         return loaded[name]
 
     yield _pair
@@ -127,7 +129,8 @@ def test_the_next_prompt_carries_the_ids_the_model_produced(load_backend):
     assert plain != ids and len(plain) == len(ids) - 1
     # an edited answer no longer matches its ids: its text is used
     edited = dict(answer, content=" Rome")
-    assert llm.encode([msgs[0], edited, msgs[2]]) == llm.encode([msgs[0], {"role": "assistant", "content": " Rome"}, msgs[2]])
+    rome = {"role": "assistant", "content": " Rome"}
+    assert llm.encode([msgs[0], edited, msgs[2]]) == llm.encode([msgs[0], rome, msgs[2]])
 
 
 def test_chat_ids_refuses_a_template_whose_split_changes_tokens(load_backend):
@@ -156,3 +159,35 @@ def test_reuse_cache_must_be_a_bool(backend):
     with pytest.raises(Phi3Error) as err:
         load(backend, reuse_cache="no")
     assert "reuse_cache must be True or False" in str(err.value) and "\n" not in str(err.value)
+
+
+class _Failing:
+    """Wraps the kept og.Generator: the runtime fails after a few tokens (a crash mid-answer)."""
+
+    def __init__(self, gen, after: int):
+        self._gen, self._left = gen, after
+
+    def generate_next_token(self):
+        self._left -= 1
+        if self._left < 0:
+            raise RuntimeError("stand-in runtime failure")
+        return self._gen.generate_next_token()
+
+    def __getattr__(self, name):
+        return getattr(self._gen, name)
+
+
+def test_a_failed_answer_leaves_the_cache_consistent(pair):
+    on, off = pair("onnx", "int4")
+    on.reset()
+    chat, ref = on.chat(system=SYSTEM, max_new_tokens=12), off.chat(system=SYSTEM, max_new_tokens=12)
+    for c in (chat, ref):
+        _read(c.ask(QUESTIONS[0]))
+    search, gen = on.kv.runtime
+    on.kv.runtime = (search, _Failing(gen, after=3))
+    with pytest.raises(RuntimeError):
+        _read(chat.ask(QUESTIONS[2]))
+    assert on.kv.ids == [] and on.kv.runtime is None  # started afresh, not from a half-done step
+    # the partial answer was kept by the session: give the reference chat the same history
+    ref.history = [dict(m) for m in chat.history]
+    assert _read(chat.ask(QUESTIONS[3])) == _read(ref.ask(QUESTIONS[3]))

@@ -72,8 +72,8 @@ def refuse_elsewhere(backend: str, options: dict) -> None:
     asked = [k for k in ("draft_model", "prompt_lookup") if options.get(k) not in (None, False)]
     if asked and backend != "openvino":
         raise InvalidOption(
-            f"{asked[0]} (speculative decoding) is offered by OpenVINO GenAI on CPU or GPU only, not the {backend} backend; "
-            f"use load('openvino', device='CPU', {asked[0]}=...)."
+            f"{asked[0]} (speculative decoding) is offered by OpenVINO GenAI on CPU or GPU only, "
+            f"not the {backend} backend; use load('openvino', device='CPU', {asked[0]}=...)."
         )
     for k in ("draft_model", "prompt_lookup"):
         if backend != "openvino" and k in options:
@@ -120,6 +120,8 @@ def check_same_tokenizer(main_tokenizer, draft_folder: Path) -> None:
     vocab = _vocab(draft_folder)
     fix = "use a draft model made for this model (phi3-mini: draft_model='phi3-mini-draft'), or prompt_lookup=True."
     if vocab is None:
-        raise ModelFolderError(f"draft model {draft_folder} has no tokenizer.json to check against the main model; {fix}")
+        raise ModelFolderError(
+            f"draft model {draft_folder} has no tokenizer.json to check against the main model; {fix}"
+        )
     if vocab != main_tokenizer.get_vocab():
         raise ModelFolderError(f"draft model {draft_folder.name} does not share the main model's tokenizer; {fix}")
