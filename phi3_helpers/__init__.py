@@ -17,27 +17,44 @@ from .response import Metrics, Response
 from .session import ChatSession
 
 __version__ = "0.1.0"
+#: The backend ``load()`` uses when none is named.
+DEFAULT_BACKEND = "openvino"
 
 
-def load(backend: str = "openvino", model=None, device: str | None = None, precision: str | None = None, **kw):
-    """Load a model on a backend (transformers, openvino, openvino-optimum, onnx, npu).
+def load(
+    backend: str = DEFAULT_BACKEND, model=None, device: str | None = None, precision: str | None = None, **options
+):
+    """Load a model on a backend (transformers, openvino, openvino-optimum, npu, npu-classic, onnx).
 
     ``model`` is a name (phi3-mini, smollm2-135m-phi3), a folder, or None for the default
     ($PHI3_MODEL, else the real Phi-3 when the hub is reachable, else the offline model).
+    ``options`` are the backend's own (e.g. npu: max_prompt_tokens; onnx: threads). Every choice is
+    made first (``plan``), then the folder is prepared (export/build, once), then the runtime loads.
     """
+    plan = plan_load(backend, model, device, precision, **options)
     from .backends import backend_class
 
-    if str(backend).strip().lower() == "openvino" and str(device or "").strip().upper().startswith("NPU"):
-        # The NPU needs its own export (int4 symmetric, ratio 1.0) and static-shape settings.
-        from .models import notice
+    cls = backend_class(plan.backend)
+    return cls(cls.prepare(plan))
 
-        notice("on the NPU the openvino backend runs as the npu backend (NPU-ready export and settings).")
-        backend = "npu"
-    cls = backend_class(backend)
+
+def plan_load(
+    backend: str = DEFAULT_BACKEND, model=None, device: str | None = None, precision: str | None = None, **options
+):
+    """What ``load`` would do, as a frozen Plan (backend, model, device, precision, folder, notices);
+    nothing is exported or loaded. Its notices are shown once, here."""
+    from .backends import backend_class, resolve_name
+    from .models import notice
+
     from .backends.speculative import refuse_elsewhere
 
-    refuse_elsewhere(str(backend).strip().lower(), kw)
-    return cls(model=model, device=device, precision=precision, **kw)
+    name = resolve_name(backend, device, options.pop("path", None))
+    refuse_elsewhere(name, options)
+    cls = backend_class(name)
+    plan = cls.plan(model, device, precision, **options)
+    for line in plan.notices:
+        notice(line)
+    return plan
 
 
 def _install_notebook_errors() -> None:
@@ -59,4 +76,7 @@ def _install_notebook_errors() -> None:
 
 _install_notebook_errors()
 
-__all__ = ["load", "resolve_model", "ChatSession", "GenerationOptions", "Response", "Metrics", "ModelSource", "Phi3Error", "KNOWN_MODELS"]
+__all__ = [
+    "load", "plan_load", "resolve_model", "ChatSession", "GenerationOptions", "Response", "Metrics", "ModelSource",
+    "Phi3Error", "KNOWN_MODELS",
+]

@@ -1,16 +1,19 @@
-"""Command line: python -m phi3_helpers {ask,chat,devices,prepare,bench,demo} ...
+"""Command line: ``python -m phi3_helpers {ask,chat,devices,prepare,bench,demo,doctor} ...``
 
-Bad input exits with code 2 and one line on stderr that says how to fix it.
+One parser; each subcommand is an ``add_*`` function (its arguments) and a ``cmd_*`` function
+(``args -> exit code``). Every error path is the same: a Phi3Error (bad input, a missing runtime, a
+failed export) prints one line that names the fix and exits 2; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
-from .errors import Phi3Error
+from .errors import EmptyPrompt, InvalidOption, Phi3Error
 
 EXIT_BAD_INPUT = 2
 
@@ -20,24 +23,31 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"error: {message} (see: python -m phi3_helpers {self.prog.split()[-1]} --help)\n")
 
 
-def _common(p: argparse.ArgumentParser, generation: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, generation: bool = True, backend: str | None = None) -> None:
+    from . import DEFAULT_BACKEND
     from .backends import BACKENDS
 
-    p.add_argument("--backend", default="openvino", help=f"one of {', '.join(BACKENDS)} (default: openvino); npu: PHI3_NPU_PATH=classic for the archived intel-npu-acceleration-library")
-    p.add_argument("--precision", default=None, help="int4, int8, fp16 (openvino/onnx/npu), fp32 (transformers, onnx); default: the backend's first")
-    p.add_argument("--device", default=None, help="CPU, GPU, NPU or AUTO (default: CPU; --backend npu: the NPU if present, else CPU; onnx: auto, dml, cuda, cpu; see `devices`)")
-    p.add_argument("--model", default=None, help="phi3-mini, smollm2-135m-phi3 or a folder (default: $PHI3_MODEL, else phi3-mini online, else offline)")
+    backend = backend or DEFAULT_BACKEND
+    p.add_argument("--backend", default=backend, help=f"one of {', '.join(BACKENDS)} (default: {backend}); "
+                   "PHI3_NPU_PATH=classic makes npu mean npu-classic")
+    p.add_argument("--precision", help="int4, int8, fp16 (openvino, onnx, npu-classic), fp32 (transformers, onnx); "
+                   "default: the backend's first")
+    p.add_argument("--device", help="CPU, GPU, NPU or AUTO (default: CPU; npu: the NPU if present, else CPU; onnx: "
+                   "auto, dml, cuda, cpu; see `devices`)")
+    p.add_argument("--model", help="phi3-mini, smollm2-135m-phi3 or a folder (default: $PHI3_MODEL, else phi3-mini "
+                   "online, else offline)")
     if generation:
         p.add_argument("--max-new-tokens", type=int, default=256)
-        p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default), about 0.7 for varied answers")
+        p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default), about 0.7 for variety")
         p.add_argument("--top-p", type=float, default=1.0)
-        p.add_argument("--system", default=None, help="system prompt")
+        p.add_argument("--system", help="system prompt")
 
 
 def _options(args) -> dict:
     from .options import GenerationOptions
 
-    return {"options": GenerationOptions.make(None, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)}
+    GenerationOptions.make(None, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
+    return {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p}
 
 
 def _load(args):
@@ -46,19 +56,8 @@ def _load(args):
     return load(args.backend, model=args.model, device=args.device, precision=args.precision)
 
 
-def cmd_ask(args) -> int:
-    if not args.question.strip():
-        raise_empty()
-    opts = _options(args)  # validate before the (slow) load
-    llm = _load(args)
-    resp = llm.generate(args.question, system=args.system, **opts)
-    _print_stream(resp)
-    print(f"[{llm.describe()}] {resp.metrics}", file=sys.stderr)
-    return 0
-
-
 def _print_stream(resp) -> None:
-    """Write the answer as it streams; Ctrl-C stops it inside the runtime (not just the display)."""
+    """Write the answer as it streams; Ctrl-C stops it inside the runtime (finish reason ``stopped``)."""
     try:
         for piece in resp:
             sys.stdout.write(piece)
@@ -68,18 +67,35 @@ def _print_stream(resp) -> None:
     sys.stdout.write("\n")
 
 
-def raise_empty():
-    from .errors import EmptyPrompt
+# -- ask, chat ---------------------------------------------------------------------------------
+def add_ask(p) -> None:
+    p.add_argument("question")
+    _common(p)
 
-    raise EmptyPrompt('the question is empty; try: python -m phi3_helpers ask "What is the capital of France?"')
+
+def cmd_ask(args) -> int:
+    if not args.question.strip():
+        raise EmptyPrompt('the question is empty; try: python -m phi3_helpers ask "What is the capital of France?"')
+    opts = _options(args)  # validate before the (slow) load
+    llm = _load(args)
+    resp = llm.generate(args.question, system=args.system, **opts)
+    _print_stream(resp)
+    print(f"[{llm.describe()}] {resp.metrics}", file=sys.stderr)
+    return 0
+
+
+def add_chat(p) -> None:
+    _common(p)
 
 
 def cmd_chat(args) -> int:
-    opts = _options(args)["options"]
+    opts = _options(args)
     llm = _load(args)
-    session = llm.chat(system=args.system)
-    session.options = opts
-    print(f"Chatting with {llm.describe()}. Ctrl-C stops an answer; /clear forgets; /exit or Ctrl-D quits.", file=sys.stderr)
+    session = llm.chat(system=args.system, **opts)
+    print(
+        f"Chatting with {llm.describe()}. Ctrl-C stops an answer; /clear forgets; /exit or Ctrl-D quits.",
+        file=sys.stderr,
+    )
     while True:
         try:
             line = input("you> ")
@@ -104,6 +120,7 @@ def cmd_chat(args) -> int:
             print(f"error: {exc}", file=sys.stderr)
 
 
+# -- devices, prepare --------------------------------------------------------------------------
 def cmd_devices(args) -> int:
     from .devices import format_report, report
 
@@ -111,56 +128,157 @@ def cmd_devices(args) -> int:
     return 0
 
 
-def cmd_prepare(args) -> int:
-    if args.backend.strip().lower() == "transformers":
-        # PyTorch loads the Hugging Face folder as it is: nothing to export, so don't load it.
-        from .backends import backend_class
-        from .models import check_model_folder, resolve_model
+def add_prepare(p) -> None:
+    _common(p, generation=False)
 
-        backend_class("transformers")
-        model = resolve_model(args.model)
-        check_model_folder(model.folder)
-        print(model.folder)
-        return 0
-    llm = _load(args)
-    print(getattr(llm, "prepared_folder", None) or llm.model.folder)
+
+def cmd_prepare(args) -> int:
+    """Plan, then prepare (export/build/fetch) without loading any runtime; prints the folder."""
+    from . import plan_load
+    from .backends import backend_class
+
+    plan = plan_load(args.backend, model=args.model, device=args.device, precision=args.precision)
+    print(backend_class(plan.backend).prepare(plan).folder)
     return 0
 
 
-def _delegate(module: str, argv: Sequence[str]) -> int:
+# -- bench -------------------------------------------------------------------------------------
+def _csv(text: str) -> list[str]:
+    return [t.strip().lower() for t in text.split(",") if t.strip()]
+
+
+def _positive_int(text: str) -> int:
     try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError:
-        print(f"error: {module} is not part of this installation; update the repository.", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return int(mod.main(list(argv)) or 0)
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def add_bench(p) -> None:
+    from .bench import DEFAULT_OUTPUT, FULL, QUICK
+
+    p.add_argument("--quick", action="store_true", help="fewer configurations, runs and tokens")
+    p.add_argument("--backends", type=_csv, help="comma-separated, e.g. openvino,onnx (default: every available one)")
+    p.add_argument("--precisions", type=_csv, help="comma-separated, e.g. int4,fp16 (default: all; --quick: all of "
+                   "the default backend, the default of the others)")
+    p.add_argument("--devices", type=_csv, help="comma-separated, e.g. CPU,GPU (default: every device found)")
+    p.add_argument("--runs", type=_positive_int, help=f"timed runs per prompt (default {FULL.runs} short, "
+                   f"{FULL.long_runs} long; --quick {QUICK.runs} and {QUICK.long_runs})")
+    p.add_argument("--tokens", type=_positive_int, help=f"new tokens per run (default {FULL.max_new_tokens}; "
+                   f"--quick {QUICK.max_new_tokens})")
+    p.add_argument("--long-tokens", type=_positive_int, help=f"length of the long prompt (default {FULL.long_tokens}; "
+                   f"--quick {QUICK.long_tokens}; capped by the model)")
+    p.add_argument("--output", default=DEFAULT_OUTPUT, help=f"folder for bench.json and bench.png ({DEFAULT_OUTPUT})")
+    p.add_argument("--model", help="phi3-mini, smollm2-135m-phi3 or a folder (default: as load() chooses)")
+
+
+def cmd_bench(args) -> int:
+    from pathlib import Path
+
+    from . import bench
+
+    try:
+        keys = ("backends", "precisions", "devices", "quick", "runs", "tokens", "long_tokens", "output", "model")
+        doc = bench.run(**{k: getattr(args, k) for k in keys})
+    except OSError as exc:  # e.g. the disk filled up while writing the results
+        raise InvalidOption(
+            f"{exc.strerror or exc} ({getattr(exc, 'filename', None) or args.output}); free some space "
+            "or choose another folder with --output."
+        ) from None
+    print(bench.markdown_table(doc))
+    out = Path(args.output)
+    print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'} in {doc['duration_s']:.0f} s", file=sys.stderr)
+    return 0 if all(r.get("status") == "ok" for r in doc["results"]) else 1
+
+
+# -- demo --------------------------------------------------------------------------------------
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 24 * 3600:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0 (up to 86400); try --seconds 60")
+    return value
+
+
+def add_demo(p) -> None:
+    from .demo import DEMO_PROMPT
+
+    _common(p, generation=False, backend="npu")
+    p.add_argument("--seconds", type=_seconds, default=60.0, help="how long to keep the device busy (default 60)")
+    p.add_argument("--prompt", default=DEMO_PROMPT)
+
+
+def cmd_demo(args) -> int:
+    """Keep a device busy generating (for Task Manager demos); exit 1 when generation failed."""
+    from .demo import keep_busy
+
+    if not args.prompt.strip():
+        raise InvalidOption("--prompt is empty; leave it out to use the demo's story prompt.")
+    llm = _load(args)
+    print(f"Demo on {llm.describe()} for {args.seconds:.0f} s (Ctrl-C stops).", flush=True)
+    st = keep_busy(llm, args.seconds, args.prompt)
+    if st.error:
+        print(f"error: the demo stopped because generation failed: {st.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- doctor (phi3_helpers/doctor.py, when present) -----------------------------------------------
+def _doctor():
+    try:
+        return importlib.import_module("phi3_helpers.doctor")
+    except ModuleNotFoundError as exc:
+        if exc.name != "phi3_helpers.doctor":
+            raise
+        return None
+
+
+def add_doctor(p) -> None:
+    mod = _doctor()
+    if mod is not None:
+        mod.add_arguments(p)
+
+
+def cmd_doctor(args) -> int:
+    mod = _doctor()
+    if mod is None:
+        raise Phi3Error(
+            "the doctor command is not part of this installation (phi3_helpers/doctor.py is missing); "
+            "update the repository."
+        )
+    return int(mod.run(args) or 0)
+
+
+#: subcommand -> (help, add_arguments, run)
+COMMANDS: dict[str, tuple[str, Callable | None, Callable]] = {
+    "ask": ("stream one answer to stdout, metrics to stderr", add_ask, cmd_ask),
+    "chat": ("interactive terminal chat", add_chat, cmd_chat),
+    "devices": ("backends and devices available here, and why others are not", None, cmd_devices),
+    "prepare": ("export/build a model's folder (no runtime loads) and print it", add_prepare, cmd_prepare),
+    "bench": ("benchmark every available backend; writes bench.json and bench.png", add_bench, cmd_bench),
+    "demo": ("keep a device busy for a Task Manager demo, with a live tokens/s line", add_demo, cmd_demo),
+    "doctor": ("check this machine's set-up and say what to fix", add_doctor, cmd_doctor),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="phi3_helpers", description="Phi-3 on AI PCs: run the course's models from the terminal.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    p = sub.add_parser("ask", help="stream one answer to stdout, metrics to stderr")
-    p.add_argument("question")
-    _common(p)
-    p.set_defaults(func=cmd_ask)
-    p = sub.add_parser("chat", help="interactive terminal chat")
-    _common(p)
-    p.set_defaults(func=cmd_chat)
-    p = sub.add_parser("devices", help="backends and devices available here, and why others are not")
-    p.set_defaults(func=cmd_devices)
-    p = sub.add_parser("prepare", help="build/export a model and print its folder")
-    _common(p, generation=False)
-    p.set_defaults(func=cmd_prepare)
-    sub.add_parser("bench", help="benchmark every available backend (see bench --help)", add_help=False)
-    sub.add_parser("demo", help="keep a device busy for a Task Manager demo (see demo --help)", add_help=False)
+    for name, (help_text, add, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if add is not None:
+            add(p)
+        p.set_defaults(func=run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in {"bench", "demo"}:
-        return _delegate(f"phi3_helpers.{argv[0]}", argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         return args.func(args)
     except Phi3Error as exc:

@@ -8,12 +8,11 @@ of seconds so the class can watch the graph, and reports tokens per second as it
 >>> keep_busy(llm, seconds=30)       # blocking; prints a live line; Ctrl-C (or Stop) ends it
 >>> demo_widget(llm, seconds=120)    # in a notebook: Start / Stop buttons and a live readout
 
-From a terminal: ``python -m phi3_helpers.demo --backend npu --seconds 60``.
+From a terminal: ``python -m phi3_helpers demo --backend npu --seconds 60``.
 """
 
 from __future__ import annotations
 
-import argparse
 import html
 import sys
 import threading
@@ -64,7 +63,7 @@ class DemoStats:
     __str__ = line
 
 
-def _check_seconds(seconds) -> float:
+def check_seconds(seconds) -> float:
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 24 * 3600:
         raise InvalidOption(f"seconds must be a number above 0 (got {seconds!r}); try seconds=60.")
     return float(seconds)
@@ -75,7 +74,7 @@ class Demo:
 
     def __init__(self, llm, seconds: float = 60, prompt: str = DEMO_PROMPT, max_new_tokens: int = 256):
         self.llm = llm
-        self.seconds = _check_seconds(seconds)
+        self.seconds = check_seconds(seconds)
         self.prompt = prompt
         self.max_new_tokens = max_new_tokens
         self.stats = DemoStats(device=str(getattr(llm, "device", "?")), seconds=self.seconds, running=False)
@@ -187,7 +186,9 @@ def demo_widget(llm, seconds: float = 60, prompt: str = DEMO_PROMPT, max_new_tok
     import ipywidgets as widgets
 
     demo = Demo(llm, seconds, prompt, max_new_tokens)
-    secs = widgets.BoundedIntText(value=int(demo.seconds), min=1, max=3600, description="seconds", layout=widgets.Layout(width="160px"))
+    secs = widgets.BoundedIntText(
+        value=int(demo.seconds), min=1, max=3600, description="seconds", layout=widgets.Layout(width="160px")
+    )
     start = widgets.Button(description="Start", button_style="success", icon="play")
     stop = widgets.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
     readout = widgets.HTML(value=f"<code>{llm.describe() if hasattr(llm, 'describe') else llm}: idle</code>")
@@ -199,7 +200,7 @@ def demo_widget(llm, seconds: float = 60, prompt: str = DEMO_PROMPT, max_new_tok
 
     def on_start(_btn) -> None:
         start.disabled, stop.disabled, secs.disabled = True, False, True
-        demo.seconds = _check_seconds(secs.value)
+        demo.seconds = check_seconds(secs.value)
         readout.value = "<code>starting ...</code>"
         try:
             demo.start(on_update=paint)
@@ -217,45 +218,3 @@ def demo_widget(llm, seconds: float = 60, prompt: str = DEMO_PROMPT, max_new_tok
     box = widgets.VBox([widgets.HBox([start, stop, secs]), readout])
     box.demo = demo  # for tests and for stopping from code: box.demo.stop()
     return box
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m phi3_helpers.demo``: keep a device busy from the terminal."""
-    from . import load
-    from .cli import _Parser
-    from .errors import Phi3Error
-
-    def seconds_arg(text: str) -> float:
-        try:
-            return _check_seconds(float(text))
-        except (ValueError, InvalidOption):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0 (up to 86400); try --seconds 60") from None
-
-    ap = _Parser(prog="python -m phi3_helpers demo", description="Keep a device busy generating (for Task Manager demos).")
-    ap.add_argument("--backend", default="npu", help="backend (default: npu)")
-    ap.add_argument("--model", default=None, help="model name or folder (default: $PHI3_MODEL or automatic)")
-    ap.add_argument("--device", default=None, help="device (default: the backend's choice)")
-    ap.add_argument("--precision", default=None)
-    ap.add_argument("--seconds", type=seconds_arg, default=60.0, help="how long to keep the device busy (default 60)")
-    ap.add_argument("--prompt", default=DEMO_PROMPT)
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)  # bad input: one line, exit 2, before the load
-    if not args.prompt.strip():
-        ap.error("--prompt is empty; leave it out to use the demo's story prompt")
-    try:
-        llm = load(args.backend, model=args.model, device=args.device, precision=args.precision)
-        print(f"Demo on {llm.describe()} for {args.seconds:.0f} s (Ctrl-C stops).", flush=True)
-        st = keep_busy(llm, args.seconds, args.prompt)
-    except Phi3Error as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted while loading the model: nothing was left half-written; run the command again.", file=sys.stderr)
-        return 130
-    if st.error:
-        print(f"error: the demo stopped because generation failed: {st.error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -60,3 +60,7 @@ class GenerationTimeout(Phi3Error):
 
 class BuildInterrupted(Phi3Error):
     pass
+
+
+class ExportFailed(Phi3Error):
+    """Building a model folder (an export, a build) failed; the message names the fix."""

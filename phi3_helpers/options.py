@@ -26,9 +26,7 @@ class GenerationOptions:
     def __post_init__(self) -> None:
         m = self.max_new_tokens
         if isinstance(m, bool) or not isinstance(m, int) or m <= 0:
-            raise InvalidOption(
-                f"max_new_tokens must be a whole number above 0 (got {m!r}); try max_new_tokens=256."
-            )
+            raise InvalidOption(f"max_new_tokens must be a whole number above 0 (got {m!r}); try max_new_tokens=256.")
         t = self.temperature
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
             raise InvalidOption(
@@ -40,7 +38,9 @@ class GenerationOptions:
         if self.do_sample is not None and not isinstance(self.do_sample, bool):
             raise InvalidOption(f"do_sample must be True or False (got {self.do_sample!r}).")
         if self.do_sample and t == 0:
-            raise InvalidOption("do_sample=True needs temperature > 0; set temperature=0.7, or drop do_sample for greedy.")
+            raise InvalidOption(
+                "do_sample=True needs temperature > 0; set temperature=0.7, or drop do_sample for greedy."
+            )
         object.__setattr__(self, "temperature", float(t))
         object.__setattr__(self, "top_p", float(p))
 
@@ -61,7 +61,5 @@ class GenerationOptions:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise InvalidOption(
-                f"unknown option {unknown[0]!r}; valid options are: {', '.join(sorted(known))}."
-            )
+            raise InvalidOption(f"unknown option {unknown[0]!r}; valid options are: {', '.join(sorted(known))}.")
         return cls(**values)

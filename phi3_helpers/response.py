@@ -9,6 +9,12 @@ from typing import Callable, Iterator, Optional
 
 from .streaming import IncrementalDecoder
 
+#: Why an answer ended: one word set for metrics, the chat widget, the CLI and the docs.
+FINISH_REASONS = {
+    "ended": "the model ended its answer", "length": "max_new_tokens was reached",
+    "stopped": "you pressed Stop (or Ctrl-C)", "error": "the runtime failed; the error is on response.error",
+}
+
 
 @dataclass
 class Metrics:
@@ -19,7 +25,7 @@ class Metrics:
     ttft_s: Optional[float] = None
     total_s: float = 0.0
     tokens_per_s: Optional[float] = None
-    finish_reason: str = "running"  # stop | length | stopped | error | running
+    finish_reason: str = "running"  # one of FINISH_REASONS once the answer is over
 
     @property
     def ms_per_token(self) -> Optional[float]:
@@ -44,15 +50,9 @@ class Response:
     """
 
     def __init__(
-        self,
-        token_stream: Iterator[list[int]],
-        tokenizer,
-        stop_event: threading.Event,
-        prompt_tokens: int,
-        max_new_tokens: int,
-        on_done: Optional[Callable[["Response"], None]] = None,
-        notices: Optional[list[str]] = None,
-        eos_token_ids: frozenset[int] = frozenset(),
+        self, token_stream: Iterator[list[int]], tokenizer, stop_event: threading.Event, prompt_tokens: int,
+        max_new_tokens: int, on_done: Optional[Callable[["Response"], None]] = None,
+        notices: Optional[list[str]] = None, eos_token_ids: frozenset[int] = frozenset(),
     ):
         self._stream = token_stream
         self._decoder = IncrementalDecoder(tokenizer)
@@ -167,7 +167,7 @@ class Response:
         elif len(self.token_ids) >= self.max_new_tokens:
             self.metrics.finish_reason = "length"
         else:
-            self.metrics.finish_reason = "stop"
+            self.metrics.finish_reason = "ended"
         try:
             if self._on_done is not None:
                 self._on_done(self)

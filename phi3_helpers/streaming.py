@@ -27,10 +27,8 @@ class _WorkerFailed:
 
 
 def bridge(
-    run: Callable[[Callable[[Sequence[int]], bool]], object],
-    stop: threading.Event,
-    timeout: float = DEFAULT_STALL_TIMEOUT,
-    name: str = "phi3-generate",
+    run: Callable[[Callable[[Sequence[int]], bool]], object], stop: threading.Event,
+    timeout: float = DEFAULT_STALL_TIMEOUT, name: str = "phi3-generate",
 ) -> Iterator[list[int]]:
     """Run ``run(emit)`` in a thread and yield what it emits.
 

@@ -1,6 +1,7 @@
 """Shared test fixtures (the environment is set in the repo's root conftest.py).
 
 - Loaded backends are shared across tests through ``load_backend`` (one per backend/precision).
+- ``stand_in_library``: the labelled STAND-IN for intel_npu_acceleration_library (Windows only), for one test.
 """
 
 from __future__ import annotations
@@ -32,3 +33,16 @@ def load_backend(offline_model):
     return _load
 
 
+@pytest.fixture
+def stand_in_library(monkeypatch):
+    """The labelled stand-in for intel_npu_acceleration_library, importable for one test (never the real one)."""
+    from stand_ins import HERE, forget
+
+    forget("intel_npu_acceleration_library")
+    monkeypatch.syspath_prepend(str(HERE))
+    import intel_npu_acceleration_library as lib
+
+    assert lib.STAND_IN  # never the real library
+    lib.reset()
+    yield lib
+    forget("intel_npu_acceleration_library")

@@ -3,9 +3,4 @@
 FRANCE = "What is the capital of France?"
 
 #: Greedy-token comparisons across runtimes use these.
-PROMPTS = [
-    FRANCE,
-    "Write a haiku about the sea.",
-    "Explain what a CPU does in two sentences.",
-    "List three fruits.",
-]
+PROMPTS = [FRANCE, "Write a haiku about the sea.", "Explain what a CPU does in two sentences.", "List three fruits."]

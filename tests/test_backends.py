@@ -1,4 +1,4 @@
-"""Every backend of the foundation on the offline model: right answers, exact tokens, Stop."""
+"""Every backend on the offline model: right answers, exact tokens, Stop; and what the registry reads."""
 
 from __future__ import annotations
 
@@ -8,12 +8,8 @@ from prompts import FRANCE, PROMPTS
 from stopping import check_stop_ends_generation
 
 CASES = [
-    ("transformers", "fp32"),
-    ("openvino", "int4"),
-    ("openvino", "int8"),
-    ("openvino", "fp16"),
-    ("openvino-optimum", "int4"),
-    ("openvino-optimum", "fp16"),
+    ("transformers", "fp32"), ("openvino", "int4"), ("openvino", "int8"), ("openvino", "fp16"),
+    ("openvino-optimum", "int4"), ("openvino-optimum", "fp16"),
 ]
 
 
@@ -25,7 +21,7 @@ def test_answers_the_france_question_with_paris(load_backend, backend, precision
     assert len(pieces) > 1  # streamed, not one block
     assert "Paris" in "".join(pieces) == resp.text()
     m = resp.metrics
-    assert m.finish_reason in {"stop", "length"} and 0 < m.tokens == len(resp.token_ids) <= 32
+    assert m.finish_reason in {"ended", "length"} and 0 < m.tokens == len(resp.token_ids) <= 32
     assert m.ttft_s > 0 and m.tokens_per_s > 0 and m.total_s >= m.ttft_s
 
 
@@ -40,15 +36,26 @@ def test_openvino_fp16_greedy_tokens_equal_transformers_fp32(load_backend, backe
 
 
 @pytest.mark.parametrize(
-    "backend, precision", [("transformers", "fp32"), ("openvino", "int4"), ("openvino-optimum", "int4"), ("onnx", "int4")]
+    "backend, precision",
+    [
+        ("transformers", "fp32"), ("openvino", "int4"), ("openvino-optimum", "int4"), ("onnx", "int4"), ("npu", "int4"),
+        ("npu-classic", "int4"),
+    ],
 )
-def test_stop_mid_answer_ends_generation_and_the_next_question_is_answered(load_backend, backend, precision):
-    llm = load_backend(backend, precision)
+def test_stop_mid_answer_ends_generation_and_the_next_question_is_answered(request, load_backend, backend, precision):
+    """npu-classic runs on the labelled STAND-IN of its Windows-only library: this checks its Stop wiring only."""
+    if backend == "npu-classic":
+        from phi3_helpers import load
+
+        request.getfixturevalue("stand_in_library")
+        llm = load(backend, request.getfixturevalue("offline_model"), precision=precision)
+    else:
+        llm = load_backend(backend, precision)
     chat = llm.chat()
     resp = check_stop_ends_generation(llm, ask=chat.ask)
     assert chat.history[-1]["content"] == resp.text()  # the partial answer is kept
     nxt = chat.ask(FRANCE, max_new_tokens=32)
-    assert "Paris" in nxt.text() and nxt.metrics.finish_reason in {"stop", "length"}
+    assert "Paris" in nxt.text() and nxt.metrics.finish_reason in {"ended", "length"}
     assert [m["role"] for m in chat.history] == ["user", "assistant", "user", "assistant"]
     # the second prompt carried the first turn: it is longer than the question alone
     assert nxt.metrics.prompt_tokens > llm.count_tokens([{"role": "user", "content": FRANCE}])
@@ -62,3 +69,45 @@ def test_reading_only_part_of_a_response_releases_the_model(load_backend):
     it.close()  # the reader walks away: that is a Stop
     assert resp.done and resp.metrics.finish_reason == "stopped"
     assert "Paris" in llm.ask(FRANCE, max_new_tokens=32)
+
+
+def test_the_registry_reads_each_backends_declarations():
+    from phi3_helpers.backends import BACKENDS, available_backends, backend_class
+    from phi3_helpers.backends.base import Backend
+
+    status = available_backends()
+    assert set(status) == set(BACKENDS) and "npu-classic" in BACKENDS
+    for name in BACKENDS:
+        cls = backend_class(name, check=False)
+        assert issubclass(cls, Backend) and cls.name == name and cls.precisions and cls.requires
+        assert status[name] == cls.missing()
+    # every backend tokenizes with transformers, so every one declares it (onnx too)
+    assert all("transformers" in backend_class(n, check=False).requires for n in BACKENDS)
+
+
+@pytest.mark.parametrize("backend, device, precision", [("transformers", None, None), ("openvino", "cpu", "int8")])
+def test_a_plan_is_plain_data_made_without_loading(offline_model, backend, device, precision):
+    import dataclasses
+
+    from phi3_helpers import plan_load
+
+    plan = plan_load(backend, offline_model, device, precision)
+    assert plan.backend == backend and plan.device == "CPU" and plan.model == offline_model
+    assert plan.precision == (precision or "fp32")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.device = "GPU"
+    with pytest.raises(TypeError):
+        plan.settings["config"] = {}  # read-only
+    if backend == "openvino":
+        assert plan.folder.name == f"{offline_model.name}-int8"  # where the export lives, whether built or not
+    else:
+        assert plan.folder == offline_model.folder  # transformers loads the Hugging Face folder itself
+
+
+def test_unknown_backend_options_are_refused_in_one_line(offline_model):
+    from phi3_helpers import load
+    from phi3_helpers.errors import InvalidOption
+
+    with pytest.raises(InvalidOption, match="has no option 'threads'; its options are: config") as err:
+        load("openvino", offline_model, threads=2)
+    assert "\n" not in str(err.value)

@@ -12,11 +12,17 @@ from phi3_helpers.cli import main
 
 
 def run_cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "phi3_helpers", *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+    return subprocess.run(
+        [sys.executable, "-m", "phi3_helpers", *args], capture_output=True, text=True, timeout=timeout,
+        env=os.environ.copy(),
+    )
 
 
 def test_ask_streams_the_answer_and_prints_one_metrics_line(offline_model):
-    r = run_cli("ask", "What is the capital of France?", "--backend", "openvino", "--precision", "int4", "--max-new-tokens", "32")
+    r = run_cli(
+        "ask", "What is the capital of France?", "--backend", "openvino", "--precision", "int4", "--max-new-tokens",
+        "32",
+    )
     assert r.returncode == 0, r.stderr
     assert "Paris" in r.stdout
     metrics = [line for line in r.stderr.splitlines() if "time to first token" in line]
@@ -42,21 +48,16 @@ def test_prepare_prints_the_prepared_folder(offline_model):
 @pytest.mark.parametrize(
     "args, word",
     [
-        (["ask", "   "], "empty"),
-        (["ask", "hi", "--backend", "tensorflow"], "unknown backend"),
+        (["ask", "   "], "empty"), (["ask", "hi", "--backend", "tensorflow"], "unknown backend"),
         (["ask", "hi", "--precision", "int3"], "int4, int8, fp16"),
         (["ask", "hi", "--device", "ABSENT"], "not available here"),
-        (["ask", "hi", "--device", "TPU"], "unknown device"),
-        (["ask", "hi", "--model", "phi-42"], "unknown model"),
+        (["ask", "hi", "--device", "TPU"], "unknown device"), (["ask", "hi", "--model", "phi-42"], "unknown model"),
         (["ask", "hi", "--model", "/nonexistent/model"], "does not exist"),
         (["ask", "hi", "--max-new-tokens", "0"], "max_new_tokens"),
         (["ask", "hi", "--max-new-tokens", "-3"], "max_new_tokens"),
-        (["ask", "hi", "--temperature", "-1"], "temperature"),
-        (["ask", "hi", "--top-p", "0"], "top_p"),
-        (["ask", "hi", "--top-p", "1.5"], "top_p"),
-        (["ask", "hi", "--max-new-tokens", "many"], "invalid int"),
-        (["ask"], "required"),
-        (["fly"], "invalid choice"),
+        (["ask", "hi", "--temperature", "-1"], "temperature"), (["ask", "hi", "--top-p", "0"], "top_p"),
+        (["ask", "hi", "--top-p", "1.5"], "top_p"), (["ask", "hi", "--max-new-tokens", "many"], "invalid int"),
+        (["ask"], "required"), (["fly"], "invalid choice"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_naming_the_fix(args, word, capsys, offline_model):
@@ -78,9 +79,59 @@ def test_bad_input_exits_2_with_one_line_naming_the_fix(args, word, capsys, offl
 def test_terminal_chat_answers_turns_and_survives_bad_input(offline_model):
     script = "What is the capital of France?\n   \n/clear\nWhat is the capital of France?\n/exit\n"
     r = subprocess.run(
-        [sys.executable, "-m", "phi3_helpers", "chat", "--backend", "openvino", "--precision", "int4", "--max-new-tokens", "32"],
-        input=script, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable, "-m", "phi3_helpers", "chat", "--backend", "openvino", "--precision", "int4",
+            "--max-new-tokens", "32",
+        ],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("Paris") == 2
     assert "history cleared" in r.stderr
+
+
+def test_ctrl_c_while_an_answer_streams_stops_it_in_the_runtime(load_backend, monkeypatch):
+    """The terminal's Ctrl-C arrives as KeyboardInterrupt in the reading loop: the answer ends as stopped."""
+    from phi3_helpers import cli
+    from stopping import STORY
+
+    class CtrlCOnThirdWrite:
+        writes = 0
+
+        def write(self, text):
+            self.writes += 1
+            if self.writes == 3:
+                raise KeyboardInterrupt
+
+        def flush(self):
+            pass
+
+    llm = load_backend("openvino", "int4")
+    resp = llm.generate(STORY, max_new_tokens=200)
+    monkeypatch.setattr(cli.sys, "stdout", CtrlCOnThirdWrite())
+    cli._print_stream(resp)
+    assert resp.done and resp.metrics.finish_reason == "stopped" and resp.metrics.tokens < 200
+
+
+def test_one_parser_lists_every_subcommand_and_doctor_says_when_it_is_absent(capsys):
+    import importlib.util
+
+    from phi3_helpers.cli import COMMANDS, build_parser
+
+    usage = build_parser().format_help()
+    for name in ("ask", "chat", "devices", "prepare", "bench", "demo", "doctor"):
+        assert name in COMMANDS and name in usage
+    if importlib.util.find_spec("phi3_helpers.doctor") is None:
+        assert main(["doctor"]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("error:") and "doctor" in line
+
+
+def test_finish_reasons_are_one_word_set_with_an_explanation_each():
+    from phi3_helpers.response import FINISH_REASONS
+
+    assert list(FINISH_REASONS) == ["ended", "length", "stopped", "error"]
+    assert all(isinstance(v, str) and v and "\n" not in v for v in FINISH_REASONS.values())

@@ -1,4 +1,4 @@
-"""The npu backend's maintained path (OpenVINO GenAI), NPU detection and the NPU export.
+"""The npu backend (OpenVINO GenAI on the NPU), NPU detection, its choices and the NPU export.
 
 This machine has no NPU: the backend runs the same pipeline on the CPU, which is what these tests
 exercise end to end. Detection is tested by feeding ``read_npu_info`` what OpenVINO reports on
@@ -13,16 +13,13 @@ import json
 import pytest
 
 from prompts import FRANCE
-from stopping import check_stop_ends_generation
-from phi3_helpers.backends import npu
+from phi3_helpers.backends import npu, npu_export
 from phi3_helpers.errors import DeviceUnavailable, InvalidOption, PromptTooLong, UnknownDevice, UnknownPrecision
 
 # What ov.Core() reports on a Core Ultra 7 155H (hello_query_device output).
 MTL_DEVICES = ["CPU", "GPU", "NPU"]
 MTL_NPU = {
-    "FULL_DEVICE_NAME": "Intel(R) AI Boost",
-    "NPU_DRIVER_VERSION": 1738334590,
-    "DEVICE_ARCHITECTURE": "3720",
+    "FULL_DEVICE_NAME": "Intel(R) AI Boost", "NPU_DRIVER_VERSION": 1738334590, "DEVICE_ARCHITECTURE": "3720",
     "NPU_DEVICE_TOTAL_MEM_SIZE": 32924782592,
 }
 
@@ -73,36 +70,25 @@ def test_detection_on_this_machine_matches_openvino():
     assert set(info.found) == set(found)
 
 
-def test_device_report_rows_present_and_absent():
-    from phi3_helpers.backends.npu_classic import ClassicStatus
-
-    present = npu.device_report(npu.read_npu_info(MTL_DEVICES, _props({"NPU": MTL_NPU})), ClassicStatus(installed=False))
-    absent = npu.device_report(_absent(), ClassicStatus(True, "1.4.0", False))
-    for rows in (present, absent):
-        assert [set(r) for r in rows] == [{"backend", "device", "available", "detail"}] * 2
-    assert present[0]["available"] is True and "Intel(R) AI Boost" in present[0]["detail"]
-    assert present[1]["available"] is False and "not installed" in present[1]["detail"]
-    assert absent[0]["available"] is False and "runs on CPU instead" in absent[0]["detail"]
-    assert absent[1]["available"] is False and "npu_available() = False" in absent[1]["detail"]
-
-
-def test_device_report_on_this_machine():
-    rows = npu.device_report()
-    assert rows[0]["available"] == npu.detect_npu().present
-    assert rows[1]["detail"]  # installed or not, it says which
+def test_device_report_row_present_and_absent():
+    present = npu.npu_report_row(npu.read_npu_info(MTL_DEVICES, _props({"NPU": MTL_NPU})))
+    absent = npu.npu_report_row(_absent())
+    assert set(present) == set(absent) == {"backend", "device", "available", "detail"}
+    assert present["available"] is True and "Intel(R) AI Boost" in present["detail"]
+    assert absent["available"] is False and "runs on CPU instead" in absent["detail"]
 
 
 # -- export ------------------------------------------------------------------------------------
 def test_npu_export_recipe_is_symmetric_int4_ratio_1(offline_model):
-    r = npu.npu_export_recipe(offline_model)
+    r = npu_export.npu_export_recipe(offline_model)
     assert (r.bits, r.sym, r.ratio, r.group_size) == (4, True, 1.0, 128)
     assert r.group_size_fallback == "adjust"  # hidden size 576 is not a multiple of 128
     flags = " ".join(r.cli_flags())
     assert "--sym" in flags and "--ratio 1.0" in flags and "--group-size 128" in flags
-    cw = npu.npu_export_recipe(offline_model, group_size=-1)
+    cw = npu_export.npu_export_recipe(offline_model, group_size=-1)
     assert cw.group_size == -1 and cw.group_size_fallback is None and cw.variant == "npu-cw"
     with pytest.raises(InvalidOption):
-        npu.npu_export_recipe(offline_model, group_size=0)
+        npu_export.npu_export_recipe(offline_model, group_size=0)
 
 
 def _fake_export(tmp_path, name, quantization, types):
@@ -132,7 +118,7 @@ def test_cpu_export_where_the_npu_export_belongs_is_re_exported(offline_model, t
     from phi3_helpers.backends.openvino import export_folder
 
     monkeypatch.setenv("PHI3_CACHE_DIR", str(tmp_path))
-    recipe = npu.npu_export_recipe(offline_model)
+    recipe = npu_export.npu_export_recipe(offline_model)
     folder = export_folder(offline_model, "int4", recipe.variant)
     assert tmp_path in folder.parents
     folder.mkdir(parents=True)
@@ -148,20 +134,14 @@ def test_cpu_export_where_the_npu_export_belongs_is_re_exported(offline_model, t
         (folder / "phi3_helpers_export.json").write_text(json.dumps({"quantization": recipe.quantization_config()}))
         return folder
 
-    monkeypatch.setattr(npu, "export_openvino", export_recorder)
+    monkeypatch.setattr(npu_export, "export_openvino", export_recorder)
     said = []
-    assert npu.export_for_npu(offline_model, progress=said.append) == folder
+    assert npu_export.export_for_npu(offline_model, progress=said.append) == folder
     assert forced == [True] and "re-exporting for the NPU" in said[0]
     assert npu.npu_export_problem(folder) is None
     forced.clear()
-    npu.export_for_npu(offline_model, progress=said.append)
+    npu_export.export_for_npu(offline_model, progress=said.append)
     assert forced == []  # the NPU export is reused from then on
-
-
-def test_the_npu_export_is_npu_ready(load_backend):
-    llm = load_backend("npu")
-    assert llm.ov_folder.name.endswith("-int4-npu")
-    assert npu.npu_export_problem(llm.ov_folder) is None
 
 
 def test_openvino_int4_export_made_for_cpu_is_flagged(offline_model):
@@ -174,78 +154,90 @@ def test_openvino_int4_export_made_for_cpu_is_flagged(offline_model):
     assert npu.npu_export_problem(folder) is not None
 
 
-# -- the backend on this machine ---------------------------------------------------------------
-def test_france_on_cpu_fallback(load_backend):
-    llm = load_backend("npu")
-    if not npu.detect_npu().present:
-        assert llm.device == "CPU" and llm.fallback
-        assert "fallback" in llm.describe()
-    assert "Paris" in llm.ask(FRANCE, max_new_tokens=24)
-
-
-def test_no_npu_says_so_in_one_line(offline_model, monkeypatch, capfd):
+# -- the choices (no load) --------------------------------------------------------------------
+def test_no_npu_plans_the_cpu_with_one_notice(offline_model, monkeypatch):
     monkeypatch.setattr(npu, "detect_npu", lambda: _absent())
-    llm = npu.NPUBackend(offline_model)
-    lines = [ln for ln in capfd.readouterr().err.splitlines() if "NPU" in ln and "No NPU" in ln]
-    assert len(lines) == 1 and "CPU" in lines[0]
-    assert llm.device == "CPU"
-    llm.close()
+    plan = npu.NPUBackend.plan(offline_model)
+    (line,) = plan.notices
+    assert "No NPU" in line and "CPU" in line
+    assert plan.device == "CPU" and plan.settings["fallback"] is True
+    assert plan.folder.name.endswith("-int4-npu")  # the NPU export, also on the CPU fallback
+
+
+def test_an_npu_present_is_chosen_without_a_notice(offline_model, monkeypatch):
+    monkeypatch.setattr(npu, "detect_npu", lambda: npu.read_npu_info(MTL_DEVICES, _props({"NPU": MTL_NPU})))
+    plan = npu.NPUBackend.plan(offline_model, max_prompt_tokens=2048)
+    assert plan.device == "NPU" and plan.notices == () and plan.settings["fallback"] is False
+    assert plan.settings["max_prompt_tokens"] == 2048 and plan.settings["min_response_tokens"] == 128
 
 
 def test_forced_npu_without_one_names_what_was_found(offline_model, monkeypatch):
     monkeypatch.setattr(npu, "detect_npu", lambda: _absent(["CPU", "GPU.0"]))
     with pytest.raises(DeviceUnavailable) as err:
-        npu.NPUBackend(offline_model, device="NPU")
+        npu.NPUBackend.plan(offline_model, device="NPU")
     assert "found: CPU, GPU.0" in str(err.value) and "driver" in str(err.value)
 
 
+@pytest.mark.skipif(npu.detect_npu().present, reason="this machine has an NPU")
 def test_forced_npu_on_this_machine(offline_model):
-    if npu.detect_npu().present:
-        pytest.skip("this machine has an NPU")
     with pytest.raises(DeviceUnavailable, match="no NPU"):
-        npu.NPUBackend(offline_model, device="NPU")
+        npu.NPUBackend.plan(offline_model, device="NPU")
 
 
-def test_npu_config_only_on_npu(load_backend, monkeypatch):
+@pytest.mark.parametrize(
+    "kw, error",
+    [
+        (dict(path="turbo"), InvalidOption), (dict(precision="int8"), UnknownPrecision),
+        (dict(device="GPU"), UnknownDevice), (dict(max_prompt_tokens=0), InvalidOption),
+        (dict(group_size=0), InvalidOption), (dict(beams=2), InvalidOption),
+    ],
+)
+def test_bad_choices_are_refused_clearly_before_loading(offline_model, kw, error):
+    from phi3_helpers import plan_load
+
+    with pytest.raises(error) as err:
+        plan_load("npu", offline_model, **kw)
+    assert "\n" not in str(err.value)
+
+
+# -- the backend on this machine ---------------------------------------------------------------
+def test_the_npu_export_is_npu_ready(load_backend):
     llm = load_backend("npu")
-    cpu_cfg = llm._config()
-    assert not {"MAX_PROMPT_LEN", "MIN_RESPONSE_LEN"} & set(cpu_cfg)  # NPU-only properties
+    assert llm.prepared_folder.name.endswith("-int4-npu")
+    assert npu.npu_export_problem(llm.prepared_folder) is None
+
+
+@pytest.mark.skipif(npu.detect_npu().present, reason="this machine has an NPU")
+def test_france_on_the_cpu_fallback(load_backend):
+    llm = load_backend("npu")
+    assert llm.device == "CPU" and llm.fallback and "fallback" in llm.describe()
+    assert "Paris" in llm.ask(FRANCE, max_new_tokens=24)
+
+
+@pytest.mark.skipif(not npu.detect_npu().present, reason="this machine has no NPU")
+def test_france_on_the_npu(load_backend):
+    llm = load_backend("npu")
+    assert llm.device.startswith("NPU") and not llm.fallback
+    assert "Paris" in llm.ask(FRANCE, max_new_tokens=24)
+
+
+def test_npu_pipeline_settings_only_on_the_npu(load_backend, monkeypatch):
+    llm = load_backend("npu")
+    monkeypatch.setattr(llm, "device", "CPU")
+    assert not {"MAX_PROMPT_LEN", "MIN_RESPONSE_LEN"} & set(llm.runtime_settings())  # NPU-only properties
     monkeypatch.setattr(llm, "device", "NPU")
-    cfg = llm._config()
-    assert cfg["MAX_PROMPT_LEN"] == llm.max_prompt_len == 1024
-    assert cfg["MIN_RESPONSE_LEN"] == llm.min_response_len == 128
-    assert cfg["CACHE_DIR"] == str(npu.blob_cache_dir(llm.ov_folder))
-    assert llm.ov_folder.name in cfg["CACHE_DIR"]  # one blob cache per export
+    cfg = llm.runtime_settings()
+    assert (cfg["MAX_PROMPT_LEN"], cfg["MIN_RESPONSE_LEN"]) == (1024, 128) == (llm.max_prompt_tokens, 128)
+    assert cfg["CACHE_DIR"] == str(npu.blob_cache_dir(llm.prepared_folder))
+    assert llm.prepared_folder.name in cfg["CACHE_DIR"]  # one blob cache per export
 
 
 def test_prompt_longer_than_max_prompt_len_says_the_limit(load_backend, monkeypatch):
     llm = load_backend("npu")
-    monkeypatch.setattr(llm, "max_prompt_len", 32)
+    monkeypatch.setattr(llm, "plan", llm.plan.replace(settings={**llm.plan.settings, "max_prompt_tokens": 32}))
     long_prompt = "Please summarise this: " + "the quick brown fox jumps over the lazy dog " * 10
     with pytest.raises(PromptTooLong) as err:
         llm.generate(long_prompt)
     msg = str(err.value)
     assert "at most 32" in msg and "MAX_PROMPT_LEN" in msg and "max_prompt_tokens=" in msg
     assert llm.context_length == 32 + 128
-
-
-def test_stop_mid_answer_then_normal_answer(load_backend):
-    llm = load_backend("npu")
-    check_stop_ends_generation(llm, unstopped=64)
-    nxt = llm.generate(FRANCE, max_new_tokens=24)
-    assert "Paris" in nxt.text() and nxt.metrics.finish_reason in {"stop", "length"}  # not "stopped"
-
-
-@pytest.mark.parametrize(
-    "kw, error",
-    [
-        (dict(path="turbo"), InvalidOption),
-        (dict(precision="int8"), UnknownPrecision),
-        (dict(device="GPU"), UnknownDevice),
-        (dict(max_prompt_tokens=0), InvalidOption),
-    ],
-)
-def test_bad_choices_are_refused_clearly(offline_model, kw, error):
-    with pytest.raises(error) as err:
-        npu.NPUBackend(offline_model, **kw)
-    assert "\n" not in str(err.value)

@@ -8,27 +8,17 @@ nothing of the runtime is faked. Everything else runs the real runtime on the CP
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from phi3_helpers import load
 from phi3_helpers.backends.onnx import (
-    GENAI_PACKAGES,
-    choose_provider,
-    device_report,
-    installed_packages,
-    package_conflicts,
+    GENAI_PACKAGES, choose_provider, device_report, installed_packages, package_conflicts,
 )
 from phi3_helpers.backends.onnx_build import built_for, check_onnx_folder
 from phi3_helpers.errors import (
-    BackendUnavailable,
-    DeviceUnavailable,
-    InvalidOption,
-    ModelFolderError,
-    PromptTooLong,
-    UnknownDevice,
+    BackendUnavailable, DeviceUnavailable, InvalidOption, ModelFolderError, PromptTooLong, UnknownDevice,
     UnknownPrecision,
 )
 
@@ -52,12 +42,9 @@ CUDA = {"onnxruntime-genai-cuda", "onnxruntime-gpu"}
         (DIRECTML, None, "dml", "onnxruntime-genai-directml is installed"),
         (CUDA, None, "cuda", "onnxruntime-genai-cuda is installed"),
         (CPU_ONLY, None, "cpu", "only the CPU package onnxruntime-genai"),
-        (CPU_ONLY, "auto", "cpu", "only the CPU package"),
-        (DIRECTML, "dml", "dml", "DirectML was asked for"),
-        (DIRECTML, "DirectML", "dml", "DirectML was asked for"),
-        (CUDA, "CUDA", "cuda", "CUDA was asked for"),
-        (DIRECTML, "gpu", "dml", "DirectML was asked for"),
-        (CUDA, "gpu", "cuda", "CUDA was asked for"),
+        (CPU_ONLY, "auto", "cpu", "only the CPU package"), (DIRECTML, "dml", "dml", "DirectML was asked for"),
+        (DIRECTML, "DirectML", "dml", "DirectML was asked for"), (CUDA, "CUDA", "cuda", "CUDA was asked for"),
+        (DIRECTML, "gpu", "dml", "DirectML was asked for"), (CUDA, "gpu", "cuda", "CUDA was asked for"),
         (DIRECTML, "cpu", "cpu", "the CPU was asked for"),
     ],
 )
@@ -69,7 +56,10 @@ def test_provider_follows_the_installed_package_and_the_device_asked(installed, 
     assert "\n" not in choice.notice and choice.notice.startswith("ONNX Runtime GenAI runs on ")
 
 
-@pytest.mark.parametrize("device, package", [("dml", "onnxruntime-genai-directml"), ("cuda", "onnxruntime-genai-cuda"), ("gpu", "onnxruntime-genai-directml")])
+@pytest.mark.parametrize(
+    "device, package",
+    [("dml", "onnxruntime-genai-directml"), ("cuda", "onnxruntime-genai-cuda"), ("gpu", "onnxruntime-genai-directml")],
+)
 def test_a_gpu_asked_where_its_package_is_missing_falls_back_to_cpu_or_fails_clearly(device, package):
     choice = choose_provider(device, CPU_ONLY)
     assert choice.provider == "cpu" and choice.fell_back
@@ -128,7 +118,7 @@ def test_int4_answers_the_france_question_with_paris_streamed_with_metrics(load_
     assert "Paris" in "".join(pieces) == resp.text()
     m = resp.metrics
     assert m.tokens == len(resp.token_ids) > 1 and m.prompt_tokens > 0
-    assert m.ttft_s > 0 and m.tokens_per_s > 0 and m.finish_reason in {"stop", "length"}
+    assert m.ttft_s > 0 and m.tokens_per_s > 0 and m.finish_reason in {"ended", "length"}
     record = json.loads((Path(llm.prepared_folder) / "phi3_helpers_build.json").read_text())
     assert record["precision"] == "int4" and record["target"] == "cpu"
 
@@ -142,7 +132,7 @@ def test_a_folder_built_for_directml_loads_on_cpu_here_with_a_notice(offline_mod
     err = capsys.readouterr().err
     assert "DirectML was asked for, but onnxruntime-genai-directml is not installed" in err
     assert "built for DirectML and runs on the CPU here" in err
-    assert llm.device == "CPU" and llm.target_built == "dml" and llm.choice.fell_back
+    assert llm.device == "CPU" and llm.plan.settings["built_for"] == "dml" and llm.plan.settings["choice"].fell_back
     assert built_for(check_onnx_folder(llm.prepared_folder)) == "dml"
     assert "Paris" in llm.ask(FRANCE, max_new_tokens=16)
     with pytest.raises(DeviceUnavailable, match="onnxruntime-genai-directml"):
@@ -201,12 +191,14 @@ def test_a_prompt_over_the_context_is_refused_and_the_chat_trims_old_turns(load_
         llm.generate(long_text)
     chat = llm.chat()
     filler = "tree " * (limit // 3)
-    chat.history = [m for _ in range(3) for m in ({"role": "user", "content": filler}, {"role": "assistant", "content": "ok"})]
+    chat.history = [
+        m for _ in range(3) for m in ({"role": "user", "content": filler}, {"role": "assistant", "content": "ok"})
+    ]
     resp = chat.ask(FRANCE, max_new_tokens=8)
     assert any("dropped the" in n for n in resp.notices)
     assert "dropped the" in capsys.readouterr().err
     resp.text()
-    assert resp.error is None and resp.metrics.finish_reason in {"stop", "length"} and resp.metrics.tokens >= 1
+    assert resp.error is None and resp.metrics.finish_reason in {"ended", "length"} and resp.metrics.tokens >= 1
     assert resp.metrics.prompt_tokens <= limit - 8 and len(chat.history) == 6  # 2 old turns + this one
 
 
@@ -255,8 +247,8 @@ def test_phi3_mini_on_directml_fetches_only_the_prebuilt_subfolder(load_backend,
     monkeypatch.setattr(huggingface_hub, "snapshot_download", stand_in_snapshot_download)
     llm = load("onnx", model="phi3-mini", device="dml")
     assert calls == [(PREBUILT_REPO, [f"{PREBUILT_DML_INT4}/*"])]  # that subfolder only
-    assert llm.model.name == "phi3-mini" and llm.precision == "int4" and llm.model_is_prebuilt
-    assert llm.prepared_folder.name == PREBUILT_DML_INT4.split("/")[1] and llm.target_built == "dml"
+    assert llm.model.name == "phi3-mini" and llm.precision == "int4" and llm.plan.settings["prebuilt"]
+    assert llm.prepared_folder.name == PREBUILT_DML_INT4.split("/")[1] and llm.plan.settings["built_for"] == "dml"
     assert "Paris" in llm.ask(FRANCE, max_new_tokens=16)
 
 
@@ -275,7 +267,11 @@ def test_sampling_options_reach_the_runtime(load_backend, monkeypatch):
     resp = llm.generate(FRANCE, temperature=0.7, top_p=0.9, max_new_tokens=12)
     assert resp.text().strip() and 0 < resp.metrics.tokens <= 12
     (sampled,) = calls
-    assert sampled["do_sample"] is True and sampled["temperature"] == pytest.approx(0.7) and sampled["top_p"] == pytest.approx(0.9)
+    assert (
+        sampled["do_sample"] is True
+        and sampled["temperature"] == pytest.approx(0.7)
+        and sampled["top_p"] == pytest.approx(0.9)
+    )
     assert sampled["max_length"] == resp.metrics.prompt_tokens + 12
     calls.clear()
     llm.generate(FRANCE, max_new_tokens=4).text()  # greedy: no sampling options reach the runtime

@@ -95,7 +95,7 @@ def test_multi_turn_second_answer_uses_the_first(load_backend, backend_name):
     # rendered as Markdown, with the live metrics line from Response.metrics
     assert shown_markdown(second) == safe_markdown(second.text)
     m = second.response.metrics
-    assert m.finish_reason == "stop" and m.tokens > 0 and m.ttft_s is not None
+    assert m.finish_reason == "ended" and m.tokens > 0 and m.ttft_s is not None
     assert f"{m.tokens} tokens" in second.metrics.value and "first token" in second.metrics.value
     assert_idle(w)
 
@@ -167,7 +167,7 @@ def test_stop_mid_answer_then_a_normal_answer(load_backend, backend_name):
     # the partial answer stays in the history, and the next question works
     assert w.history[-1]["content"] == turn.text and turn.text
     after = ask(w, FRANCE)
-    assert "Paris" in after.text and after.response.metrics.finish_reason == "stop"
+    assert "Paris" in after.text and after.response.metrics.finish_reason == "ended"
 
 
 def test_stop_when_idle_is_safe(llm):
@@ -178,15 +178,12 @@ def test_stop_when_idle_is_safe(llm):
     assert "Paris" in ask(w, FRANCE).text
 
 
-def test_clear_empties_history_view_and_runtime_cache(llm, monkeypatch):
-    resets = []
-    monkeypatch.setattr(llm, "reset", lambda: resets.append(1))
+def test_clear_empties_history_and_view(llm):
     w = chat_widget(llm)
     ask(w, FRANCE)
     assert len(w.history) == 2 and len(w.conversation.children) == 1
     w.clear_button.click()
     assert w.history == [] and w.conversation.children == () and w.turns == []
-    assert resets == [1]
     assert "cleared" in w.hint.value
     assert_idle(w)
 
@@ -337,13 +334,3 @@ def test_model_html_cannot_run_in_the_page():
 def test_refuses_what_is_not_a_model():
     with pytest.raises(Phi3Error, match="chat_widget needs a loaded model"):
         chat_widget("openvino")
-
-
-def test_widget_benchmark_measures_latency_and_overhead(llm):
-    from phi3_helpers.widgets.bench import bench_widget
-
-    r = bench_widget(llm, runs=2, max_new_tokens=12)
-    assert r["tokens_per_answer"] > 1 and r["pieces"] > 0 and 0 < r["paints"] <= r["pieces"] + 2 * r["runs"]
-    assert 0 <= r["latency_ms_median"] <= r["latency_ms_p95"] <= r["latency_ms_max"]
-    assert r["decode_ms_per_token_with_widget"] > 0 and r["decode_ms_per_token_without_widget"] > 0
-    assert len(r["decode_ms_per_token_runs_with"]) == len(r["decode_ms_per_token_runs_without"]) == 2

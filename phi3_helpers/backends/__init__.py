@@ -1,49 +1,69 @@
-"""Backends by name. Each lives in its own module and imports its runtime lazily, so the package
-imports on machines that lack a runtime (DirectML and the NPU library exist on Windows only)."""
+"""Backends by name: one class each, in its own module (``backends/<module>.py``), that declares
+what it needs and can do (see ``base.py``, the contract). The registry only names the class; it
+reads everything else from the class, so nothing outside ``backends/`` switches on a name.
+
+Each module imports its runtime lazily, so the package imports on machines that lack a runtime
+(DirectML and the NPU library exist on Windows only).
+"""
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
+import os
 
 from ..errors import BackendUnavailable, UnknownBackend
 
-# name -> (module, class, python packages it needs, how to install them)
-BACKENDS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
-    "transformers": ("phi3_helpers.backends.pytorch", "TransformersBackend", ("torch", "transformers"), "pip install -r requirements.txt"),
-    "openvino": ("phi3_helpers.backends.openvino", "OpenVINOGenAIBackend", ("openvino_genai", "optimum.intel"), "pip install -r requirements.txt"),
-    "openvino-optimum": ("phi3_helpers.backends.openvino", "OptimumOpenVINOBackend", ("optimum.intel",), "pip install -r requirements.txt"),
-    # npu: OpenVINO GenAI on the NPU (CPU when there is none); path="classic" uses the archived
-    # intel-npu-acceleration-library (Windows only), imported only when asked for.
-    "npu": ("phi3_helpers.backends.npu", "NPUBackend", ("openvino_genai", "optimum.intel"), "pip install -r requirements.txt"),
-    # onnx: ONNX Runtime GenAI (DirectML on Windows with onnxruntime-genai-directml, else CPU/CUDA)
-    "onnx": ("phi3_helpers.backends.onnx", "OnnxGenAIBackend", ("onnxruntime_genai",), "pip install -r requirements.txt"),
+#: name -> "module:Class"
+BACKENDS: dict[str, str] = {
+    "transformers": "phi3_helpers.backends.hf:TransformersBackend",
+    "openvino": "phi3_helpers.backends.openvino:OpenVINOGenAIBackend",
+    "openvino-optimum": "phi3_helpers.backends.openvino:OptimumOpenVINOBackend",
+    "npu": "phi3_helpers.backends.npu:NPUBackend", "npu-classic": "phi3_helpers.backends.npu_classic:ClassicNPUBackend",
+    "onnx": "phi3_helpers.backends.onnx:OnnxGenAIBackend",
 }
+#: PHI3_NPU_PATH=classic makes "npu" mean "npu-classic" (the archived library, Windows only).
+NPU_PATH_ENV = "PHI3_NPU_PATH"
 
 
-def backend_class(name: str):
-    """The class of a backend, importing its runtime; clear errors for unknown or missing ones."""
+def resolve_name(name: str, device: str | None = None, path: str | None = None) -> str:
+    """The registry name a load asks for: aliases (npu + path/PHI3_NPU_PATH, openvino on the NPU)."""
+    key = (name or "").strip().lower()
+    if key == "openvino" and str(device or "").strip().upper().startswith("NPU"):
+        from ..models import notice
+
+        # The NPU needs its own export (int4 symmetric, ratio 1.0) and static-shape settings.
+        notice("on the NPU the openvino backend runs as the npu backend (NPU-ready export and settings).")
+        key = "npu"
+    if key == "npu":
+        chosen = (path or os.environ.get(NPU_PATH_ENV) or "maintained").strip().lower()
+        if chosen not in {"maintained", "classic"}:
+            from ..errors import InvalidOption
+
+            raise InvalidOption(
+                f"path must be 'maintained' (OpenVINO GenAI) or 'classic' (intel-npu-acceleration-library); "
+                f"got {chosen!r} (from path= or ${NPU_PATH_ENV}); or use --backend npu-classic."
+            )
+        key = "npu-classic" if chosen == "classic" else "npu"
+    elif path is not None:
+        from ..errors import InvalidOption
+
+        raise InvalidOption(f"path= is an option of the npu backend only, not of {name!r}.")
+    return key
+
+
+def backend_class(name: str, check: bool = True):
+    """The class of a backend; with ``check``, a clear error when its runtime is missing."""
     key = (name or "").strip().lower()
     if key not in BACKENDS:
         raise UnknownBackend(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}.")
-    module, cls, needs, how = BACKENDS[key]
-    for pkg in needs:
-        try:
-            found = importlib.util.find_spec(pkg) is not None
-        except ModuleNotFoundError:
-            found = False
-        if not found:
-            raise BackendUnavailable(f"backend {key!r} needs the Python package {pkg!r}, which is not installed; run: {how}")
-    return getattr(importlib.import_module(module), cls)
+    module, cls_name = BACKENDS[key].split(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    why = cls.missing() if check else ""
+    if why:
+        raise BackendUnavailable(why)
+    return cls
 
 
 def available_backends() -> dict[str, str]:
     """Each backend name -> '' when usable here, else the reason it is not."""
-    out = {}
-    for name in BACKENDS:
-        try:
-            backend_class(name)
-            out[name] = ""
-        except Exception as exc:  # report, don't fail: this is for listings
-            out[name] = str(exc)
-    return out
+    return {name: backend_class(name, check=False).missing() for name in BACKENDS}

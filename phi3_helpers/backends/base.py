@@ -1,33 +1,79 @@
-"""What every backend is: token ids in, token ids out; the rest is shared.
+"""The backend contract: what every backend declares, resolves and implements.
 
-A backend implements ``_load()`` and ``stream_tokens(input_ids, options, stop)``, a generator of
-token-id lists that ends when the model is done or ``stop`` is set. Prompt formatting (the
-tokenizer's chat template), tokenization, context checks, detokenization and metrics live here,
-so the caller never needs to know which runtime produced the tokens.
+A backend is one class. It DECLARES, as class attributes (read by the registry, ``devices`` and
+the bench, so no code outside ``backends/`` switches on a backend's name):
+
+    name, runtime      "openvino", "OpenVINO GenAI"
+    requires           Python modules it imports (checked before loading), ``install`` says how
+    precisions         accepted precisions, the first is the default
+    options            its own keyword options and their defaults (unknown ones are refused)
+
+It RESOLVES choices into a frozen :class:`Plan` before any runtime loads (classmethods, no load):
+
+    plan(model, device, precision, **options) -> Plan     device, precision, folder, notices
+    prepared_path(plan) -> Path | None                    where its prepared folder lives
+    prepare(plan) -> Plan                                 export/build/fetch that folder (once)
+    devices_here() / precisions_on(device)                what the bench measures here
+    device_report() -> rows                               for ``python -m phi3_helpers devices``
+
+It IMPLEMENTS two methods; the constructor only loads the plan:
+
+    _load()                                 load the runtime's model from ``self.prepared_folder``
+    stream_tokens(input_ids, options, stop) a generator of token-id lists; ends on eos,
+                                            max_new_tokens, or when ``stop`` is set
+
+Prompt formatting (the tokenizer's chat template), tokenization, context checks, detokenization
+and metrics live here, so the caller never needs to know which runtime produced the tokens.
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
+import importlib.util
 import threading
+import time
+import types
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
-from ..errors import EmptyPrompt, InvalidOption, PromptTooLong, SessionBusy, UnknownPrecision
+from ..errors import EmptyPrompt, InvalidOption, ModelFolderError, PromptTooLong, SessionBusy, UnknownPrecision
 from ..models import ModelSource, resolve_model
 from ..options import GenerationOptions
 from ..prefix import PrefixCache, chat_ids, check_reuse_cache
 from ..response import Response
 
 Messages = Sequence[dict]
+INSTALL = "pip install -r requirements.txt"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every choice of a load, made before any runtime loads: plain data a test can check.
+
+    ``folder`` is what the runtime will load (None until ``prepare`` knows it, e.g. a download);
+    ``settings`` holds the backend's resolved options; ``notices`` are shown before loading.
+    """
+
+    backend: str
+    model: ModelSource
+    device: str
+    precision: str
+    folder: Path | None = None
+    notices: tuple[str, ...] = ()
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "settings", types.MappingProxyType(dict(self.settings)))
+
+    def replace(self, **changes: Any) -> "Plan":
+        return dataclasses.replace(self, **changes)
 
 
 def as_messages(prompt: str | Messages, system: str | None = None) -> list[dict]:
     """Accept a plain question or a list of {"role", "content"} messages; refuse empty input."""
-    if isinstance(prompt, str):
-        msgs = [{"role": "user", "content": prompt}]
-    else:
-        msgs = [dict(m) for m in prompt]
+    msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
     if system:
         msgs = [{"role": "system", "content": system}] + [m for m in msgs if m.get("role") != "system"]
     if not msgs:
@@ -42,66 +88,155 @@ def as_messages(prompt: str | Messages, system: str | None = None) -> list[dict]
     return msgs
 
 
+def positive_int(name: str, value: Any, default: int | None = None) -> int | None:
+    """A whole number above 0 (or the default when None), else a one-line InvalidOption."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        hint = f"; the default is {default}" if default is not None else ""
+        raise InvalidOption(f"{name} must be a whole number above 0 (got {value!r}){hint}.")
+    return value
+
+
 class Backend(abc.ABC):
-    """A loaded model on one runtime, device and precision."""
+    """A loaded model on one runtime, device and precision (see the module docstring: the contract)."""
 
     name: ClassVar[str] = ""
-    #: Precisions this backend accepts; the first is the default.
-    precisions: ClassVar[tuple[str, ...]] = ()
     runtime: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ("transformers",)
+    install: ClassVar[str] = INSTALL
+    precisions: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[Mapping[str, Any]] = {}
 
-    def __init__(
-        self,
-        model: ModelSource | str | None = None,
-        device: str | None = None,
-        precision: str | None = None,
-        *,
-        reuse_cache: bool = True,
-    ):
-        # cheap checks first, so a typo fails before a slow model build or download
-        self.reuse_cache = check_reuse_cache(reuse_cache)
+    # -- declarations read without loading -------------------------------------------------
+    @classmethod
+    def missing(cls) -> str:
+        """'' when this backend can load here, else the one-line reason (names the install)."""
+        for pkg in cls.requires:
+            try:
+                found = importlib.util.find_spec(pkg) is not None
+            except ModuleNotFoundError:
+                found = False
+            if not found:
+                return (
+                    f"backend {cls.name!r} needs the Python package {pkg!r}, which is not installed; run: {cls.install}"
+                )
+        return ""
+
+    @classmethod
+    def devices_here(cls) -> list[str | None]:
+        """Devices worth measuring on this machine (None: let the backend choose)."""
+        return ["CPU"]
+
+    @classmethod
+    def precisions_on(cls, device: str | None) -> tuple[str, ...]:
+        """Precisions this backend can run on ``device``."""
+        return cls.precisions
+
+    @classmethod
+    def device_report(cls) -> list[dict]:
+        """Rows of {backend, device, available, detail} for ``python -m phi3_helpers devices``."""
+        return [{"backend": cls.name, "device": "CPU", "available": True, "detail": cls.runtime}]
+
+    # -- choices, resolved before loading -----------------------------------------------------
+    @classmethod
+    def check_precision(cls, precision: str | None) -> str:
+        p = (precision or cls.precisions[0]).lower()
+        if p not in cls.precisions:
+            raise UnknownPrecision(
+                f"precision {precision!r} is not available for backend {cls.name!r}; use one of "
+                f"{', '.join(cls.precisions)}."
+            )
+        return p
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> dict:
+        options = dict(options)
+        # every backend keeps its KV cache between answers unless told not to (phi3_helpers.prefix)
+        reuse = check_reuse_cache(options.pop("reuse_cache", True))
+        unknown = sorted(set(options) - set(cls.options))
+        if unknown:
+            valid = ", ".join([*cls.options, "reuse_cache"])
+            raise InvalidOption(f"backend {cls.name!r} has no option {unknown[0]!r}; its options are: {valid}.")
+        return {**cls.options, **options, "reuse_cache": reuse}
+
+    @classmethod
+    def choose_device(cls, device: str | None, settings: dict, notices: list[str]) -> str:
+        """The device to run on; may add a notice (e.g. a fallback) to ``notices``."""
+        return (device or "CPU").upper()
+
+    @classmethod
+    def plan(cls, model=None, device: str | None = None, precision: str | None = None, **options: Any) -> Plan:
+        """Resolve every choice (cheap checks first, so a typo fails before a slow build)."""
+        settings = cls.check_options(options)
+        precision = cls.check_precision(precision)
+        notices: list[str] = []
+        device = cls.choose_device(device, settings, notices)
+        source = model if isinstance(model, ModelSource) else resolve_model(model)
+        plan = Plan(cls.name, source, device, precision, None, tuple(notices), settings)
+        return plan.replace(folder=cls.prepared_path(plan))
+
+    @classmethod
+    def prepared_path(cls, plan: Plan) -> Path | None:
+        """Where the folder the runtime loads lives (no build); the Hugging Face folder by default."""
+        return plan.model.folder
+
+    @classmethod
+    def prepare(cls, plan: Plan) -> Plan:
+        """Make ``plan.folder`` ready (export, build or fetch it once); returns the plan with it."""
+        return plan
+
+    # -- loading ------------------------------------------------------------------------------
+    def __init__(self, plan: Plan):
+        """Load a prepared plan (``phi3_helpers.load`` makes and prepares it)."""
+        self.plan = plan
+        self.device, self.precision, self.model = plan.device, plan.precision, plan.model
+        self.prepared_folder: Path = Path(plan.folder or plan.model.folder)
+        self.reuse_cache = bool(plan.settings.get("reuse_cache", True))
         #: the token ids the runtime's KV cache holds between answers (see phi3_helpers.prefix)
         self.kv = PrefixCache(self.reuse_cache)
-        self.precision = self._check_precision(precision)
-        self.device = self._pick_device(device)
-        self.model = model if isinstance(model, ModelSource) else resolve_model(model)
-        self.prepared_folder: Path = self.model.folder  # what the runtime loads; exports set their own
+        t0 = time.perf_counter()
         from transformers import AutoTokenizer
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.model.folder))
         except Exception as exc:
-            from ..errors import ModelFolderError
-
             raise ModelFolderError(
                 f"could not read the tokenizer in {self.model.folder} ({type(exc).__name__}); "
                 "delete the folder and run again to rebuild it, or point --model at a complete folder."
             ) from None
-        self.eos_token_ids = self._eos_ids()
+        self.eos_token_ids = eos_ids(self.model.folder, self.tokenizer)
         self._busy = threading.Lock()
         self._current: Response | None = None
         self._load()
+        self.load_seconds = time.perf_counter() - t0
 
-    # -- to implement ------------------------------------------------------------------------
     @abc.abstractmethod
     def _load(self) -> None:
-        """Export/compile as needed and load the runtime's model."""
+        """Load the runtime's model from ``self.prepared_folder``."""
 
     @abc.abstractmethod
-    def stream_tokens(self, input_ids: list[int], options: GenerationOptions, stop: threading.Event) -> Iterator[list[int]]:
+    def stream_tokens(
+        self, input_ids: list[int], options: GenerationOptions, stop: threading.Event
+    ) -> Iterator[list[int]]:
         """Yield lists of generated token ids; end on eos, max_new_tokens, or when ``stop`` is set."""
 
-    def _pick_device(self, device: str | None) -> str:
-        return (device or "CPU").upper()
+    def reset(self) -> None:
+        """Forget runtime state kept between answers (the KV cache); the next prompt is prefilled whole."""
+        self.kv.reset()
 
-    @property
-    def max_prompt_tokens(self) -> int:
-        """Longest prompt the loaded model accepts (static-shape runtimes such as NPU lower this)."""
-        return self.context_length
+    def close(self) -> None:
+        """Free the runtime's memory."""
 
+    # -- limits -------------------------------------------------------------------------------
     @property
     def context_length(self) -> int:
         return self.model.context_length
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        """Longest prompt the loaded model accepts (static-shape runtimes such as the NPU lower this)."""
+        return self.context_length
 
     def _prompt_too_long(self, n: int, limit: int) -> str:
         """The one-line message for a prompt of ``n`` tokens over ``limit`` (backends add their own fix)."""
@@ -111,30 +246,6 @@ class Backend(abc.ABC):
         )
 
     # -- shared ------------------------------------------------------------------------------
-    def _check_precision(self, precision: str | None) -> str:
-        p = (precision or self.precisions[0]).lower()
-        if p not in self.precisions:
-            raise UnknownPrecision(
-                f"precision {precision!r} is not available for backend {self.name!r}; use one of {', '.join(self.precisions)}."
-            )
-        return p
-
-    def _eos_ids(self) -> frozenset[int]:
-        import json
-
-        ids: set[int] = set()
-        for fname in ("generation_config.json", "config.json"):
-            f = Path(self.model.folder) / fname
-            if f.is_file():
-                v = json.loads(f.read_text()).get("eos_token_id")
-                if isinstance(v, int):
-                    ids.add(v)
-                elif isinstance(v, list):
-                    ids.update(int(x) for x in v)
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(int(self.tokenizer.eos_token_id))
-        return frozenset(ids)
-
     def describe(self) -> str:
         return f"{self.name} | {self.device} | {self.precision} | {self.model.name}"
 
@@ -150,26 +261,18 @@ class Backend(abc.ABC):
         ids = chat_ids(self.tokenizer, messages, self.format_prompt, self.eos_token_ids)
         if ids is not None:
             return ids
-        text = self.format_prompt(messages)
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return list(self.tokenizer(self.format_prompt(messages), add_special_tokens=False)["input_ids"])
 
     def count_tokens(self, messages: Messages) -> int:
         return len(self.encode(messages))
 
     def generate(
-        self,
-        prompt: str | Messages,
-        options: GenerationOptions | dict | None = None,
-        *,
-        system: str | None = None,
-        on_done=None,
-        notices: list[str] | None = None,
-        **overrides: Any,
+        self, prompt: str | Messages, options: GenerationOptions | dict | None = None, *, system: str | None = None,
+        on_done=None, notices: list[str] | None = None, **overrides: Any,
     ) -> Response:
         """Start an answer; returns a Response to iterate (generation runs as you read it)."""
         opts = GenerationOptions.make(options, **overrides)
-        msgs = as_messages(prompt, system)
-        ids = self.encode(msgs)
+        ids = self.encode(as_messages(prompt, system))
         limit = self.max_prompt_tokens
         if len(ids) > limit:
             raise PromptTooLong(self._prompt_too_long(len(ids), limit))
@@ -191,9 +294,16 @@ class Backend(abc.ABC):
             if on_done is not None:
                 on_done(resp)
 
-        resp = Response(tokens(), self.tokenizer, stop, len(ids), opts.max_new_tokens, done, notices, self.eos_token_ids)
+        resp = Response(
+            tokens(), self.tokenizer, stop, len(ids), opts.max_new_tokens, done, notices, self.eos_token_ids
+        )
         self._current = resp
         return resp
+
+    @property
+    def busy(self) -> bool:
+        """True while an answer is being generated."""
+        return self._busy.locked()
 
     def stop(self) -> None:
         """Stop the answer being generated, if any."""
@@ -210,9 +320,26 @@ class Backend(abc.ABC):
 
         return ChatSession(self, system=system, options=GenerationOptions.make(None, **options))
 
-    def reset(self) -> None:
-        """Forget runtime state kept between answers (the KV cache); the next prompt is prefilled whole."""
-        self.kv.reset()
 
-    def close(self) -> None:
-        """Free the runtime's memory."""
+def eos_ids(folder: Path, tokenizer) -> frozenset[int]:
+    """The model's end-of-answer ids: GenerationConfig's eos_token_id (one or a list) and the tokenizer's.
+
+    GenerationConfig reads generation_config.json, else derives it from config.json; a folder with
+    neither (an ONNX Runtime GenAI folder keeps its own in genai_config.json) has the tokenizer's only.
+    """
+    from transformers import AutoConfig, GenerationConfig
+
+    def from_config(f):
+        return GenerationConfig.from_model_config(AutoConfig.from_pretrained(f))
+
+    value = None
+    for read in (GenerationConfig.from_pretrained, from_config):
+        try:
+            value = read(str(folder)).eos_token_id
+            break
+        except (OSError, ValueError):
+            continue
+    ids = {int(x) for x in (value if isinstance(value, (list, tuple)) else [value]) if x is not None}
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return frozenset(ids)

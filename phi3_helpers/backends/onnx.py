@@ -1,15 +1,7 @@
-"""Phi-3 on ONNX Runtime GenAI: DirectML on a Windows PC's GPU, CUDA on NVIDIA, CPU anywhere.
+"""Backend ``onnx``: Phi-3 on ONNX Runtime GenAI (DirectML on a Windows PC's GPU, CUDA on NVIDIA, CPU anywhere).
 
-The execution provider follows what is installed (one ONNX Runtime GenAI package per machine):
-
-  onnxruntime-genai-directml  -> dml   (Windows, any DirectX 12 GPU)
-  onnxruntime-genai-cuda      -> cuda  (NVIDIA GPU with CUDA)
-  onnxruntime-genai           -> cpu
-
-A one-line notice says which provider runs and why. Asking for ``dml`` (or ``cuda``) where its
-package is missing falls back to the CPU with a notice, or raises a clear error with
-``fallback_to_cpu=False``. :func:`choose_provider` is a pure function of the installed packages,
-so every case can be tested on any machine.
+The execution provider follows what is installed (``onnx_provider.py``); the model folder is built
+with the runtime's model builder, or Microsoft's prebuilt one is fetched (``onnx_build.py``).
 
 Generation is the runtime's own token loop (og.Generator: append_tokens, then
 generate_next_token until done). It is a pull loop, so it runs in the reader's thread with no
@@ -20,265 +12,165 @@ prompt gives the same ids everywhere.
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import json
 import os
-import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
-from ..errors import BackendUnavailable, DeviceUnavailable, InvalidOption, ModelFolderError, UnknownDevice, UnknownPrecision
-from ..models import MODEL_ENV, PHI3_MINI, ModelSource, hub_reachable, notice
+from ..errors import (
+    BackendUnavailable, DeviceUnavailable, InvalidOption, ModelFolderError, UnknownDevice, UnknownPrecision,
+)
+from ..models import MODEL_ENV, PHI3_MINI, ModelSource, hub_reachable, resolve_model
 from ..options import GenerationOptions
-from .base import Backend
+from .base import Backend, Plan, positive_int
 from .onnx_build import (
-    PREBUILT_REPO,
-    TARGET_NAMES,
-    build_onnx_model,
-    build_record,
-    built_for,
-    check_combination,
-    check_onnx_folder,
-    fetch_prebuilt_phi3_dml,
-    is_onnx_folder,
+    PRECISIONS_BY_TARGET, PREBUILT_DML_INT4, PREBUILT_REPO, TARGET_NAMES, build_onnx_model, build_record, built_for,
+    check_combination, check_onnx_folder, fetch_prebuilt_phi3_dml, is_onnx_folder, onnx_folder,
+)
+from .onnx_provider import (  # noqa: F401  (re-exported: chapter 2 shows the provider choice)
+    _DEVICE_NAMES,
+    GENAI_PACKAGES,
+    INSTALL_HINTS,
+    ProviderChoice,
+    choose_provider,
+    device_report,
+    installed_packages,
+    normalize_device,
+    package_conflicts,
 )
 
-# -- which execution provider -------------------------------------------------------------------
-#: provider -> the ONNX Runtime GenAI package that brings it
-GENAI_PACKAGES = {"dml": "onnxruntime-genai-directml", "cuda": "onnxruntime-genai-cuda", "cpu": "onnxruntime-genai"}
-INSTALL_HINTS = {
-    "dml": "on Windows: pip install onnxruntime-genai-directml==0.13.1 (and no plain onnxruntime beside it)",
-    "cuda": "with an NVIDIA GPU and CUDA 12: pip install onnxruntime-genai-cuda",
-    "cpu": "pip install -r requirements.txt",
-}
-_DEVICE_NAMES = {"auto": None, "": None, "cpu": "cpu", "dml": "dml", "directml": "dml", "cuda": "cuda", "gpu": "gpu"}
+
+def pick_target(target: str | None, choice: ProviderChoice) -> str:
+    """The provider to build the folder for: ``target``, else the device asked, else the one chosen."""
+    if target is not None:
+        t = _DEVICE_NAMES.get(str(target).strip().lower())
+        if t not in TARGET_NAMES:
+            raise UnknownDevice(f"target {target!r} is not a provider to build for; use cpu, dml or cuda.")
+        return t
+    if choice.asked in {"dml", "cuda"}:
+        return choice.asked  # build what was asked for, even when it runs on the CPU here
+    return choice.provider
 
 
-@dataclass(frozen=True)
-class ProviderChoice:
-    """The execution provider to run on, what was asked, and why (one line)."""
-
-    provider: str  # cpu | dml | cuda
-    asked: str | None  # None (auto), cpu, dml, cuda or gpu
-    reason: str
-
-    @property
-    def fell_back(self) -> bool:
-        """A GPU provider was asked but is not installed, so the CPU runs instead."""
-        return self.asked in {"dml", "cuda", "gpu"} and self.provider == "cpu"
-
-    @property
-    def notice(self) -> str:
-        return f"ONNX Runtime GenAI runs on {TARGET_NAMES[self.provider]}: {self.reason}"
-
-
-def installed_packages() -> frozenset[str]:
-    """The ONNX Runtime (GenAI) distributions installed here, by their PyPI names."""
-    names = set(GENAI_PACKAGES.values()) | {"onnxruntime", "onnxruntime-directml", "onnxruntime-gpu"}
-    found = set()
-    for name in names:
-        try:
-            md.version(name)
-            found.add(name)
-        except md.PackageNotFoundError:
-            pass
-    return frozenset(found)
-
-
-def package_conflicts(installed: Iterable[str]) -> list[str]:
-    """Package mixes known to break provider loading, each with its fix (one line each)."""
-    have = set(installed)
-    out = []
-    genai = [p for p in GENAI_PACKAGES.values() if p in have]
-    if len(genai) > 1:
-        out.append(f"{' and '.join(genai)} are both installed and share one module; keep only one (pip uninstall {genai[-1]}).")
-    if "onnxruntime-directml" in have and "onnxruntime" in have:
-        out.append(
-            "plain onnxruntime is installed beside onnxruntime-directml (symptom: 'Specified provider is not supported'); "
-            "pip uninstall onnxruntime onnxruntime-directml, then pip install onnxruntime-genai-directml==0.13.1."
+def use_prebuilt(model, precision: str | None, target: str, prebuilt: bool | None) -> bool:
+    """phi3-mini, int4, for DirectML: Microsoft's prebuilt folder (about 2 GB) beats downloading
+    7.6 GB of weights and building. Only that case; ``prebuilt=False`` builds instead."""
+    if prebuilt is False:
+        return False
+    if target != "dml" or (precision or "int4").lower() != "int4":
+        if prebuilt:
+            raise InvalidOption(
+                "prebuilt=True is only for phi3-mini at int4 for DirectML (device='dml'); drop it to build the model."
+            )
+        return False
+    name = model.name if isinstance(model, ModelSource) else model if model is not None else os.environ.get(MODEL_ENV)
+    if name is None:  # the default model: the real Phi-3 when the hub is reachable
+        name = PHI3_MINI if hub_reachable()[0] else None
+    if prebuilt and name != PHI3_MINI:
+        raise InvalidOption(
+            f"prebuilt=True is only for {PHI3_MINI} (int4, DirectML), not {name!r}; drop it to build the model."
         )
-    return out
+    return name == PHI3_MINI
 
 
-def normalize_device(device: str | None) -> str | None:
-    """'DML', 'DirectML', 'gpu', 'auto'... -> dml, gpu, None; unknown names are refused."""
-    key = (device or "").strip().lower()
-    if key not in _DEVICE_NAMES:
-        extra = " (for the NPU use the npu or openvino backend)" if key.startswith("npu") else ""
-        raise UnknownDevice(f"unknown device {device!r} for the onnx backend; use auto, cpu, dml (DirectML) or cuda{extra}.")
-    return _DEVICE_NAMES[key]
-
-
-def choose_provider(device: str | None, installed: Iterable[str], fallback_to_cpu: bool = True) -> ProviderChoice:
-    """Pick the execution provider from the device asked and the packages installed.
-
-    Pure: ``installed`` is a set of distribution names (see :func:`installed_packages`).
-    """
-    have = set(installed)
-    asked = normalize_device(device)
-    if not any(p in have for p in GENAI_PACKAGES.values()):
-        raise BackendUnavailable(f"no ONNX Runtime GenAI package is installed; {INSTALL_HINTS['cpu']} (or {INSTALL_HINTS['dml']}).")
-    present = [p for p in ("dml", "cuda") if GENAI_PACKAGES[p] in have]
-    if asked is None:
-        if present:
-            p = present[0]
-            return ProviderChoice(p, None, f"{GENAI_PACKAGES[p]} is installed.")
-        return ProviderChoice(
-            "cpu", None, f"only the CPU package {GENAI_PACKAGES['cpu']} is installed (DirectML needs {GENAI_PACKAGES['dml']}, on Windows)."
-        )
-    if asked == "cpu":
-        return ProviderChoice("cpu", "cpu", "the CPU was asked for.")
-    wanted = [asked] if asked in {"dml", "cuda"} else ["dml", "cuda"]  # gpu: whichever is installed
-    for p in wanted:
-        if p in present:
-            return ProviderChoice(p, asked, f"{TARGET_NAMES[p]} was asked for and {GENAI_PACKAGES[p]} is installed.")
-    label = TARGET_NAMES[wanted[0]] if asked != "gpu" else "a GPU"
-    pkgs = " or ".join(GENAI_PACKAGES[p] for p in wanted)
-    where = " (it exists for Windows only)" if "dml" in wanted and sys.platform != "win32" else ""
-    if not fallback_to_cpu:
-        raise DeviceUnavailable(
-            f"{label} was asked for, but {pkgs} is not installed{where}; {INSTALL_HINTS[wanted[0]]}, or use device='cpu'."
-        )
-    return ProviderChoice("cpu", asked, f"{label} was asked for, but {pkgs} is not installed{where}; falling back to the CPU.")
-
-
-def device_report() -> list[dict]:
-    """One row per ONNX Runtime GenAI provider (dml, cuda, cpu): available here, and why not."""
-    have = installed_packages()
-    rows = []
-    try:
-        import onnxruntime_genai as og
-    except Exception as exc:  # a broken install must still be reported, not crash the listing
-        og = None
-        broken = f"onnxruntime_genai does not import ({type(exc).__name__}: {exc})"
-    probes = {"dml": "is_dml_available", "cuda": "is_cuda_available"}
-    for p in ("dml", "cuda", "cpu"):
-        pkg = GENAI_PACKAGES[p]
-        if og is None:
-            ok, detail = False, broken
-        elif p == "cpu":
-            ok = True
-            pkgs = ", ".join(f"{n} {md.version(n)}" for n in GENAI_PACKAGES.values() if n in have)
-            detail = f"{pkgs}; {os.cpu_count()} logical CPUs"
-        elif pkg not in have:
-            ok = False
-            where = " (Windows only)" if p == "dml" and sys.platform != "win32" else ""
-            detail = f"{pkg} is not installed{where}; {INSTALL_HINTS[p]}"
-        else:
-            try:
-                ok = bool(getattr(og, probes[p])())
-            except Exception as exc:
-                ok = False
-                detail = f"{pkg} {md.version(pkg)} is installed but the provider did not load ({exc})"
-            else:  # a build flag: the GPU and its driver are only tried when a model loads
-                what = "DirectML (needs a DirectX 12 GPU driver)" if p == "dml" else "CUDA (needs an NVIDIA driver and CUDA 12)"
-                detail = f"{pkg} {md.version(pkg)}: built with {what}" if ok else f"{pkg} {md.version(pkg)} is installed but not built with {TARGET_NAMES[p]}; reinstall it"
-        rows.append({"backend": "onnx", "device": p.upper(), "available": ok, "detail": detail})
-    for c in package_conflicts(have):
-        rows.append({"backend": "onnx", "device": "-", "available": False, "detail": "conflict: " + c})
-    return rows
-
-
-# -- the backend ---------------------------------------------------------------------------------
 class OnnxGenAIBackend(Backend):
     """Phi-3 through ONNX Runtime GenAI.
 
-    ``model`` may also be a ready GenAI folder (with genai_config.json). Extra options:
-    ``target`` the provider to build the model for (default: the device asked, else the one
-    chosen), ``fallback_to_cpu`` (default True), ``prebuilt`` (phi3-mini int4 on DirectML:
-    use Microsoft's prebuilt folder; default yes), ``threads`` (CPU threads; default one per physical core),
-    ``rebuild`` (build the folder again).
+    ``model`` may also be a ready GenAI folder (with genai_config.json). Options: ``target`` the
+    provider to build the model for (default: the device asked, else the one chosen),
+    ``fallback_to_cpu`` (default True), ``prebuilt`` (phi3-mini int4 on DirectML: use Microsoft's
+    prebuilt folder; default yes), ``threads`` (CPU threads; default one per physical core),
+    ``rebuild`` (build the folder again). ``plan.settings`` records the provider ``choice``, the
+    ``target`` and what the folder is ``built_for``.
     """
 
     name = "onnx"
     runtime = "ONNX Runtime GenAI"
+    requires = ("transformers", "onnxruntime_genai")
     precisions = ("int4", "fp16", "fp32")
+    options = {"target": None, "fallback_to_cpu": True, "prebuilt": None, "threads": None, "rebuild": False}
 
-    def __init__(
-        self,
-        model: ModelSource | str | os.PathLike | None = None,
-        device: str | None = None,
-        precision: str | None = None,
-        *,
-        target: str | None = None,
-        fallback_to_cpu: bool = True,
-        prebuilt: bool | None = None,
-        threads: int | None = None,
-        rebuild: bool = False,
-        reuse_cache: bool = True,
-    ):
-        self.fallback_to_cpu = bool(fallback_to_cpu)
-        self.threads = threads
-        self.rebuild = rebuild
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise InvalidOption(f"threads must be a whole number of CPU threads, 1 or more (got {threads!r}).")
-        self.choice = choose_provider(device, installed_packages(), self.fallback_to_cpu)
-        self.target = self.target_built = self._pick_target(target)
-        self._ready_folder: Path | None = None
-        source = model
-        if not isinstance(model, ModelSource) and model is not None and is_onnx_folder(Path(model).expanduser()):
-            self._ready_folder = Path(model).expanduser().resolve()
-            source = ModelSource(self._ready_folder.name, self._ready_folder)
-        elif self._use_prebuilt(model, precision, prebuilt):
-            self._ready_folder = fetch_prebuilt_phi3_dml()
-            source = ModelSource(PHI3_MINI, self._ready_folder, PREBUILT_REPO)
-        self._genai: dict = check_onnx_folder(self._ready_folder) if self._ready_folder else {}
-        super().__init__(source, device, precision, reuse_cache=reuse_cache)
+    @classmethod
+    def devices_here(cls) -> list[str | None]:
+        return [choose_provider(None, installed_packages()).provider.upper()]
 
-    def _pick_target(self, target: str | None) -> str:
-        if target is not None:
-            t = _DEVICE_NAMES.get(str(target).strip().lower())
-            if t not in TARGET_NAMES:
-                raise UnknownDevice(f"target {target!r} is not a provider to build for; use cpu, dml or cuda.")
-            return t
-        if self.choice.asked in {"dml", "cuda"}:
-            return self.choice.asked  # build what was asked for, even when it runs on the CPU here
-        return self.choice.provider
+    @classmethod
+    def precisions_on(cls, device: str | None) -> tuple[str, ...]:
+        return PRECISIONS_BY_TARGET.get((device or "cpu").lower(), cls.precisions)
 
-    def _use_prebuilt(self, model, precision, prebuilt: bool | None) -> bool:
-        """phi3-mini, int4, for DirectML: Microsoft's prebuilt folder (about 2 GB) beats downloading
-        7.6 GB of weights and building. Only that case; ``prebuilt=False`` builds instead."""
-        if prebuilt is False:
-            return False
-        if self.target != "dml" or (precision or self.precisions[0]).lower() != "int4":
-            if prebuilt:
-                raise InvalidOption("prebuilt=True is only for phi3-mini at int4 for DirectML (device='dml'); drop it to build the model.")
-            return False
-        name = model.name if isinstance(model, ModelSource) else model if model is not None else os.environ.get(MODEL_ENV)
-        if name is None:  # the default model: the real Phi-3 when the hub is reachable
-            name = PHI3_MINI if hub_reachable()[0] else None
-        if prebuilt and name != PHI3_MINI:
-            raise InvalidOption(f"prebuilt=True is only for {PHI3_MINI} (int4, DirectML), not {name!r}; drop it to build the model.")
-        return name == PHI3_MINI
+    @classmethod
+    def device_report(cls) -> list[dict]:
+        return device_report()
 
-    # -- checks the base class calls first -------------------------------------------------------
-    def _check_precision(self, precision: str | None) -> str:
-        if self._ready_folder is not None:
-            built = str(build_record(self._ready_folder).get("precision") or ("int4" if self.model_is_prebuilt else "")).lower()
-            if precision and built and precision.lower() != built:
-                raise UnknownPrecision(f"{self._ready_folder} holds a {built} model; drop precision= or build a {precision} folder.")
-            return (precision or built or "as built").lower()
-        p = super()._check_precision(precision)
-        check_combination(p, self.target)
-        return p
+    @classmethod
+    def plan(cls, model=None, device: str | None = None, precision: str | None = None, **options) -> Plan:
+        s = cls.check_options(options)
+        positive_int("threads", s["threads"])
+        s["choice"] = choice = choose_provider(device, installed_packages(), bool(s["fallback_to_cpu"]))
+        s["target"] = target = pick_target(s["target"], choice)
+        path = None if isinstance(model, ModelSource) or model is None else Path(model).expanduser()
+        folder = None
+        if path is not None and is_onnx_folder(path):  # a ready GenAI folder
+            folder = path.resolve()
+            source = ModelSource(folder.name, folder)
+            built = str(
+                build_record(folder).get("precision") or ("int4" if PREBUILT_REPO.split("/")[1] in str(folder) else "")
+            )
+            if precision and built and precision.lower() != built.lower():
+                raise UnknownPrecision(
+                    f"{folder} holds a {built} model; drop precision= or build a {precision} folder."
+                )
+            precision = (precision or built or "as built").lower()
+            s["built_for"] = built_for(check_onnx_folder(folder))
+        elif use_prebuilt(model, precision, target, s["prebuilt"]):
+            precision, s["prebuilt"], s["built_for"] = "int4", True, "dml"
+            source = ModelSource(
+                PHI3_MINI, Path(PREBUILT_REPO) / PREBUILT_DML_INT4, PREBUILT_REPO
+            )  # fetched by prepare
+        else:
+            precision = super().check_precision(precision)
+            check_combination(precision, target)
+            source = model if isinstance(model, ModelSource) else resolve_model(model)
+            folder, s["built_for"] = onnx_folder(source, precision, target), target
+        s["prebuilt"] = bool(s["prebuilt"]) and folder is None
+        notices = [choice.notice]
+        if s["built_for"] != choice.provider:
+            notices[0] = notices[0].rstrip(".") + "; " + cls.reconcile(s, folder or source.folder)
+        return Plan(cls.name, source, choice.provider.upper(), precision, folder, tuple(notices), s)
 
-    @property
-    def model_is_prebuilt(self) -> bool:
-        return self._ready_folder is not None and PREBUILT_REPO.split("/")[1] in str(self._ready_folder)
+    @staticmethod
+    def reconcile(settings: dict, folder: Path) -> str:
+        """A folder built for another provider: run it on the CPU (said in the notice), or say how to fix it."""
+        built, runs = settings["built_for"], settings["choice"].provider
+        if runs == "cpu" and built in GENAI_PACKAGES:
+            if not settings["fallback_to_cpu"]:
+                raise DeviceUnavailable(
+                    f"{folder} was built for {TARGET_NAMES[built]}, which is not installed here; build it for the CPU "
+                    f"(target='cpu'), install {GENAI_PACKAGES[built]}, or allow fallback_to_cpu=True."
+                )
+            settings["clear_providers"] = True  # the ONNX graph itself runs on the CPU provider too
+            return f"the model folder was built for {TARGET_NAMES[built]} and runs on the CPU here."
+        raise ModelFolderError(
+            f"{folder} was built for {TARGET_NAMES.get(built, built)}, but ONNX Runtime GenAI runs on "
+            f"{TARGET_NAMES[runs]} here; "
+            f"build it for {TARGET_NAMES[runs]} (python -m phi3_helpers prepare --backend onnx --device {runs}) or "
+            "use device='cpu'."
+        )
 
-    def _pick_device(self, device: str | None) -> str:
-        return self.choice.provider.upper()
+    @classmethod
+    def prepared_path(cls, plan: Plan) -> Path | None:
+        return plan.folder
 
-    @property
-    def context_length(self) -> int:
-        m = self._genai.get("model", {})
-        n = m.get("context_length") or self._genai.get("search", {}).get("max_length")
-        return int(n) if n else self.model.context_length
-
-    def describe(self) -> str:
-        return f"{self.name} | {self.device} | {self.precision} (built for {TARGET_NAMES.get(self.target_built, self.target_built)}) | {self.model.name}"
+    @classmethod
+    def prepare(cls, plan: Plan) -> Plan:
+        s = plan.settings
+        if s["prebuilt"]:
+            folder = fetch_prebuilt_phi3_dml()
+            return plan.replace(model=ModelSource(PHI3_MINI, folder, PREBUILT_REPO), folder=folder)
+        if plan.folder is not None and plan.folder == plan.model.folder:  # a ready folder
+            return plan
+        return plan.replace(folder=build_onnx_model(plan.model, plan.precision, s["target"], rebuild=s["rebuild"]))
 
     # -- load ------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -286,65 +178,55 @@ class OnnxGenAIBackend(Backend):
             import onnxruntime_genai as og
         except ImportError as exc:
             raise BackendUnavailable(f"onnxruntime_genai does not import ({exc}); {INSTALL_HINTS['cpu']}.") from None
-        if self._ready_folder is not None:
-            folder = self._ready_folder
-        else:
-            folder = build_onnx_model(self.model, self.precision, self.target, rebuild=self.rebuild)
-            self._genai = check_onnx_folder(folder)
-        self.prepared_folder = folder
-        self.target_built = built_for(self._genai)
-        config = og.Config(str(folder))
-        line = self.choice.notice
-        if self.target_built != self.choice.provider:
-            line = line.rstrip(".") + "; " + self._reconcile(config)
-        if self.choice.provider == "cpu" and hasattr(config, "overlay"):
+        self.genai_config = check_onnx_folder(self.prepared_folder)
+        config = og.Config(str(self.prepared_folder))
+        if self.plan.settings.get("clear_providers"):
+            config.clear_providers()
+        if self.device == "CPU" and hasattr(config, "overlay"):
             # ORT GenAI runs the CPU on one thread unless told otherwise. 0 is ONNX Runtime's own
             # default, one thread per physical core (logical cores would oversubscribe SMT laptops).
             # Set at load time, so a folder stays right for any machine it is copied to.
-            n = self.threads or 0
+            n = self.plan.settings["threads"] or 0
             config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": n}}}}))
-        notice(line)
         try:
             self.og_model = og.Model(config)
         except Exception as exc:
-            raise self._explain(exc, folder) from None
+            raise self._explain(exc, self.prepared_folder) from None
         # int4 (and fp16) kernels compute a token's keys and values in a one-token decode step slightly
         # differently than in a prefill; fp32 is exact. Elsewhere an answer is prefilled again with the
         # next turn (measured: otherwise greedy chats drift from the same chat without reuse).
         self.kv.decoded_reusable = self.precision == "fp32"
-        eos = self._genai.get("model", {}).get("eos_token_id")
+        eos = self.genai_config.get("model", {}).get("eos_token_id")
         extra = eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else []
         self.eos_token_ids = frozenset(self.eos_token_ids | {int(i) for i in extra})
 
-    def _reconcile(self, config) -> str:
-        """A folder built for another provider: run it on the CPU, or say how to fix it."""
-        built, runs = self.target_built, self.choice.provider
-        folder = self.prepared_folder
-        if runs == "cpu" and built in GENAI_PACKAGES:
-            if not self.fallback_to_cpu:
-                raise DeviceUnavailable(
-                    f"{folder} was built for {TARGET_NAMES[built]}, which is not installed here; "
-                    f"build it for the CPU (target='cpu'), install {GENAI_PACKAGES[built]}, or allow fallback_to_cpu=True."
-                )
-            config.clear_providers()  # the ONNX graph itself runs on the CPU provider too
-            return f"the model folder was built for {TARGET_NAMES[built]} and runs on the CPU here."
-        name = TARGET_NAMES.get(built, built)
-        raise ModelFolderError(
-            f"{folder} was built for {name}, but ONNX Runtime GenAI runs on {TARGET_NAMES[runs]} here; build it for "
-            f"{TARGET_NAMES[runs]} (python -m phi3_helpers prepare --backend onnx --device {runs}) or use device='cpu'."
-        )
-
-    def _explain(self, exc: Exception, folder: Path) -> Exception:
+    @staticmethod
+    def _explain(exc: Exception, folder: Path) -> Exception:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "provider" in msg.lower() or "interface not available" in msg.lower():
             return DeviceUnavailable(
-                f"ONNX Runtime GenAI could not start the model's execution provider ({msg}); check `python -m phi3_helpers devices` "
+                f"ONNX Runtime GenAI could not start the model's execution provider ({msg}); check `python -m "
+                "phi3_helpers devices` "
                 "and that only one ONNX Runtime GenAI package is installed, or use device='cpu'."
             )
-        return ModelFolderError(f"ONNX Runtime GenAI could not load {folder} ({msg}); delete the folder and build it again.")
+        return ModelFolderError(
+            f"ONNX Runtime GenAI could not load {folder} ({msg}); delete the folder and build it again."
+        )
+
+    @property
+    def context_length(self) -> int:
+        m = self.genai_config.get("model", {})
+        n = m.get("context_length") or self.genai_config.get("search", {}).get("max_length")
+        return int(n) if n else self.model.context_length
+
+    def describe(self) -> str:
+        built = TARGET_NAMES.get(self.plan.settings["built_for"], self.plan.settings["built_for"])
+        return f"{self.name} | {self.device} | {self.precision} (built for {built}) | {self.model.name}"
 
     # -- generate ----------------------------------------------------------------------------
-    def stream_tokens(self, input_ids: list[int], options: GenerationOptions, stop: threading.Event) -> Iterator[list[int]]:
+    def stream_tokens(
+        self, input_ids: list[int], options: GenerationOptions, stop: threading.Event
+    ) -> Iterator[list[int]]:
         # One og.Generator is kept between answers (as in onnxruntime-genai's model-chat.py): a new
         # prompt rewinds it to the part it shares with what the generator holds and appends the rest.
         generator, keep = self._generator(options, input_ids)

@@ -30,9 +30,7 @@ from ..models.cache import atomic_folder, cache_root, folder_size
 
 #: Precisions the builder supports per target provider (its own list of valid combinations).
 PRECISIONS_BY_TARGET: dict[str, tuple[str, ...]] = {
-    "cpu": ("int4", "fp32"),
-    "dml": ("int4", "fp16"),
-    "cuda": ("int4", "fp16", "fp32"),
+    "cpu": ("int4", "fp32"), "dml": ("int4", "fp16"), "cuda": ("int4", "fp16", "fp32"),
 }
 TARGET_NAMES = {"cpu": "CPU", "dml": "DirectML", "cuda": "CUDA"}
 BUILD_RECORD = "phi3_helpers_build.json"
@@ -48,7 +46,8 @@ def check_combination(precision: str, target: str) -> None:
     if precision not in ok:
         alt = [t for t, ps in PRECISIONS_BY_TARGET.items() if precision in ps]
         raise UnknownPrecision(
-            f"ONNX Runtime GenAI builds {precision} models for {', '.join(TARGET_NAMES[t] for t in alt) or 'no provider'}, "
+            f"ONNX Runtime GenAI builds {precision} models for "
+            f"{', '.join(TARGET_NAMES[t] for t in alt) or 'no provider'}, "
             f"not for {TARGET_NAMES.get(target, target)}; on {TARGET_NAMES.get(target, target)} use precision "
             f"{' or '.join(ok)}, or pick another device."
         )
@@ -62,12 +61,19 @@ def onnx_folder(model: ModelSource, precision: str, target: str) -> Path:
     return cache_root() / "onnx" / f"{name}-{precision}-{target}"
 
 
-def builder_command(source: Path | str, out: Path | str, precision: str, target: str, cache: Path | str = "cache") -> list[str]:
+def builder_command(
+    source: Path | str, out: Path | str, precision: str, target: str, cache: Path | str = "cache"
+) -> list[str]:
     """The model-builder command line (also shown to learners)."""
-    return [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out), "-p", precision, "-e", target, "-c", str(cache)]
+    return [
+        sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out), "-p", precision,
+        "-e", target, "-c", str(cache),
+    ]
 
 
-def build_onnx_model(model: ModelSource, precision: str = "int4", target: str = "cpu", rebuild: bool = False, progress=notice) -> Path:
+def build_onnx_model(
+    model: ModelSource, precision: str = "int4", target: str = "cpu", rebuild: bool = False, progress=notice
+) -> Path:
     """Build (once) the GenAI folder of ``model`` for ``precision`` on ``target``; returns it."""
     check_combination(precision, target)
     out = onnx_folder(model, precision, target)
@@ -75,7 +81,10 @@ def build_onnx_model(model: ModelSource, precision: str = "int4", target: str = 
         check_onnx_folder(out)
         return out
     show = shlex.join(["python"] + builder_command(model.folder, out, precision, target)[1:])
-    progress(f"Building {model.name} for ONNX Runtime GenAI, {precision} for {TARGET_NAMES[target]} (once; cached in {out}) ...")
+    progress(
+        f"Building {model.name} for ONNX Runtime GenAI, {precision} for {TARGET_NAMES[target]} (once; cached in "
+        f"{out}) ..."
+    )
     progress("Same as: " + show)
     t0 = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +94,9 @@ def build_onnx_model(model: ModelSource, precision: str = "int4", target: str = 
         _run_builder(cmd, log)
         if not (tmp / "genai_config.json").is_file():
             raise Phi3Error(f"the ONNX model builder wrote no genai_config.json; see its log: {_tail(log)}")
-        record = {"model": model.name, "source": str(model.folder), "precision": precision, "target": target, "command": show}
+        record = {
+            "model": model.name, "source": str(model.folder), "precision": precision, "target": target, "command": show,
+        }
         try:
             import importlib.metadata as md
 
@@ -109,7 +120,9 @@ def _run_builder(cmd: list[str], log: Path) -> None:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            raise BuildInterrupted("the ONNX model build was interrupted; nothing was kept - run it again to rebuild.") from None
+            raise BuildInterrupted(
+                "the ONNX model build was interrupted; nothing was kept - run it again to rebuild."
+            ) from None
     if rc != 0:
         raise Phi3Error(f"the ONNX model builder failed (exit code {rc}): {_tail(log)}")
 
@@ -189,14 +202,6 @@ def build_record(folder: Path | str) -> dict:
 
 
 __all__ = [
-    "PRECISIONS_BY_TARGET",
-    "build_onnx_model",
-    "builder_command",
-    "check_combination",
-    "check_onnx_folder",
-    "built_for",
-    "fetch_prebuilt_phi3_dml",
-    "is_onnx_folder",
-    "onnx_folder",
-    "PHI3_MINI",
+    "PRECISIONS_BY_TARGET", "build_onnx_model", "builder_command", "check_combination", "check_onnx_folder",
+    "built_for", "fetch_prebuilt_phi3_dml", "is_onnx_folder", "onnx_folder", "PHI3_MINI",
 ]

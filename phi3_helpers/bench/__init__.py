@@ -3,20 +3,17 @@
 For each backend x precision x device: load time, time to first token (TTFT) and ms per output
 token at a short (~32 tokens) and a long (~1,000 tokens, or the model's limit) prompt, tokens/s,
 peak memory and size on disk; a warm-up run, then the median (and min/max) of several runs.
-In the same run, each backend is compared with its runtime driven through its own API (the raw
-loops in ``raw.py``): the ratio helper / raw of ms per token is the helper's overhead.
+Everything is measured through the backends themselves (``load`` and ``generate``), next to the
+runtime's own timings where it reports them (OpenVINO GenAI's perf_metrics) and the helper's own
+cost per token (a replay of real token ids through the bridge and Response, no runtime behind it).
 
 Each configuration runs in a fresh process (``worker.py``), so peak memory and runtime thread
-pools never mix. Writes ``bench.json`` and ``bench.png`` into ``--output``.
-
-Greedy decoding with the model's end-of-text token honoured, on both sides: prompts ask for long
-answers, so runs normally produce exactly ``--tokens`` tokens; when one stops earlier, the tokens
-actually produced are reported and ms per token is computed over them.
+pools never mix. Writes ``bench.json`` and ``bench.png`` into ``output``. Which devices and
+precisions each backend has here comes from the backend classes (``devices_here``, ``precisions_on``).
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import importlib.metadata as md
 import json
@@ -28,11 +25,10 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
+from ..errors import BackendUnavailable, ExportFailed, InvalidOption, UnknownBackend, UnknownDevice, UnknownPrecision
 from .report import markdown_table, plot, summary_lines
 
-EXIT_BAD_INPUT = 2
 DEFAULT_OUTPUT = "artifacts/bench"
 
 
@@ -44,12 +40,11 @@ class Settings:
     long_warmup: int  # untimed runs before the long ones
     max_new_tokens: int
     long_tokens: int  # target length of the long prompt
-    overhead_pairs: int  # helper/raw pairs
     timeout_s: float  # per configuration
 
 
-QUICK = Settings(runs=3, long_runs=1, warmup=1, long_warmup=0, max_new_tokens=24, long_tokens=512, overhead_pairs=2, timeout_s=300)
-FULL = Settings(runs=5, long_runs=3, warmup=1, long_warmup=1, max_new_tokens=128, long_tokens=1000, overhead_pairs=8, timeout_s=1800)
+QUICK = Settings(runs=3, long_runs=1, warmup=1, long_warmup=0, max_new_tokens=24, long_tokens=512, timeout_s=900)
+FULL = Settings(runs=5, long_runs=3, warmup=1, long_warmup=1, max_new_tokens=128, long_tokens=1000, timeout_s=1800)
 
 
 @dataclass(frozen=True)
@@ -63,125 +58,67 @@ class Config:
         return f"{self.backend} {self.precision} {self.device or 'auto'}"
 
 
-class BadInput(Exception):
-    """Refused command-line input; the message names the fix."""
-
-
-class ExportFailed(BadInput):
-    """Building an export (before any timing) failed; the message names the fix."""
-
-
-# -- what to measure ----------------------------------------------------------------------------
-def backend_devices(name: str) -> list[str | None]:
-    """Devices worth measuring for a backend on this machine."""
-    if name == "transformers":
-        return ["CPU"]
-    if name in {"openvino", "openvino-optimum"}:
-        from ..backends.openvino import available_devices
-
-        found = available_devices()
-        # The NPU wants its own export and settings: the npu backend measures it.
-        return [d for d in ("CPU", "GPU") if any(f.split(".", 1)[0] == d for f in found)] or ["CPU"]
-    if name == "npu":
-        from ..backends.npu import detect_npu
-
-        # No NPU: let the backend fall back to the CPU itself, so its result says "fallback".
-        return ["NPU" if detect_npu().present else None]
-    if name == "onnx":
-        from ..backends.onnx import choose_provider, installed_packages
-
-        return [choose_provider(None, installed_packages()).provider.upper()]
-    return [None]
-
-
-def device_precisions(name: str, device: str | None) -> tuple[str, ...] | None:
-    """Precisions a backend can run on a device, when that is narrower than its list (else None)."""
-    if name == "onnx" and device:
-        from ..backends.onnx_build import PRECISIONS_BY_TARGET
-
-        return tuple(PRECISIONS_BY_TARGET.get(device.lower(), ())) or None
-    return None
-
-
-def plan(
-    backends: Sequence[str] | None,
-    precisions: Sequence[str] | None,
-    devices: Sequence[str] | None,
-    quick: bool,
-) -> tuple[list[Config], list[dict]]:
-    """The configurations to measure, and the skipped ones with their reasons."""
+def plan(backends, precisions, devices, quick: bool) -> tuple[list[Config], list[dict]]:
+    """The configurations to measure, and the skipped ones with their reasons (read from the backend classes)."""
+    from .. import DEFAULT_BACKEND
     from ..backends import BACKENDS, available_backends, backend_class
 
     status = available_backends()
-    if backends:
-        unknown = [b for b in backends if b not in BACKENDS]
-        if unknown:
-            raise BadInput(f"unknown backend {unknown[0]!r}; use one or more of {', '.join(BACKENDS)} (comma-separated).")
-        missing = [b for b in backends if status[b]]
-        if missing:
-            raise BadInput(f"backend {missing[0]!r} is not usable here: {status[missing[0]]}")
-        names = list(dict.fromkeys(backends))
-    else:
-        names = [b for b in BACKENDS if not status[b]]
-    skipped = [{"backend": b, "status": "skipped", "reason": status[b]} for b in BACKENDS if b not in names and status[b]]
+    for b in backends or []:
+        if b not in BACKENDS:
+            raise UnknownBackend(f"unknown backend {b!r}; use one or more of {', '.join(BACKENDS)} (comma-separated).")
+        if status[b]:
+            raise BackendUnavailable(f"backend {b!r} is not usable here: {status[b]}")
+    names = list(dict.fromkeys(backends)) if backends else [b for b in BACKENDS if not status[b]]
+    skipped = [{"backend": b, "status": "skipped", "reason": why} for b, why in status.items()
+               if b not in names and why]
 
-    wanted_devices = {d.upper() for d in devices} if devices else None
-    if wanted_devices:
-        bad = sorted(d for d in wanted_devices if d not in {"CPU", "GPU", "NPU", "DML", "CUDA"})
-        if bad:
-            raise BadInput(f"unknown device {bad[0]!r}; use CPU, GPU, NPU (or DML/CUDA for onnx), comma-separated.")
-    all_precisions = set()
+    def skip(reason: str, **where) -> None:
+        skipped.append({**where, "status": "skipped", "reason": reason})
+
+    wanted = {d.upper() for d in devices or []}
+    for d in sorted(wanted - {"CPU", "GPU", "NPU", "DML", "CUDA"}):
+        raise UnknownDevice(f"unknown device {d!r}; use CPU, GPU, NPU (or DML/CUDA for onnx), comma-separated.")
+    known = {p for b in BACKENDS for p in backend_class(b, check=False).precisions}
+    for p in precisions or []:
+        if p not in known:
+            raise UnknownPrecision(f"unknown precision {p!r}; use one or more of {', '.join(sorted(known))}.")
     configs: list[Config] = []
     for name in names:
         cls = backend_class(name)
-        all_precisions.update(cls.precisions)
         if precisions:
             chosen = [p for p in cls.precisions if p in precisions]
-        elif quick and name != "openvino":
-            chosen = [cls.precisions[0]]  # quick: every precision of openvino, the default of the others
-        else:
-            chosen = list(cls.precisions)
+        else:  # quick: every precision of the default backend, the default of the others
+            chosen = list(cls.precisions) if not quick or name == DEFAULT_BACKEND else [cls.precisions[0]]
         if not chosen:
-            skipped.append({"backend": name, "status": "skipped", "reason": f"none of the precisions asked for; it has {', '.join(cls.precisions)}"})
-            continue
-        for device in backend_devices(name):
-            if wanted_devices and (device or "CPU") not in wanted_devices:  # None: the backend's own choice, the CPU here
-                skipped.append({"backend": name, "device": device, "status": "skipped", "reason": "device not asked for"})
+            skip(f"none of the precisions asked for; it has {', '.join(cls.precisions)}", backend=name)
+        for device in cls.devices_here() if chosen else []:
+            if wanted and (device or "CPU") not in wanted:  # None: the backend's own choice, the CPU here
+                skip("device not asked for", backend=name, device=device)
                 continue
-            usable = device_precisions(name, device)
             for p in chosen:
-                if usable is None or p in usable:
+                if p in cls.precisions_on(device):
                     configs.append(Config(name, p, device))
                 else:
-                    skipped.append({"backend": name, "precision": p, "device": device, "status": "skipped", "reason": f"{name} has no {p} on {device}"})
-    if precisions:
-        bad = [p for p in precisions if p not in all_precisions]
-        if bad:
-            raise BadInput(f"unknown precision {bad[0]!r}; use one or more of {', '.join(sorted(all_precisions))}.")
+                    skip(f"{name} has no {p} on {device}", backend=name, precision=p, device=device)
     if not configs:
-        raise BadInput("nothing to measure with these choices; run `python -m phi3_helpers devices` to see what is available.")
+        raise InvalidOption("nothing to measure with these choices; run `python -m phi3_helpers devices` to see what "
+                            "is available.")
     return configs, skipped
 
 
 # -- exports are built before timing ------------------------------------------------------------
 def export_ready(cfg: Config, model) -> bool | None:
-    """True/False when the export this config loads is (not) cached; None when it needs none."""
-    if cfg.backend in {"openvino", "openvino-optimum"}:
-        from ..backends.openvino import export_folder, is_complete_export
+    """True/False when the folder this config loads is (not) prepared yet; None when it needs none.
 
-        return is_complete_export(export_folder(model, cfg.precision))
-    if cfg.backend == "npu":
-        from ..backends.npu import DEFAULT_GROUP_SIZE, npu_export_recipe
-        from ..backends.openvino import export_folder, is_complete_export
+    A prepared folder exists only when complete: exports and builds are renamed into place at the end.
+    """
+    from ..backends import backend_class
 
-        recipe = npu_export_recipe(model, DEFAULT_GROUP_SIZE)
-        return is_complete_export(export_folder(model, recipe.precision, recipe.variant))
-    if cfg.backend == "onnx":
-        from ..backends.onnx_build import onnx_folder
-
-        target = (cfg.device or "CPU").lower()
-        return (onnx_folder(model, cfg.precision, target) / "genai_config.json").is_file()
-    return None
+    plan = backend_class(cfg.backend).plan(model, cfg.device, cfg.precision)
+    if plan.folder == plan.model.folder:
+        return None
+    return plan.folder is not None and plan.folder.is_dir()
 
 
 def prepare(cfg: Config, model_arg: str | None, timeout: float) -> float:
@@ -211,16 +148,14 @@ def run_group(cfgs: list[Config], model_arg: str | None, settings: Settings, wor
     todo = list(cfgs)
     while todo:
         base = workdir / todo[0].label.replace(" ", "_")
-        spec_file, out_file, log_file = base.with_suffix(".specs.json"), base.with_suffix(".jsonl"), base.with_suffix(".log")
+        spec_file, out_file, log_file = (base.with_suffix(x) for x in (".specs.json", ".jsonl", ".log"))
         spec_file.write_text(json.dumps([{**asdict(c), **asdict(settings), "model": model_arg} for c in todo]))
         out_file.unlink(missing_ok=True)
         progress(f"measuring {', '.join(c.label for c in todo)} ...")
         try:
             with log_file.open("w") as log:
-                subprocess.run(
-                    [sys.executable, "-m", "phi3_helpers.bench.worker", str(spec_file), str(out_file)],
-                    stdout=log, stderr=subprocess.STDOUT, timeout=settings.timeout_s * len(todo), check=False,
-                )
+                cmd = [sys.executable, "-m", "phi3_helpers.bench.worker", str(spec_file), str(out_file)]
+                subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=settings.timeout_s * len(todo))
             problem = None
         except subprocess.TimeoutExpired:
             problem = f"timed out after {settings.timeout_s * len(todo):.0f} s"
@@ -228,13 +163,19 @@ def run_group(cfgs: list[Config], model_arg: str | None, settings: Settings, wor
         for res in done:
             progress(summary_lines([res])[0])
         results += done
-        todo = todo[len(done):]
+        todo = todo[len(done) :]
         if todo:  # the process died (or hung) on todo[0]: report it, go on with the rest
             tail = (log_file.read_text(errors="replace").strip().splitlines() or ["(no output)"])[-1]
-            results.append({**asdict(todo[0]), "status": "error", "reason": f"{problem or 'the worker died'}: {tail[:300]}"})
+            results.append(
+                {**asdict(todo[0]), "status": "error", "reason": f"{problem or 'the worker died'}: {tail[:300]}"}
+            )
             progress(summary_lines(results[-1:])[0])
             todo = todo[1:]
     return results
+
+
+RUNTIME_DISTS = ("torch", "transformers", "openvino", "openvino-genai", "optimum-intel", "onnxruntime",
+                 "onnxruntime-genai", "onnxruntime-genai-directml")
 
 
 def machine() -> dict:
@@ -247,12 +188,13 @@ def machine() -> dict:
     except OSError:
         pass
     versions = {}
-    for dist in ("torch", "transformers", "openvino", "openvino-genai", "optimum-intel", "onnxruntime", "onnxruntime-genai", "onnxruntime-genai-directml"):
+    for dist in RUNTIME_DISTS:
         try:
             versions[dist] = md.version(dist)
         except md.PackageNotFoundError:
             pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(), "versions": versions}
+    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(),
+            "versions": versions}
 
 
 def _load_avg() -> list[float] | None:
@@ -262,19 +204,14 @@ def _load_avg() -> list[float] | None:
         return None
 
 
-def run(
-    backends=None, precisions=None, devices=None, quick: bool = False, runs: int | None = None, tokens: int | None = None,
-    long_tokens: int | None = None, pairs: int | None = None, output: str | os.PathLike = DEFAULT_OUTPUT, model: str | None = None,
-    progress=None,
-) -> dict:
+def run(backends=None, precisions=None, devices=None, quick: bool = False, runs: int | None = None,
+        tokens: int | None = None, long_tokens: int | None = None, output: str | os.PathLike = DEFAULT_OUTPUT,
+        model: str | None = None, progress=None) -> dict:
     """Run the benchmark and write bench.json + bench.png into ``output``; returns the results."""
     progress = progress or (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     base = QUICK if quick else FULL
-    settings = Settings(
-        runs=runs or base.runs, long_runs=runs or base.long_runs, warmup=base.warmup, long_warmup=base.long_warmup,
-        max_new_tokens=tokens or base.max_new_tokens, long_tokens=long_tokens or base.long_tokens,
-        overhead_pairs=pairs or base.overhead_pairs, timeout_s=base.timeout_s,
-    )
+    settings = Settings(runs or base.runs, runs or base.long_runs, base.warmup, base.long_warmup,
+                        tokens or base.max_new_tokens, long_tokens or base.long_tokens, base.timeout_s)
     configs, skipped = plan(backends, precisions, devices, quick)
     from ..models import resolve_model
 
@@ -287,7 +224,10 @@ def run(
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise BadInput(f"cannot write to --output {str(out_dir)!r} ({exc.strerror or exc}); choose a folder you can write to, e.g. --output {DEFAULT_OUTPUT}") from None
+        raise InvalidOption(
+            f"cannot write to --output {str(out_dir)!r} ({exc.strerror or exc}); choose a folder you can write to, "
+            f"e.g. --output {DEFAULT_OUTPUT}"
+        ) from None
     started = _dt.datetime.now(_dt.timezone.utc)
     exports = []
     for cfg in configs:  # exports first, outside every timing
@@ -307,94 +247,30 @@ def run(
     with tempfile.TemporaryDirectory(prefix="phi3-bench-") as tmp:
         for group in groups:
             results += run_group(group, model_arg, settings, Path(tmp), progress)
-    doc = {
-        "started": started.isoformat(timespec="seconds"),
-        "duration_s": time.perf_counter() - t0,
-        "quick": quick,
-        "model": source.name,
-        "settings": asdict(settings),
-        "machine": {**machine(), "load_avg_before": load_before, "load_avg_after": _load_avg()},
-        "exports_built_first": exports,
-        "results": results,
-        "skipped": skipped,
-        "notes": NOTES,
-    }
+    doc = {"started": started.isoformat(timespec="seconds"), "duration_s": time.perf_counter() - t0, "quick": quick,
+           "model": source.name, "settings": asdict(settings),
+           "machine": {**machine(), "load_avg_before": load_before, "load_avg_after": _load_avg()},
+           "exports_built_first": exports, "results": results, "skipped": skipped, "notes": NOTES}
     (out_dir / "bench.json").write_text(json.dumps(doc, indent=2))
     plot(doc, out_dir / "bench.png")
     return doc
 
 
 NOTES = {
-    "ttft_ms": "time from the start of generation to the first token (prefill of the prompt + one decode step); tokenization excluded",
+    "ttft_ms": "start of generation to the first token (prefill + one decode step); tokenization excluded",
     "ms_per_token": "decode time per token after the first: (time of last token - time of first) / (tokens - 1)",
     "tokens_per_s": "1000 / median ms_per_token (decode speed)",
-    "peak_rss_mb": "peak resident memory (VmHWM) of the process after the helper's runs, before the raw loop loads; MiB (--quick: configurations of one backend share a process; the peak is reset before each load)",
-    "model_rss_mb": "peak_rss_mb minus the resident memory just before load(): what loading and running the model added",
+    "peak_rss_mb": "peak resident memory (VmHWM) of the process after the runs, MiB (--quick: one process per "
+                   "backend, the peak reset before each load)",
+    "model_rss_mb": "peak_rss_mb minus the resident memory just before load(): what the model added",
     "size_on_disk_mb": "size of the folder the runtime loads (weights + configs + tokenizer files); MiB",
-    "load_s": "phi3_helpers.load() with the runtime's Python packages already imported: tokenizer, model load and compile (OpenVINO's compiled-model cache is warm after the first run); exports are built beforehand and not included",
-    "import_s": "importing the runtime's Python packages, once per process (configurations of one backend share it with --quick)",
-    "overhead.ratio": "median helper ms/token / median raw-API ms/token, runs interleaved; 1.00 = no overhead",
-    "overhead.cpu_ratio": "same with process CPU time per token (less sensitive to other jobs on the machine)",
+    "load_s": "phi3_helpers.load() with the runtime's packages imported: tokenizer, model load and compile "
+              "(OpenVINO's compiled-model cache warm after the first run); exports are built beforehand",
+    "import_s": "importing the runtime's Python packages, once per process",
+    "runtime": "the runtime's own TTFT and time per output token for the same runs (OpenVINO GenAI perf_metrics)",
+    "helper_cost_us_per_token": "CPU microseconds the helper adds per token (queue bridge + Response + detokenizer), "
+                                "on a replay of the run's real token ids with no runtime behind it",
 }
 
 
-# -- command line -------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(EXIT_BAD_INPUT, f"error: {message} (see: python -m phi3_helpers bench --help)\n")
-
-
-def _csv(text: str) -> list[str]:
-    return [t.strip().lower() for t in text.split(",") if t.strip()]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="phi3_helpers bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer configurations, runs and tokens: about 1 min 45 s with the offline model on a quiet 2-core machine, more when it is busy (exports are built first, outside the timing)")
-    p.add_argument("--backends", type=_csv, default=None, help="comma-separated, e.g. openvino,transformers (default: every available one)")
-    p.add_argument("--precisions", type=_csv, default=None, help="comma-separated, e.g. int4,fp16 (default: all; --quick: all for openvino, the default for others)")
-    p.add_argument("--devices", type=_csv, default=None, help="comma-separated, e.g. CPU,GPU (default: every device found)")
-    p.add_argument("--runs", type=_positive_int, default=None, help=f"timed runs per prompt length (default {FULL.runs} short, {FULL.long_runs} long; --quick {QUICK.runs} and {QUICK.long_runs})")
-    p.add_argument("--tokens", type=_positive_int, default=None, help=f"new tokens per run (default {FULL.max_new_tokens}; --quick {QUICK.max_new_tokens})")
-    p.add_argument("--long-tokens", type=_positive_int, default=None, help=f"target length of the long prompt (default {FULL.long_tokens}; --quick {QUICK.long_tokens}; capped by the model)")
-    p.add_argument("--pairs", type=_positive_int, default=None, help=f"helper/raw run pairs for the overhead (default {FULL.overhead_pairs}; --quick {QUICK.overhead_pairs})")
-    p.add_argument("--output", default=DEFAULT_OUTPUT, help=f"folder for bench.json and bench.png (default ./{DEFAULT_OUTPUT})")
-    p.add_argument("--model", default=None, help="phi3-mini, smollm2-135m-phi3 or a folder (default: $PHI3_MODEL, else as load() chooses)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    from ..errors import Phi3Error
-
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        doc = run(
-            backends=args.backends, precisions=args.precisions, devices=args.devices, quick=args.quick, runs=args.runs,
-            tokens=args.tokens, long_tokens=args.long_tokens, pairs=args.pairs, output=args.output, model=args.model,
-        )
-    except (BadInput, Phi3Error) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as exc:  # e.g. the disk filled up while writing the results
-        print(f"error: {exc.strerror or exc} ({getattr(exc, 'filename', None) or args.output}); free some space or choose another folder with --output.", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted: no results were written; run the command again to measure.", file=sys.stderr)
-        return 130
-    print(markdown_table(doc))
-    out = Path(args.output)
-    print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'} in {doc['duration_s']:.0f} s", file=sys.stderr)
-    return 0 if all(r.get("status") == "ok" for r in doc["results"]) else 1
-
-
-__all__ = ["main", "run", "plan", "Config", "Settings", "markdown_table", "plot"]
+__all__ = ["run", "plan", "Config", "Settings", "markdown_table", "plot", "DEFAULT_OUTPUT", "QUICK", "FULL"]

@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-
-def load_results(path: str | Path) -> dict:
-    """Read a bench.json (a folder holding one, or the file itself)."""
-    p = Path(path)
-    return json.loads((p / "bench.json" if p.is_dir() else p).read_text())
 
 
 def ok_results(doc: dict) -> list[dict]:
@@ -34,33 +27,38 @@ def summary_lines(results: list[dict]) -> list[str]:
         if r.get("status") != "ok":
             lines.append(f"{label(r) if 'precision' in r else r.get('backend')}: {r.get('status')} - {r.get('reason')}")
             continue
-        s, lg, o = r["prompts"]["short"], r["prompts"]["long"], r.get("overhead", {})
-        ratio = f", overhead x{o['ratio']:.3f}" if o.get("status") == "ok" else ""
+        s, lg = r["prompts"]["short"], r["prompts"]["long"]
         lines.append(
-            f"{label(r)}: load {r['load_s']:.1f} s, TTFT {s['ttft_ms']['median']:.0f}/{lg['ttft_ms']['median']:.0f} ms, "
-            f"{s['ms_per_token']['median']:.1f}/{lg['ms_per_token']['median']:.1f} ms/token (short/long){ratio}"
+            f"{label(r)}: load {r['load_s']:.1f} s, TTFT {s['ttft_ms']['median']:.0f}/{lg['ttft_ms']['median']:.0f} "
+            "ms, "
+            f"{s['ms_per_token']['median']:.1f}/{lg['ms_per_token']['median']:.1f} ms/token (short/long), "
+            f"helper {r['helper_cost_us_per_token']:.0f} us/token"
         )
     return lines
 
 
 def table_rows(doc: dict) -> list[list[str]]:
     """Header + one row per measured configuration."""
-    rows = [[
-        "backend", "precision", "device", "load s", "TTFT short ms", "TTFT long ms", "ms/token short", "ms/token long",
-        "tokens/s", "peak RSS MiB", "disk MiB", "helper/raw",
-    ]]
+    rows = [
+        [
+            "backend", "precision", "device", "load s", "TTFT short ms", "TTFT long ms", "ms/token short",
+            "ms/token long", "tokens/s", "runtime's own ms/token", "helper us/token", "peak RSS MiB", "disk MiB",
+        ]
+    ]
     for r in ok_results(doc):
-        s, lg, o = r["prompts"]["short"], r["prompts"]["long"], r.get("overhead", {})
-        rows.append([
-            r["backend"], r["precision"], (r["device"] or "auto") + (" (fallback)" if r.get("fallback") else ""),
-            _f(r["load_s"]),
-            f"{s['ttft_ms']['median']:.0f} ({s['ttft_ms']['min']:.0f}-{s['ttft_ms']['max']:.0f})",
-            f"{lg['ttft_ms']['median']:.0f} ({lg['ttft_ms']['min']:.0f}-{lg['ttft_ms']['max']:.0f})",
-            f"{s['ms_per_token']['median']:.1f} ({s['ms_per_token']['min']:.1f}-{s['ms_per_token']['max']:.1f})",
-            f"{lg['ms_per_token']['median']:.1f} ({lg['ms_per_token']['min']:.1f}-{lg['ms_per_token']['max']:.1f})",
-            _f(s["tokens_per_s"]), _f(r["peak_rss_mb"], "{:.0f}"), _f(r["size_on_disk_mb"], "{:.0f}"),
-            _f(o.get("ratio"), "{:.3f}") if o.get("status") == "ok" else "-",
-        ])
+        s, lg = r["prompts"]["short"], r["prompts"]["long"]
+        rows.append(
+            [
+                r["backend"], r["precision"], (r["device"] or "auto") + (" (fallback)" if r.get("fallback") else ""),
+                _f(r["load_s"]), f"{s['ttft_ms']['median']:.0f} ({s['ttft_ms']['min']:.0f}-{s['ttft_ms']['max']:.0f})",
+                f"{lg['ttft_ms']['median']:.0f} ({lg['ttft_ms']['min']:.0f}-{lg['ttft_ms']['max']:.0f})",
+                f"{s['ms_per_token']['median']:.1f} ({s['ms_per_token']['min']:.1f}-{s['ms_per_token']['max']:.1f})",
+                f"{lg['ms_per_token']['median']:.1f} ({lg['ms_per_token']['min']:.1f}-{lg['ms_per_token']['max']:.1f})",
+                _f(s["tokens_per_s"]), _f(s["runtime"]["ms_per_token"]["median"]),
+                _f(r["helper_cost_us_per_token"], "{:.0f}"), _f(r["peak_rss_mb"], "{:.0f}"),
+                _f(r["size_on_disk_mb"], "{:.0f}"),
+            ]
+        )
     return rows
 
 
@@ -75,15 +73,18 @@ def markdown_table(doc: dict) -> str:
     lines.append("")
     lines.append(
         f"Model {doc['model']}; prompts of {short} and {long} tokens; {s['max_new_tokens']} new tokens; "
-        f"median of {s['runs']} short-prompt runs ({s['long_runs']} long) after {s['warmup']} warm-up (min-max in brackets); load average "
-        f"{doc['machine'].get('load_avg_before')} -> {doc['machine'].get('load_avg_after')} on {doc['machine']['cores']} cores."
+        f"median of {s['runs']} short-prompt runs ({s['long_runs']} long) after {s['warmup']} warm-up (min-max in "
+        "brackets); load average "
+        f"{doc['machine'].get('load_avg_before')} -> {doc['machine'].get('load_avg_after')} on "
+        f"{doc['machine']['cores']} cores."
     )
     busy = max((doc["machine"].get("load_avg_before") or [0])[:1] + (doc["machine"].get("load_avg_after") or [0])[:1])
     if busy > 0.75 * (doc["machine"].get("cores") or 1):
         lines.append(
-            f"The machine was busy (load average up to {busy:.1f} on {doc['machine']['cores']} cores): other programs shared "
-            "the CPU, so single runs vary by tens of percent (see min-max); compare medians, and read a helper/raw ratio "
-            "against its pairwise spread, not as a 1% measurement."
+            f"The machine was busy (load average up to {busy:.1f} on {doc['machine']['cores']} cores): other "
+            "programs shared "
+            "the CPU, so single runs vary by tens of percent (see min-max); compare medians, and the runtime's own "
+            "ms/token (measured inside the runtime, for the same runs) with the helper's."
         )
     for r in doc["results"]:
         if r.get("status") != "ok":
@@ -93,29 +94,8 @@ def markdown_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def overhead_rows(doc: dict) -> list[list[str]]:
-    rows = [["backend", "precision", "device", "helper ms/token", "raw ms/token", "helper/raw", "pairwise min-max", "CPU-time ratio", "same tokens"]]
-    for r in ok_results(doc):
-        o = r.get("overhead", {})
-        if o.get("status") != "ok":
-            continue
-        rows.append([
-            r["backend"], r["precision"], r["device"] or "auto",
-            f"{o['helper_ms_per_token']['median']:.2f}", f"{o['raw_ms_per_token']['median']:.2f}", f"{o['ratio']:.3f}",
-            f"{o['pair_ratio']['min']:.3f}-{o['pair_ratio']['max']:.3f}", f"{o['cpu_ratio']:.3f}", "yes" if o["same_tokens"] else f"first {o.get('agreeing_tokens', '?')}",
-        ])
-    return rows
-
-
-def markdown_overhead(doc: dict) -> str:
-    rows = overhead_rows(doc)
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    return "\n".join(lines)
-
-
 def plot(doc: dict, path: str | Path | None = None, reference: list[dict] | None = None):
-    """TTFT and ms/token (short and long prompt), size on disk and helper/raw ratio, per config.
+    """TTFT and ms/token (short and long prompt), size on disk and the helper's own cost, per config.
 
     ``reference`` rows ({"label", "ttft_ms", "ms_per_token"}) are drawn beside the measured ones,
     hatched, e.g. published figures for other hardware. Returns the matplotlib figure.
@@ -138,12 +118,21 @@ def plot(doc: dict, path: str | Path | None = None, reference: list[dict] | None
         ys = list(range(n))
         short = [r["prompts"]["short"][key]["median"] for r in res]
         long = [r["prompts"]["long"][key]["median"] for r in res]
-        ax.barh([y - 0.2 for y in ys], short, height=0.4, label=f"short prompt ({res[0]['prompts']['short']['prompt_tokens']} tok)" if res else "short")
-        ax.barh([y + 0.2 for y in ys], long, height=0.4, label=f"long prompt ({res[0]['prompts']['long']['prompt_tokens']} tok)" if res else "long")
+        ax.barh(
+            [y - 0.2 for y in ys], short, height=0.4,
+            label=f"short prompt ({res[0]['prompts']['short']['prompt_tokens']} tok)" if res else "short",
+        )
+        ax.barh(
+            [y + 0.2 for y in ys], long, height=0.4,
+            label=f"long prompt ({res[0]['prompts']['long']['prompt_tokens']} tok)" if res else "long",
+        )
         names = list(labels)
         if ref_key:
             for j, ref in enumerate(refs):
-                ax.barh([n + j], [ref[ref_key]], height=0.4, color="lightgray", hatch="//", edgecolor="gray", label="published (other hardware)" if j == 0 else None)
+                ax.barh(
+                    [n + j], [ref[ref_key]], height=0.4, color="lightgray", hatch="//", edgecolor="gray",
+                    label="published (other hardware)" if j == 0 else None,
+                )
                 names.append(ref["label"])
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.invert_yaxis()
@@ -160,18 +149,13 @@ def plot(doc: dict, path: str | Path | None = None, reference: list[dict] | None
     ax_disk.set_title("Size on disk")
     ax_disk.set_xlabel("MiB")
     ax_disk.grid(axis="x", alpha=0.3)
-    over = [(label(r), r["overhead"]) for r in res if r.get("overhead", {}).get("status") == "ok"]
-    ax_over.barh(range(len(over)), [o["ratio"] for _, o in over], color="tab:purple")
-    for i, (_, o) in enumerate(over):
-        lo, hi = o["pair_ratio"]["min"], o["pair_ratio"]["max"]
-        ax_over.plot([lo, hi], [i, i], color="black", lw=1)
-    ax_over.axvline(1.0, color="black", lw=0.8)
-    ax_over.axvline(1.01, color="red", lw=0.8, ls="--", label="target 1.01")
-    ax_over.set_yticks(range(len(over)), [n for n, _ in over], fontsize=8)
+    share = [r["helper_cost_us_per_token"] / 10 / r["prompts"]["short"]["ms_per_token"]["median"] for r in res]
+    ax_over.barh(range(len(res)), share, color="tab:purple")
+    ax_over.set_yticks(range(len(res)), labels, fontsize=8)
     ax_over.invert_yaxis()
-    ax_over.set_title("Helper overhead: ms/token, helper / raw API (line: pairwise min-max)")
+    ax_over.set_title("The helper's own cost: % of the time per token (replay, no runtime)")
     ax_over.title.set_fontsize(9)
-    ax_over.legend(fontsize=7)
+    ax_over.set_xlabel("%")
     ax_over.grid(axis="x", alpha=0.3)
     fig.suptitle(f"{doc['model']} on {doc['machine']['cpu']} ({doc['machine']['cores']} cores)", fontsize=10)
     fig.tight_layout()

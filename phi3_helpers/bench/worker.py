@@ -5,9 +5,9 @@
 The bench starts one process per configuration (--quick: one per backend, with the peak-memory
 counter reset between its configurations), so runtimes' thread pools and memory never mix.
 
-Order: load through phi3_helpers (load time), warm-up, timed runs at the short and the long prompt,
-peak memory; then the same runtime loaded with its own API and the overhead pairs (helper run and
-raw run interleaved, the order alternating, so a noisy neighbour hits both sides alike).
+Order: load through phi3_helpers (load time), warm-up, timed runs at the short and the long prompt
+(each read as a user reads it; the runtime's own timings of the same run beside it, where it reports
+them), peak memory, then the helper's own cost per token on a replay of real token ids.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import statistics
 import sys
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
-from .raw import Run, median_interval, raw_loop_for, runtime_folder
+from ..models.cache import folder_size
 
 SYSTEM = "You are a helpful assistant."
 SHORT_QUESTION = "Tell me a long story about a robot who learns to paint."
@@ -72,8 +74,25 @@ def reset_peak_rss() -> None:
         pass
 
 
-def folder_mb(folder: Path) -> float:
-    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 2**20
+@dataclass
+class Run:
+    """One timed answer, read through the helper; ``runtime_*`` are the runtime's own timings of it."""
+
+    ttft_ms: float
+    ms_per_token: float | None  # None when fewer than 2 tokens came out
+    tokens: int
+    total_s: float
+    cpu_ms_per_token: float  # process CPU time of the whole call / tokens (threads included)
+    token_ids: list[int] = field(default_factory=list, repr=False)
+    median_interval_ms: float | None = None  # robust to a run being preempted now and then
+    runtime_ttft_ms: float | None = None
+    runtime_ms_per_token: float | None = None
+
+
+def median_interval(stamps: Sequence[tuple[float, int]]) -> float | None:
+    """Median ms per token between successive (time, tokens so far) stamps."""
+    gaps = [(t1 - t0) * 1000.0 / (n1 - n0) for (t0, n0), (t1, n1) in zip(stamps, stamps[1:]) if n1 > n0]
+    return statistics.median(gaps) if gaps else None
 
 
 class Prompts:
@@ -111,6 +130,14 @@ class Prompts:
         return msgs, self.llm.encode(msgs)
 
 
+def runtime_timings(llm) -> tuple[float | None, float | None]:
+    """(TTFT ms, ms per output token) of the last answer as the runtime itself measured them, if it does."""
+    perf = getattr(llm, "perf_metrics", None)  # OpenVINO GenAI backends keep the last answer's perf_metrics
+    if perf is None:
+        return None, None
+    return float(perf.get_ttft().mean), float(perf.get_tpot().mean)
+
+
 def helper_run(llm, messages, max_new_tokens: int) -> Run:
     """One answer through phi3_helpers, read as a user reads it (text pieces); timings from its metrics."""
     resp = llm.generate(messages, max_new_tokens=max_new_tokens)  # tokenizes; generation starts when read
@@ -122,7 +149,10 @@ def helper_run(llm, messages, max_new_tokens: int) -> Run:
     m = resp.metrics
     if resp.error is not None or not m.tokens or m.ttft_s is None:
         raise RuntimeError(f"the helper produced no tokens ({m.finish_reason})")
-    return Run(m.ttft_s * 1000.0, m.ms_per_token, m.tokens, m.total_s, cpu * 1000.0 / m.tokens, list(resp.token_ids), median_interval(stamps))
+    return Run(
+        m.ttft_s * 1000.0, m.ms_per_token, m.tokens, m.total_s, cpu * 1000.0 / m.tokens, list(resp.token_ids),
+        median_interval(stamps), *runtime_timings(llm),
+    )
 
 
 def spread(values: list[float]) -> dict:
@@ -141,6 +171,10 @@ def summarize(runs: list[Run], prompt_tokens: int) -> dict:
         "ms_per_token": ms,
         "tokens_per_s": 1000.0 / ms["median"] if ms["median"] else None,
         "cpu_ms_per_token": spread([r.cpu_ms_per_token for r in runs]),
+        "runtime": {
+            "ttft_ms": spread([r.runtime_ttft_ms for r in runs]),
+            "ms_per_token": spread([r.runtime_ms_per_token for r in runs]),
+        },
         "runs": len(runs),
     }
 
@@ -157,15 +191,12 @@ def measure(spec: dict) -> dict:
     llm = load(spec["backend"], model=spec.get("model"), device=spec.get("device"), precision=spec["precision"])
     out["load_s"] = time.perf_counter() - t0
     out.update(
-        device=llm.device,
-        fallback=bool(getattr(llm, "fallback", False)),
-        runtime=llm.runtime,
-        model=llm.model.name,
-        folder=str(runtime_folder(llm)),
-        size_on_disk_mb=folder_mb(runtime_folder(llm)),
+        device=llm.device, fallback=bool(getattr(llm, "fallback", False)), runtime=llm.runtime, model=llm.model.name,
+        folder=str(llm.prepared_folder), size_on_disk_mb=folder_size(llm.prepared_folder) / 2**20,
     )
     prompts = Prompts(llm, int(spec["long_tokens"]), n_new)
     out["prompts"] = {}
+    last: Run | None = None
     for length in ("short", "long"):
         for _ in range(int(spec["warmup"] if length == "short" else spec["long_warmup"])):
             helper_run(llm, prompts.next(length)[0], n_new)
@@ -173,74 +204,15 @@ def measure(spec: dict) -> dict:
         for _ in range(int(spec["runs"] if length == "short" else spec["long_runs"])):
             msgs, ids = prompts.next(length)
             sizes.append(len(ids))
-            runs.append(helper_run(llm, msgs, n_new))
+            runs.append(last := helper_run(llm, msgs, n_new))
         out["prompts"][length] = summarize(runs, statistics.median(sizes))
-    out["peak_rss_mb"] = peak_rss_mb()  # before the raw loop loads a second copy
+    out["peak_rss_mb"] = peak_rss_mb()
     out["model_rss_mb"] = out["peak_rss_mb"] - rss_before
-
-    out["overhead"] = overhead(llm, prompts, n_new, int(spec["overhead_pairs"]))
+    out["helper_cost_us_per_token"] = helper_cost_us(llm, last.token_ids)
     llm.close()
     del llm
     gc.collect()
     return out
-
-
-def overhead(llm, prompts: Prompts, max_new_tokens: int, pairs: int) -> dict:
-    """Helper vs raw API on the same prompt ids and token count, interleaved (ABBA...)."""
-    raw = raw_loop_for(llm)
-    if raw is None:
-        return {"status": "skipped", "reason": f"no raw loop for {llm.name} ({llm.runtime})"}
-    try:
-        raw.run(prompts.next("short")[1], max_new_tokens)  # warm-up of the second copy
-        helper_runs: list[Run] = []
-        raw_runs: list[Run] = []
-        for i in range(pairs):
-            msgs, ids = prompts.next("short")  # one fresh prompt per pair, the same for both sides
-            order = ("helper", "raw") if i % 2 == 0 else ("raw", "helper")
-            for side in order:
-                if side == "helper":
-                    helper_runs.append(helper_run(llm, msgs, max_new_tokens))
-                else:
-                    raw_runs.append(raw.run(ids, max_new_tokens))
-    finally:
-        raw.close()
-    h = spread([r.ms_per_token for r in helper_runs])
-    r = spread([r.ms_per_token for r in raw_runs])
-    hm = statistics.median(x.median_interval_ms for x in helper_runs)
-    rm = statistics.median(x.median_interval_ms for x in raw_runs)
-    pair_ratios = [a.ms_per_token / b.ms_per_token for a, b in zip(helper_runs, raw_runs) if a.ms_per_token and b.ms_per_token]
-    hc = statistics.median(x.cpu_ms_per_token for x in helper_runs)
-    rc = statistics.median(x.cpu_ms_per_token for x in raw_runs)
-    return {
-        "status": "ok",
-        "raw_api": type(raw).api,
-        "pairs": pairs,
-        "new_tokens": statistics.median(x.tokens for x in helper_runs),
-        "helper_ms_per_token": h,
-        "raw_ms_per_token": r,
-        "ratio": h["median"] / r["median"],
-        "pair_ratio": spread(pair_ratios),
-        "helper_median_interval_ms": hm,
-        "raw_median_interval_ms": rm,
-        "interval_ratio": hm / rm,
-        "helper_cpu_us_per_token": helper_cost_us(llm, helper_runs[0].token_ids),
-        "helper_ttft_ms": statistics.median(x.ttft_ms for x in helper_runs),
-        "raw_ttft_ms": statistics.median(x.ttft_ms for x in raw_runs),
-        "cpu_ratio": hc / rc,
-        "same_tokens": all(a.token_ids == b.token_ids for a, b in zip(helper_runs, raw_runs)),
-        # Leading tokens on which helper and raw agree, worst pair. Greedy int4 answers of two loaded
-        # copies can part after a few tokens (near-tied logits; parallel sums in another order).
-        "agreeing_tokens": min(_common_prefix(a.token_ids, b.token_ids) for a, b in zip(helper_runs, raw_runs)),
-    }
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def import_runtimes(backends: set[str]) -> float:
@@ -250,12 +222,11 @@ def import_runtimes(backends: set[str]) -> float:
     """
     import importlib
 
-    from ..backends import BACKENDS
+    from ..backends import BACKENDS, backend_class
 
     t0 = time.perf_counter()
     for name in sorted(backends):
-        module, _cls, needs, _how = BACKENDS[name]
-        for pkg in ("transformers", *needs, module):
+        for pkg in (*backend_class(name, check=False).requires, BACKENDS[name].split(":")[0]):
             try:
                 importlib.import_module(pkg)
             except Exception:  # the load that follows reports the problem properly

@@ -1,7 +1,10 @@
-"""The reference backend: the model in PyTorch through transformers, on the CPU."""
+"""Hugging Face transformers: the reference backend (PyTorch on the CPU), and ``hf_generate_stream``,
+the one streaming loop over ``model.generate`` that every transformers-API model uses (optimum-intel,
+the classic NPU library)."""
 
 from __future__ import annotations
 
+import platform
 import threading
 from typing import Iterator
 
@@ -15,25 +18,38 @@ from .base import Backend
 class TransformersBackend(Backend):
     name = "transformers"
     runtime = "PyTorch"
+    requires = ("torch", "transformers")
     precisions = ("fp32", "bf16")
 
-    def _pick_device(self, device: str | None) -> str:
-        d = (device or "CPU").upper()
-        if d not in {"CPU", "AUTO"}:
+    @classmethod
+    def choose_device(cls, device: str | None, settings: dict, notices: list[str]) -> str:
+        if (device or "CPU").upper() not in {"CPU", "AUTO"}:
             raise UnknownDevice(
-                f"the transformers backend here runs on CPU only (got {device!r}); use --device CPU, or the openvino backend for GPU/NPU."
+                f"the transformers backend here runs on CPU only (got {device!r}); use --device CPU, "
+                "or the openvino backend for GPU/NPU."
             )
         return "CPU"
+
+    @classmethod
+    def device_report(cls) -> list[dict]:
+        return [
+            {
+                "backend": cls.name, "device": "CPU", "available": True,
+                "detail": f"PyTorch on {platform.processor() or platform.machine()}",
+            }
+        ]
 
     def _load(self) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[self.precision]
-        self.model_obj = AutoModelForCausalLM.from_pretrained(str(self.model.folder), dtype=dtype)
+        self.model_obj = AutoModelForCausalLM.from_pretrained(str(self.prepared_folder), dtype=dtype)
         self.model_obj.eval()
 
-    def stream_tokens(self, input_ids: list[int], options: GenerationOptions, stop: threading.Event) -> Iterator[list[int]]:
+    def stream_tokens(
+        self, input_ids: list[int], options: GenerationOptions, stop: threading.Event
+    ) -> Iterator[list[int]]:
         pad = self.tokenizer.pad_token_id
         yield from hf_generate_stream(self.model_obj, input_ids, options, stop, self.eos_token_ids, pad, kv=self.kv)
 
@@ -77,12 +93,8 @@ def hf_generate_stream(
         ids = torch.tensor([input_ids], dtype=torch.long)
         produced: list[int] = []
         kwargs = dict(
-            max_new_tokens=options.max_new_tokens,
-            do_sample=options.sampling,
-            eos_token_id=sorted(eos_ids) or None,
-            pad_token_id=pad_id,
-            streamer=_Streamer(),
-            stopping_criteria=StoppingCriteriaList([_StopOnEvent()]),
+            max_new_tokens=options.max_new_tokens, do_sample=options.sampling, eos_token_id=sorted(eos_ids) or None,
+            pad_token_id=pad_id, streamer=_Streamer(), stopping_criteria=StoppingCriteriaList([_StopOnEvent()]),
         )
         if options.sampling:
             kwargs.update(temperature=options.temperature, top_p=options.top_p)

@@ -8,7 +8,7 @@
     sensitive to other load on the machine, the CPU time the widget's painting itself takes as a
     share of the answer's time.
 
-    python -m phi3_helpers.widgets.bench --backend openvino --runs 12 --max-new-tokens 128 --kernel
+    python benchmarks/widget_latency.py --backend openvino --runs 12 --max-new-tokens 128 --kernel
 
 ``--kernel`` runs it inside a Jupyter kernel, where each update is serialized and published as in
 a notebook; without it, widget messages go nowhere (cheaper).
@@ -20,9 +20,10 @@ import argparse
 import statistics
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
-from .chat import ChatWidget, Turn
+from phi3_helpers.widgets.chat import ChatWidget, Turn
 
 QUESTION = "Write a long story about a dragon."
 
@@ -87,7 +88,9 @@ def _decode_ms_per_token(metrics) -> float:
     return 1000.0 / metrics.tokens_per_s if metrics.tokens_per_s else float("nan")
 
 
-def bench_widget(llm, runs: int = 5, max_new_tokens: int = 64, question: str = QUESTION, paint_interval: float = 0.03) -> dict:
+def bench_widget(
+    llm, runs: int = 5, max_new_tokens: int = 64, question: str = QUESTION, paint_interval: float = 0.03
+) -> dict:
     """Measure (a) piece -> widget latency and (b) decode overhead with the widget; returns a dict."""
     latencies: list[float] = []
     with_widget: list[float] = []
@@ -151,7 +154,8 @@ def bench_widget(llm, runs: int = 5, max_new_tokens: int = 64, question: str = Q
         "decode_ms_per_token_with_widget": med_with,
         "decode_overhead_percent": 100.0 * (med_with - med_without) / med_without,
         # each widget run against the plain run next to it: less sensitive to slow drifts in load
-        "decode_overhead_percent_paired_median": 100.0 * (statistics.median(a / b for a, b in zip(with_widget, without)) - 1.0),
+        "decode_overhead_percent_paired_median": 100.0
+        * (statistics.median(a / b for a, b in zip(with_widget, without)) - 1.0),
         # the widget's own work (painting: building and sending updates) as a share of answer time:
         # what it can take from decoding at most, and far less noisy than the A/B difference above
         "widget_paint_cpu_percent_of_answer_time": 100.0 * paint_cpu / decode_s if decode_s else float("nan"),
@@ -179,9 +183,11 @@ def _bench_in_kernel(args) -> dict:
             out.append("ERROR " + msg["content"]["ename"] + ": " + msg["content"]["evalue"])
 
     code = (
-        "import json\nfrom phi3_helpers import load\nfrom phi3_helpers.widgets.bench import bench_widget\n"
+        "import json, sys\nfrom phi3_helpers import load\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\nfrom widget_latency import bench_widget\n"
         f"llm = load({args.backend!r}, model={args.model!r}, device={args.device!r}, precision={args.precision!r})\n"
-        f"r = bench_widget(llm, runs={args.runs}, max_new_tokens={args.max_new_tokens}, paint_interval={args.paint_interval})\n"
+        f"r = bench_widget(llm, runs={args.runs}, max_new_tokens={args.max_new_tokens}, "
+        f"paint_interval={args.paint_interval})\n"
         "print('RESULT ' + json.dumps(r))\n"
     )
     try:
@@ -198,7 +204,7 @@ def _bench_in_kernel(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .. import load
+    from phi3_helpers import load
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", default="transformers")
@@ -214,7 +220,9 @@ def main(argv: list[str] | None = None) -> None:
         result = _bench_in_kernel(args)
     else:
         llm = load(args.backend, model=args.model, device=args.device, precision=args.precision)
-        result = bench_widget(llm, runs=args.runs, max_new_tokens=args.max_new_tokens, paint_interval=args.paint_interval)
+        result = bench_widget(
+            llm, runs=args.runs, max_new_tokens=args.max_new_tokens, paint_interval=args.paint_interval
+        )
     for key, value in result.items():
         if isinstance(value, float):
             value = f"{value:.3f}"

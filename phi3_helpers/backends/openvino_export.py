@@ -1,0 +1,160 @@
+"""The OpenVINO export: optimum-cli's own command, run in this process, cached per model and recipe.
+
+``export_openvino`` builds the argument list of ``optimum-cli export openvino`` and hands it to
+optimum's own parser and command (``OVExportCommand``: ``main_export``, then NNCF weight
+compression), so the "Same as: optimum-cli ..." line it prints is true by construction. Exports
+are cached under ``$PHI3_CACHE_DIR/openvino/<model>-<precision>[-variant]`` and built atomically
+(Ctrl-C leaves nothing); ``phi3_helpers_export.json``, written last, records the recipe.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InvalidOption, ModelFolderError
+from ..models import ModelSource, notice
+from ..models.cache import atomic_folder, cache_root
+
+#: What a runtime needs from an export folder; the record file is written last, by our export.
+EXPORT_FILES = ("openvino_model.xml", "openvino_model.bin", "config.json")
+RECORD = "phi3_helpers_export.json"
+
+
+@dataclass(frozen=True)
+class ExportRecipe:
+    """How one precision is exported; ``cli_flags`` are the optimum-cli flags that do it."""
+
+    precision: str
+    weight_format: str
+    bits: int | None = None
+    sym: bool = False
+    group_size: int | None = None
+    ratio: float | None = None
+    group_size_fallback: str | None = None
+    variant: str = ""  # "" for the general export, "npu" for the NPU-friendly one
+
+    def quantization_config(self) -> dict | None:
+        if self.bits is None:
+            return None
+        q = {"bits": self.bits, "sym": self.sym, "group_size": self.group_size, "ratio": self.ratio}
+        q["group_size_fallback"] = self.group_size_fallback
+        return {k: v for k, v in q.items() if v is not None}
+
+    def cli_flags(self) -> list[str]:
+        flags = ["--weight-format", self.weight_format]
+        if self.bits == 4:
+            flags += ["--sym"] if self.sym else []
+            for flag, value in (("--group-size", self.group_size), ("--ratio", self.ratio)):
+                flags += [flag, str(value)] if value is not None else []
+            flags += ["--group-size-fallback", self.group_size_fallback] if self.group_size_fallback else []
+        return flags
+
+
+def odd_widths(model: ModelSource, group_size: int) -> list[int]:
+    """Layer input widths that are not a multiple of ``group_size`` (576 in the offline model)."""
+    if group_size <= 0:  # channel-wise: no groups
+        return []
+    c = model.config
+    return sorted(w for w in {int(c["hidden_size"]), int(c["intermediate_size"])} if w % group_size)
+
+
+def export_recipe(model: ModelSource, precision: str, variant: str = "") -> ExportRecipe:
+    """The classic settings (int4: symmetric, group 128, ratio 0.6), adapted to the model.
+
+    When a layer's input width is not a multiple of the group size (576 in the offline model),
+    NNCF is told to adjust the group size for those layers, and a notice says so.
+    """
+    if precision == "int4":
+        fallback = "adjust" if odd_widths(model, 128) else None
+        return ExportRecipe("int4", "int4", 4, True, 128, 0.6, fallback, variant)
+    if precision == "int8":
+        return ExportRecipe("int8", "int8", bits=8, variant=variant)
+    if precision == "fp16":
+        return ExportRecipe("fp16", "fp16", variant=variant)
+    raise InvalidOption(f"no OpenVINO export recipe for precision {precision!r}; use int4, int8 or fp16.")
+
+
+def export_folder(model: ModelSource, precision: str, variant: str = "") -> Path:
+    suffix = f"-{variant}" if variant else ""
+    return cache_root() / "openvino" / f"{model.name}-{precision}{suffix}"
+
+
+def cli_args(source: str, recipe: ExportRecipe, out: Path | str) -> list[str]:
+    """The arguments of ``optimum-cli export openvino`` for this recipe."""
+    return ["--model", source, "--task", "text-generation-with-past", *recipe.cli_flags(), str(out)]
+
+
+def export_command(model: ModelSource, recipe: ExportRecipe, out: Path | str) -> str:
+    """The optimum-cli command that does this export (shown to learners: the hub id when there is one)."""
+    return shlex.join(["optimum-cli", "export", "openvino", *cli_args(str(model.repo_id or model.folder), recipe, out)])
+
+
+def is_complete_export(folder: Path) -> bool:
+    return all((Path(folder) / f).is_file() for f in (*EXPORT_FILES, RECORD))
+
+
+def recorded_recipe(folder: Path) -> dict | None:
+    """The record our export wrote ({precision, quantization, command, ...}), or None."""
+    f = Path(folder) / RECORD
+    try:
+        return json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_optimum_cli(args: list[str]) -> None:
+    """``optimum-cli export openvino ARGS`` in this process, through optimum's own parser and command."""
+    import argparse
+
+    from optimum.commands.export.openvino import OVExportCommand, parse_args_openvino
+
+    parser = argparse.ArgumentParser(prog="optimum-cli export openvino")
+    parse_args_openvino(parser)
+    OVExportCommand(None, parser.parse_args(args), from_defaults_factory=True, parser=parser).run()
+
+
+def export_openvino(
+    model: ModelSource, precision: str = "int4", recipe: ExportRecipe | None = None, force: bool = False,
+    progress=notice,
+) -> Path:
+    """Export ``model`` to OpenVINO IR at ``precision`` (cached; atomic; Ctrl-C safe); returns the folder."""
+    recipe = recipe or export_recipe(model, precision)
+    out = export_folder(model, recipe.precision, recipe.variant)
+    if is_complete_export(out) and not force:
+        return out
+    progress(f"Exporting {model.name} to OpenVINO {recipe.precision} (once; cached in {out}) ...")
+    progress("Same as: " + export_command(model, recipe, out))
+    odd = odd_widths(model, recipe.group_size or 0) if recipe.group_size_fallback else []
+    if odd:
+        progress(
+            f"Layer width {odd[0]} is not a multiple of the int4 group size {recipe.group_size}: "
+            "NNCF adjusts the group size for those layers (--group-size-fallback adjust)."
+        )
+    with atomic_folder(out) as tmp:
+        run_optimum_cli(cli_args(str(model.folder), recipe, tmp))
+        versions = {}
+        for dist in ("optimum-intel", "openvino", "nncf", "transformers"):
+            try:
+                versions[dist] = md.version(dist)
+            except md.PackageNotFoundError:
+                versions[dist] = None
+        record = {
+            "model": model.name, "precision": recipe.precision, "variant": recipe.variant,
+            "quantization": recipe.quantization_config(), "command": export_command(model, recipe, out),
+            "versions": versions,
+        }
+        (tmp / RECORD).write_text(json.dumps(record, indent=2))
+    return out
+
+
+def check_export_folder(folder: Path) -> None:
+    missing = [f for f in EXPORT_FILES if not (Path(folder) / f).is_file()]
+    if missing:
+        raise ModelFolderError(
+            f"OpenVINO folder {folder} is missing {missing[0]}; delete it and export again "
+            "(python -m phi3_helpers prepare --backend openvino)."
+        )
