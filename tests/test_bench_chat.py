@@ -47,3 +47,14 @@ def test_speculative_rows_measure_the_speedup_and_check_the_tokens(offline_model
     assert [r["variant"] for r in rows][:2] == ["plain", "prompt lookup"] and "stand-in" in rows[2]["variant"]
     assert rows[0]["speedup"] == 1.0 and rows[0]["same_tokens_as_plain"]
     assert all(r["tokens"] > 0 and r["speedup"] > 0 for r in rows)
+
+
+def test_bench_chat_command_writes_the_chat_document(offline_model, tmp_path, capsys):
+    from phi3_helpers.cli import main
+
+    code = main(["bench", "--chat", "--quick", "--backends", "onnx", "--tokens", "4", "--output", str(tmp_path),
+                 "--model", str(offline_model.folder)])
+    doc = json.loads((tmp_path / "chat.json").read_text())
+    assert code == 0 and [r["reuse"] for r in doc["rows"]] == [True, False] and doc["turns"] == 4
+    assert "| onnx int4 | on |" in capsys.readouterr().out
+    assert {s["variant"] for s in doc["speculative"]} >= {"plain", "prompt lookup"}
