@@ -183,7 +183,8 @@ class NPUBackend(OpenVINOGenAIBackend):
         )
         if not isinstance(s["prefix_caching"], bool):
             raise InvalidOption(
-                f"prefix_caching must be True or False (got {s['prefix_caching']!r}); e.g. load('npu', prefix_caching=True)."
+                f"prefix_caching must be True or False (got {s['prefix_caching']!r}); "
+                "e.g. load('npu', prefix_caching=True)."
             )
         return s
 
