@@ -93,7 +93,7 @@ def metrics_line(m: Metrics, running: bool = False) -> str:
     if not running:
         parts.append(f"{m.total_s:.2f} s")
         reason = {
-            "stop": "done",
+            "ended": "done",
             "length": "reached max new tokens",
             "stopped": "stopped by you",
             "error": "error",
