@@ -54,7 +54,11 @@ def plan_load(
     from .backends import backend_class, resolve_name
     from .models import notice
 
-    cls = backend_class(resolve_name(backend, device, options.pop("path", None)))
+    from .backends.speculative import refuse_elsewhere
+
+    name = resolve_name(backend, device, options.pop("path", None))
+    refuse_elsewhere(name, options)
+    cls = backend_class(name)
     plan = cls.plan(model, device, precision, **options)
     for line in plan.notices:
         notice(line)

@@ -188,6 +188,8 @@ def add_bench(p) -> None:
     from .bench import DEFAULT_OUTPUT, FULL, QUICK
 
     p.add_argument("--quick", action="store_true", help="fewer configurations, runs and tokens")
+    p.add_argument("--chat", action="store_true", help="time to first token per turn of a 10-turn chat, KV-cache "
+                   "reuse on and off, and the speculative decoding speedup; writes chat.json and chat.png")
     p.add_argument("--backends", type=_csv, help="comma-separated, e.g. openvino,onnx (default: every available one)")
     p.add_argument("--precisions", type=_csv, help="comma-separated, e.g. int4,fp16 (default: all; --quick: all of "
                    "the default backend, the default of the others)")
@@ -207,6 +209,8 @@ def cmd_bench(args) -> int:
 
     from . import bench
 
+    if args.chat:
+        return _chat_bench(args)
     try:
         keys = ("backends", "precisions", "devices", "quick", "runs", "tokens", "long_tokens", "output", "model")
         doc = bench.run(**{k: getattr(args, k) for k in keys})
@@ -219,6 +223,19 @@ def cmd_bench(args) -> int:
     out = Path(args.output)
     print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'} in {doc['duration_s']:.0f} s", file=sys.stderr)
     return 0 if all(r.get("status") == "ok" for r in doc["results"]) else 1
+
+
+def _chat_bench(args) -> int:
+    from .bench import chat
+
+    configs = [c for c in chat.CHAT_CONFIGS if not args.backends or c[0] in args.backends]
+    tokens = args.tokens or (16 if args.quick else 64)
+    doc = chat.run_chat(turns=4 if args.quick else 10, max_new_tokens=tokens, configs=configs, model=args.model,
+                        progress=lambda line: print(line, file=sys.stderr))
+    path = chat.write(doc, args.output)
+    print(chat.chat_table(doc))
+    print(f"\nwrote {path} and {path.with_suffix('.png')}", file=sys.stderr)
+    return 0 if doc["rows"] else 1
 
 
 # -- demo --------------------------------------------------------------------------------------

@@ -19,6 +19,9 @@ class ChatSession:
 
     When the history no longer fits the model's context (prompt plus the answer's
     max_new_tokens), the oldest turns are dropped and a one-line notice says so.
+
+    Each answer keeps the token ids the model produced (``token_ids`` in its history entry), and the
+    next prompt is built from them, so the backend can reuse its KV cache for everything already read.
     """
 
     def __init__(self, backend, system: str | None = None, options: GenerationOptions | None = None):
@@ -77,7 +80,9 @@ class ChatSession:
             if resp.error is not None and not answer:
                 return  # nothing came back: leave the history as it was, so the user can retry
             self.history.append({"role": "user", "content": question})
-            self.history.append({"role": "assistant", "content": answer})
+            # the ids the model really produced: the next prompt is built from them, so the runtime's
+            # cache of this answer is reused even where re-tokenizing its text would split it otherwise
+            self.history.append({"role": "assistant", "content": answer, "token_ids": list(resp.token_ids)})
 
         resp = self.backend.generate(self.messages(question), opts, on_done=record, notices=notices)
         self._response = resp
@@ -92,6 +97,7 @@ class ChatSession:
         """Forget the conversation (and any runtime cache)."""
         self.stop()
         self.history.clear()
+        self.backend.reset()
 
     @property
     def busy(self) -> bool:

@@ -42,6 +42,7 @@ from ..errors import EmptyPrompt, InvalidOption, ModelFolderError, PromptTooLong
 from ..console import quiet
 from ..models import ModelSource, plan_source
 from ..options import GenerationOptions
+from ..prefix import PrefixCache, chat_ids, check_reuse_cache
 from ..response import Response
 
 Messages = Sequence[dict]
@@ -151,11 +152,14 @@ class Backend(abc.ABC):
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> dict:
+        options = dict(options)
+        # every backend keeps its KV cache between answers unless told not to (phi3_helpers.prefix)
+        reuse = check_reuse_cache(options.pop("reuse_cache", True))
         unknown = sorted(set(options) - set(cls.options))
         if unknown:
-            valid = ", ".join(cls.options) or "none"
+            valid = ", ".join([*cls.options, "reuse_cache"])
             raise InvalidOption(f"backend {cls.name!r} has no option {unknown[0]!r}; its options are: {valid}.")
-        return {**cls.options, **options}
+        return {**cls.options, **options, "reuse_cache": reuse}
 
     @classmethod
     def choose_device(cls, device: str | None, settings: dict, notices: list[str]) -> str:
@@ -191,6 +195,9 @@ class Backend(abc.ABC):
         self.plan = plan
         self.device, self.precision, self.model = plan.device, plan.precision, plan.model
         self.prepared_folder: Path = Path(plan.folder or plan.model.folder)
+        self.reuse_cache = bool(plan.settings.get("reuse_cache", True))
+        #: the token ids the runtime's KV cache holds between answers (see phi3_helpers.prefix)
+        self.kv = PrefixCache(self.reuse_cache)
         t0 = time.perf_counter()
         from transformers import AutoTokenizer
 
@@ -217,6 +224,10 @@ class Backend(abc.ABC):
         self, input_ids: list[int], options: GenerationOptions, stop: threading.Event
     ) -> Iterator[list[int]]:
         """Yield lists of generated token ids; end on eos, max_new_tokens, or when ``stop`` is set."""
+
+    def reset(self) -> None:
+        """Forget runtime state kept between answers (the KV cache); the next prompt is prefilled whole."""
+        self.kv.reset()
 
     def close(self) -> None:
         """Free the runtime's memory."""
@@ -250,6 +261,10 @@ class Backend(abc.ABC):
         return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
 
     def encode(self, messages: Messages) -> list[int]:
+        """The prompt's token ids; earlier answers keep the ids the model produced (``token_ids``)."""
+        ids = chat_ids(self.tokenizer, messages, self.format_prompt, self.eos_token_ids)
+        if ids is not None:
+            return ids
         return list(self.tokenizer(self.format_prompt(messages), add_special_tokens=False)["input_ids"])
 
     def count_tokens(self, messages: Messages) -> int:

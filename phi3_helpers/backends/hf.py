@@ -10,6 +10,7 @@ from typing import Iterator
 
 from ..errors import UnknownDevice
 from ..options import GenerationOptions
+from ..prefix import PrefixCache
 from ..streaming import bridge
 from .base import Backend
 
@@ -49,21 +50,22 @@ class TransformersBackend(Backend):
     def stream_tokens(
         self, input_ids: list[int], options: GenerationOptions, stop: threading.Event
     ) -> Iterator[list[int]]:
-        yield from hf_generate_stream(
-            self.model_obj, input_ids, options, stop, self.eos_token_ids, self.tokenizer.pad_token_id
-        )
+        pad = self.tokenizer.pad_token_id
+        yield from hf_generate_stream(self.model_obj, input_ids, options, stop, self.eos_token_ids, pad, kv=self.kv)
 
     def close(self) -> None:
         self.model_obj = None
+        self.kv.reset()
 
 
 def hf_generate_stream(
-    model, input_ids, options: GenerationOptions, stop: threading.Event, eos_ids, pad_id
+    model, input_ids, options: GenerationOptions, stop: threading.Event, eos_ids, pad_id, kv: PrefixCache | None = None
 ) -> Iterator[list[int]]:
     """Stream ``model.generate`` (transformers or optimum-intel) through a queue bridge.
 
     A StoppingCriteria checks the stop event before every token, so Stop ends generation in the
-    runtime, not just on screen.
+    runtime, not just on screen. With ``kv`` (reuse on), one DynamicCache is kept between answers
+    and cropped to the prompt's common prefix, so generate() prefills only the rest.
     """
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
@@ -81,12 +83,15 @@ def hf_generate_stream(
                 if not self.prompt_seen:  # generate() first puts the prompt
                     self.prompt_seen = True
                     return
-                emit(value.reshape(-1).tolist())
+                new = value.reshape(-1).tolist()
+                produced.extend(new)
+                emit(new)
 
             def end(self):
                 pass
 
         ids = torch.tensor([input_ids], dtype=torch.long)
+        produced: list[int] = []
         kwargs = dict(
             max_new_tokens=options.max_new_tokens, do_sample=options.sampling, eos_token_id=sorted(eos_ids) or None,
             pad_token_id=pad_id, streamer=_Streamer(), stopping_criteria=StoppingCriteriaList([_StopOnEvent()]),
@@ -95,7 +100,33 @@ def hf_generate_stream(
             kwargs.update(temperature=options.temperature, top_p=options.top_p)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        with torch.inference_mode():
-            model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+        cache = _kept_cache(model, kv, input_ids) if kv is not None and kv.enabled else None
+        if cache is not None:
+            kwargs["past_key_values"] = cache
+        try:
+            with torch.inference_mode():
+                model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+        except BaseException:
+            if kv is not None:
+                kv.reset()  # the cache may hold part of a step: start clean next time
+            raise
+        if cache is not None:
+            # the cache holds every token but the last one produced (its KV is computed when it is fed)
+            kv.hold((list(input_ids) + produced)[: cache.get_seq_length()])
+            kv.runtime = cache
 
     yield from bridge(run, stop)
+
+
+def _kept_cache(model, kv: PrefixCache, input_ids):
+    """The DynamicCache to continue from, cropped to what the new prompt shares with it."""
+    from transformers import DynamicCache
+
+    keep = kv.plan(input_ids)
+    cache = kv.runtime
+    if cache is None or keep == 0:
+        kv.reset()
+        return DynamicCache(config=model.config)
+    cache.crop(keep)
+    kv.hold(kv.ids[:keep])
+    return cache

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..errors import DeviceUnavailable, UnknownDevice, UnknownPrecision
+from ..errors import DeviceUnavailable, InvalidOption, UnknownDevice, UnknownPrecision
 from ..models.cache import cache_root
 from .base import Plan, positive_int
 from .npu_export import DEFAULT_GROUP_SIZE, export_for_npu, npu_export_folder, npu_export_problem  # noqa: F401
@@ -143,11 +143,15 @@ def _next_size(n: int) -> int:
 class NPUBackend(OpenVINOGenAIBackend):
     """OpenVINO GenAI on the NPU (CPU when there is none). Options: ``max_prompt_tokens`` (MAX_PROMPT_LEN,
     default 1024), ``min_response_tokens`` (MIN_RESPONSE_LEN, 128), ``group_size`` (of the export, 128 or -1),
-    ``config`` (LLMPipeline properties)."""
+    ``config`` (LLMPipeline properties), ``prefix_caching`` (NPUW_LLM_ENABLE_PREFIX_CACHING: keep the KV cache
+    of a chat's common prefix between turns; off by default, as upstream, and not measured on an NPU here)."""
 
     name = "npu"
     precisions = ("int4",)
-    options = {"max_prompt_tokens": None, "min_response_tokens": None, "group_size": DEFAULT_GROUP_SIZE, "config": None}
+    options = {
+        "max_prompt_tokens": None, "min_response_tokens": None, "group_size": DEFAULT_GROUP_SIZE, "config": None,
+        "prefix_caching": False,
+    }
 
     @classmethod
     def devices_here(cls) -> list[str | None]:
@@ -177,6 +181,11 @@ class NPUBackend(OpenVINOGenAIBackend):
         s["min_response_tokens"] = positive_int(
             "min_response_tokens", s["min_response_tokens"], DEFAULT_MIN_RESPONSE_LEN
         )
+        if not isinstance(s["prefix_caching"], bool):
+            raise InvalidOption(
+                f"prefix_caching must be True or False (got {s['prefix_caching']!r}); "
+                "e.g. load('npu', prefix_caching=True)."
+            )
         return s
 
     @classmethod
@@ -223,6 +232,9 @@ class NPUBackend(OpenVINOGenAIBackend):
         cfg = npu_pipeline_config(
             s["max_prompt_tokens"], s["min_response_tokens"], blob_cache_dir(self.prepared_folder)
         )
+        if s["prefix_caching"] and self.reuse_cache:
+            # without it the NPU pipeline re-reads the whole history every turn
+            cfg["NPUW_LLM_ENABLE_PREFIX_CACHING"] = "YES"
         return {**cfg, **(s["config"] or {})}
 
     @property

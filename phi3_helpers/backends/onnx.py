@@ -236,6 +236,10 @@ class OnnxGenAIBackend(Backend):
             self._winml_fallback(config, f"{self.winml_plan.ep} did not start ({_first_line(exc).rstrip('. ')})")
             self._cpu_threads(config)
             self.og_model = og.Model(config)
+        # int4 (and fp16) kernels compute a token's keys and values in a one-token decode step slightly
+        # differently than in a prefill; fp32 is exact. Elsewhere an answer is prefilled again with the
+        # next turn (measured: otherwise greedy chats drift from the same chat without reuse).
+        self.kv.decoded_reusable = self.precision == "fp32"
         eos = self.genai_config.get("model", {}).get("eos_token_id")
         extra = eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else []
         self.eos_token_ids = frozenset(self.eos_token_ids | {int(i) for i in extra})
@@ -296,31 +300,65 @@ class OnnxGenAIBackend(Backend):
     def stream_tokens(
         self, input_ids: list[int], options: GenerationOptions, stop: threading.Event
     ) -> Iterator[list[int]]:
-        import onnxruntime_genai as og
-
-        params = og.GeneratorParams(self.og_model)
-        search: dict = {
-            "max_length": min(len(input_ids) + options.max_new_tokens, self.context_length),
-            "do_sample": options.sampling,
-        }
-        if options.sampling:
-            search.update(temperature=options.temperature, top_p=options.top_p)
-        params.set_search_options(**search)
-        generator = og.Generator(self.og_model, params)
+        # One og.Generator is kept between answers (as in onnxruntime-genai's model-chat.py): a new
+        # prompt rewinds it to the part it shares with what the generator holds and appends the rest.
+        generator, keep = self._generator(options, input_ids)
+        held = list(input_ids[:keep])  # the tokens whose keys and values the generator has computed
         try:
             if stop.is_set():
                 return
-            generator.append_tokens(list(input_ids))  # the prompt (prefill)
+            if keep < generator.token_count():
+                generator.rewind_to(keep)
+            generator.append_tokens(list(input_ids[keep:]))  # the prompt (prefill) past the reused part
+            held = list(input_ids)
+            pending: list[int] = []
             produced = 0
             while not generator.is_done() and not stop.is_set():
                 generator.generate_next_token()
-                ids = [int(t) for t in generator.get_next_tokens()]
-                produced += len(ids)
-                yield ids
-                if produced >= options.max_new_tokens or any(i in self.eos_token_ids for i in ids):
+                # a new token enters the KV cache only when the next step feeds it; the next prompt
+                # rewinds to before the last one and feeds it again, not relying on that step
+                held += pending
+                pending = [int(t) for t in generator.get_next_tokens()]
+                produced += len(pending)
+                yield pending
+                if produced >= options.max_new_tokens or any(i in self.eos_token_ids for i in pending):
                     break
+        except GeneratorExit:  # the reader stopped (Stop): what the generator holds is still right
+            raise
+        except BaseException:
+            self.kv.reset()  # the generator's state is unknown after an error: a fresh one next time
+            raise
         finally:
-            del generator  # frees the KV cache now, not at the next garbage collection
+            if self.kv.enabled and self.kv.runtime is not None:
+                self.kv.hold(held, prefilled=min(len(held), len(input_ids)))
+            else:
+                self.kv.reset()  # reuse off: frees the KV cache now, not at the next garbage collection
+            del generator
+
+    def _generator(self, options: GenerationOptions, input_ids: list[int]):
+        """The kept og.Generator and how many of its tokens the prompt keeps, or a fresh one and 0."""
+        import onnxruntime_genai as og
+
+        search: dict = {"do_sample": options.sampling}
+        if options.sampling:
+            search.update(temperature=options.temperature, top_p=options.top_p)
+        if self.kv.enabled:
+            # the session's generator spans the whole context; max_new_tokens is counted here
+            search["max_length"] = self.context_length
+            kept = self.kv.runtime
+            if kept is not None and kept[0] == search:
+                return kept[1], self.kv.plan(input_ids)
+            self.kv.reset()
+        else:
+            search["max_length"] = min(len(input_ids) + options.max_new_tokens, self.context_length)
+        params = og.GeneratorParams(self.og_model)
+        params.set_search_options(**search)
+        generator = og.Generator(self.og_model, params)
+        if self.kv.enabled:
+            self.kv.runtime = (search, generator)
+        self.kv.last_reused, self.kv.last_prefilled = 0, len(input_ids)
+        return generator, 0
 
     def close(self) -> None:
+        self.kv.reset()
         self.og_model = None

@@ -8,6 +8,7 @@ Compiled models are cached too (OpenVINO's CACHE_DIR), so the second load is fas
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -17,6 +18,7 @@ from ..models import fetch_source
 from ..models.cache import cache_root
 from ..options import GenerationOptions
 from ..streaming import bridge
+from . import speculative
 from .base import Backend, Plan
 from .openvino_export import (  # noqa: F401  (the export's public names, re-exported for chapter 3)
     EXPORT_FILES,
@@ -141,18 +143,53 @@ class _OpenVINOBackend(Backend):
 class OpenVINOGenAIBackend(_OpenVINOBackend):
     """OpenVINO GenAI's LLMPipeline: the maintained, fastest path (C++ generation loop).
 
+    Its default (paged-attention) pipeline reuses the KV cache of any prompt prefix it has seen
+    (prefix caching); ``reuse_cache=False`` turns that off. ``draft_model=`` (a folder or
+    "phi3-mini-draft") or ``prompt_lookup=True`` turn on speculative decoding (see speculative.py).
     After each answer ``perf_metrics`` holds the pipeline's own timings (TTFT, TPOT) of it.
     """
 
     name = "openvino"
     runtime = "OpenVINO GenAI"
     requires = ("transformers", "openvino_genai", "optimum.intel")
+    options = {"config": None, "draft_model": None, "prompt_lookup": False}
+
+    @classmethod
+    def plan(cls, model=None, device: str | None = None, precision: str | None = None, **options) -> Plan:
+        plan = super().plan(model, device, precision, **options)
+        s = dict(plan.settings)
+        asked = s.pop("draft_model", None), s.pop("prompt_lookup", False)
+        s["speculation"] = speculative.choose(*asked, plan.device, cls.name)
+        return plan.replace(settings=s)
 
     def _load(self) -> None:
         import openvino_genai as ov_genai
 
-        self.pipeline = ov_genai.LLMPipeline(str(self.prepared_folder), self.device, **self.runtime_settings())
+        self.speculation = self.plan.settings.get("speculation") or speculative.Speculation()
+        self.pipeline = ov_genai.LLMPipeline(str(self.prepared_folder), self.device, **self._pipeline_options())
         self.perf_metrics = None
+
+    def _pipeline_options(self) -> dict:
+        import openvino_genai as ov_genai
+
+        opts = self.runtime_settings()
+        spec = self.speculation
+        if spec.kind == "draft":
+            draft = speculative.resolve_draft(spec.draft_folder)
+            speculative.check_same_tokenizer(self.tokenizer, draft)
+            self.speculation = speculative.Speculation("draft", draft)
+            draft_cfg = {**runtime_config(self.device, draft), **(self.plan.settings["config"] or {})}
+            opts["draft_model"] = ov_genai.draft_model(str(draft), self.device, **draft_cfg)
+        elif spec.kind == "prompt_lookup":
+            opts["prompt_lookup"] = True
+        paged = not self.device.startswith("NPU") and str(opts.get("ATTENTION_BACKEND", "PA")).upper() != "SDPA"
+        if paged and not self.reuse_cache:
+            # the latency-oriented scheduler OpenVINO GenAI uses by default, without prefix caching
+            sched = ov_genai.SchedulerConfig()
+            sched.enable_prefix_caching = False
+            sched.max_num_batched_tokens = sys.maxsize
+            opts["scheduler_config"] = sched
+        return opts
 
     def stream_tokens(
         self, input_ids: list[int], options: GenerationOptions, stop: threading.Event
@@ -168,6 +205,10 @@ class OpenVINOGenAIBackend(_OpenVINOBackend):
             cfg.temperature = options.temperature
             cfg.top_p = options.top_p
         cfg.stop_token_ids = set(self.eos_token_ids)
+        if self.speculation.kind:
+            cfg.num_assistant_tokens = self.speculation.assistant_tokens
+        if self.speculation.kind == "prompt_lookup":
+            cfg.max_ngram_size = self.speculation.ngram
         ids = np.asarray([input_ids], dtype=np.int64)
         inputs = ov_genai.TokenizedInputs(ov.Tensor(ids), ov.Tensor(np.ones_like(ids)))
         running, stopping = ov_genai.StreamingStatus.RUNNING, ov_genai.StreamingStatus.STOP
