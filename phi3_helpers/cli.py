@@ -33,7 +33,7 @@ def _common(p: argparse.ArgumentParser, generation: bool = True, backend: str | 
     p.add_argument("--precision", help="int4, int8, fp16 (openvino, onnx, npu-classic), fp32 (transformers, onnx); "
                    "default: the backend's first")
     p.add_argument("--device", help="CPU, GPU, NPU or AUTO (default: CPU; npu: the NPU if present, else CPU; onnx: "
-                   "auto, dml, cuda, cpu; see `devices`)")
+                   "auto, dml, cuda, cpu, winml, winml-npu; see `devices`)")
     p.add_argument("--model", help="phi3-mini, smollm2-135m-phi3 or a folder (default: $PHI3_MODEL, else phi3-mini "
                    "online, else offline)")
     if generation:

@@ -81,7 +81,7 @@ def test_install_steps_say_their_cost_and_show_progress(tmp_path):
     assert argvs[-1] == ["install", "-q", "--no-deps", "-e", "."]  # the package last, without pulling anything
     for step in steps + [course.model_step(venv, "posix")]:
         assert re.search(r"\d+ (s|MB|GB|minutes)|a few seconds", step.says), step.says
-    assert course.model_step(venv, "posix").argv[1:] == ["-m", "phi3_helpers", "prepare", "--backend", "transformers"]
+    assert course.model_step(venv, "posix").argv[1:] == ["-m", "phi3_helpers", "prepare", "--backend", "openvino"]
 
 
 def test_lab_and_test_command_lines(tmp_path):

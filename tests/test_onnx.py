@@ -224,34 +224,6 @@ def test_invalid_options_are_refused_with_the_fix(load_backend, offline_model):
         load("onnx", model=offline_model, device="dml", prebuilt=True)
 
 
-@without_directml
-def test_phi3_mini_on_directml_fetches_only_the_prebuilt_subfolder(load_backend, tmp_path, monkeypatch):
-    """Wiring only, with a STAND-IN for the Hugging Face hub (unreachable here): the stand-in
-    "downloads" a DirectML folder built here, laid out like the hub's cache."""
-    import huggingface_hub
-
-    from phi3_helpers.backends.onnx_build import PREBUILT_DML_INT4, PREBUILT_REPO
-
-    with pytest.raises(ModelFolderError, match="could not get"):
-        load("onnx", model="phi3-mini", device="dml", prebuilt=False)  # builds: needs the real weights
-    dml_folder = Path(load("onnx", model=load_backend("onnx", "int4").model, device="dml").prepared_folder)
-    calls = []
-
-    def stand_in_snapshot_download(repo_id, allow_patterns=None, **kw):
-        calls.append((repo_id, allow_patterns))
-        root = tmp_path / "models--microsoft--Phi-3-mini-4k-instruct-onnx" / "snapshots" / "0"
-        (root / PREBUILT_DML_INT4).parent.mkdir(parents=True)
-        _copy_of(dml_folder, root / PREBUILT_DML_INT4, skip=("phi3_helpers_build.json",))
-        return str(root)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", stand_in_snapshot_download)
-    llm = load("onnx", model="phi3-mini", device="dml")
-    assert calls == [(PREBUILT_REPO, [f"{PREBUILT_DML_INT4}/*"])]  # that subfolder only
-    assert llm.model.name == "phi3-mini" and llm.precision == "int4" and llm.plan.settings["prebuilt"]
-    assert llm.prepared_folder.name == PREBUILT_DML_INT4.split("/")[1] and llm.plan.settings["built_for"] == "dml"
-    assert "Paris" in llm.ask(FRANCE, max_new_tokens=16)
-
-
 def test_sampling_options_reach_the_runtime(load_backend, monkeypatch):
     import onnxruntime_genai as og
 
