@@ -1,14 +1,8 @@
-"""Backend ``onnx``: Phi-3 on ONNX Runtime GenAI (DirectML or Windows ML on a Windows PC, CUDA on NVIDIA, CPU
-anywhere).
+"""Backend ``onnx``: Phi-3 on ONNX Runtime GenAI (DirectML or Windows ML on Windows, CUDA on NVIDIA, CPU anywhere).
 
-The execution provider follows what is installed (``onnx_provider.py``; Windows ML's EPs: ``winml.py``); the model
-folder is built with the runtime's model builder, or Microsoft's prebuilt one is fetched (``onnx_build.py``).
-
-Generation is the runtime's own token loop (og.Generator: append_tokens, then
-generate_next_token until done). It is a pull loop, so it runs in the reader's thread with no
-queue bridge: Stop is checked before every token and simply ends the loop, inside the runtime.
-Token ids come from the course's Hugging Face tokenizer (shared with every backend), so the same
-prompt gives the same ids everywhere.
+The provider follows what is installed (``onnx_provider.py``, Windows ML's EPs: ``winml.py``); the folder is built
+by the runtime's model builder or Microsoft's prebuilt one is fetched (``onnx_build.py``). Generation is the
+runtime's own pull loop (og.Generator) in the reader's thread: Stop is checked before every token.
 """
 
 from __future__ import annotations
@@ -45,7 +39,7 @@ from .onnx_provider import (  # noqa: F401  (re-exported: chapter 2 shows the pr
 
 
 def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def pick_target(target: str | None, choice: ProviderChoice) -> str:
@@ -63,9 +57,8 @@ def pick_target(target: str | None, choice: ProviderChoice) -> str:
 
 
 def use_prebuilt(model, precision: str | None, target: str, prebuilt: bool | None) -> bool:
-    """phi3-mini, int4, for the CPU or DirectML: Microsoft's prebuilt folder (2.1-2.7 GB, see
-    models/catalog.py) beats downloading 7.6 GB of weights and building. Only those cases;
-    ``prebuilt=False`` (or ``source="export"``) builds instead."""
+    """phi3-mini int4 for the CPU or DirectML: Microsoft's prebuilt folder (2.1-2.7 GB) beats 7.6 GB of weights and
+    a build; ``prebuilt=False`` (or ``source="export"``) builds instead."""
     if prebuilt is False:
         return False
     if hub_folder("onnx", (precision or "int4").lower(), target) is None:
@@ -128,9 +121,8 @@ class OnnxGenAIBackend(Backend):
         if path is not None and is_onnx_folder(path):  # a ready GenAI folder
             folder = path.resolve()
             source = ModelSource(folder.name, folder)
-            built = str(
-                build_record(folder).get("precision") or ("int4" if PREBUILT_REPO.split("/")[1] in str(folder) else "")
-            )
+            prebuilt_here = PREBUILT_REPO.split("/")[1] in str(folder)
+            built = str(build_record(folder).get("precision") or ("int4" if prebuilt_here else ""))
             if precision and built and precision.lower() != built.lower():
                 raise UnknownPrecision(
                     f"{folder} holds a {built} model; drop precision= or build a {precision} folder."
@@ -158,10 +150,8 @@ class OnnxGenAIBackend(Backend):
 
     @staticmethod
     def plan_winml(device: str | None, settings: dict, folder: Path) -> winml.WinMLPlan:
-        """Windows ML: which EP runs (winml.choose_winml on the EPs its catalog reports), as plain data.
-
-        The EP is registered at load; a catalog that fails gives its CPU EP with the reason (or an error with
-        fallback_to_cpu=False)."""
+        """Windows ML: which EP runs (winml.choose_winml on the EPs its catalog reports), as plain data; a failing
+        catalog gives its CPU EP with the reason (or the error with fallback_to_cpu=False)."""
         if settings["built_for"] != "cpu":
             raise ModelFolderError(
                 f"{folder} was built for {TARGET_NAMES.get(settings['built_for'], settings['built_for'])}; Windows ML "
@@ -192,9 +182,8 @@ class OnnxGenAIBackend(Backend):
             return f"the model folder was built for {TARGET_NAMES[built]} and runs on the CPU here."
         raise ModelFolderError(
             f"{folder} was built for {TARGET_NAMES.get(built, built)}, but ONNX Runtime GenAI runs on "
-            f"{TARGET_NAMES[runs]} here; "
-            f"build it for {TARGET_NAMES[runs]} (python -m phi3_helpers prepare --backend onnx --device {runs}) or "
-            "use device='cpu'."
+            f"{TARGET_NAMES[runs]} here; build it for {TARGET_NAMES[runs]} (python -m phi3_helpers prepare "
+            f"--backend onnx --device {runs}) or use device='cpu'."
         )
 
     @classmethod
@@ -245,9 +234,8 @@ class OnnxGenAIBackend(Backend):
         self.eos_token_ids = frozenset(self.eos_token_ids | {int(i) for i in extra})
 
     def _cpu_threads(self, config) -> None:
-        # ORT GenAI runs the CPU on one thread unless told otherwise. 0 is ONNX Runtime's own
-        # default, one thread per physical core (logical cores would oversubscribe SMT laptops).
-        # Set at load time, so a folder stays right for any machine it is copied to.
+        # ORT GenAI runs the CPU on one thread unless told otherwise; 0 is ONNX Runtime's default, one thread per
+        # physical core. Set at load time, so a folder stays right for any machine it is copied to.
         if hasattr(config, "overlay"):
             n = self.plan.settings["threads"] or 0
             config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": n}}}}))
@@ -278,8 +266,7 @@ class OnnxGenAIBackend(Backend):
         if "provider" in msg.lower() or "interface not available" in msg.lower():
             return DeviceUnavailable(
                 f"ONNX Runtime GenAI could not start the model's execution provider ({msg}); check `python -m "
-                "phi3_helpers devices` "
-                "and that only one ONNX Runtime GenAI package is installed, or use device='cpu'."
+                "phi3_helpers devices` and that only one ONNX Runtime GenAI package is installed, or use device='cpu'."
             )
         return ModelFolderError(
             f"ONNX Runtime GenAI could not load {folder} ({msg}); delete the folder and build it again."

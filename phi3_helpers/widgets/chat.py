@@ -1,17 +1,8 @@
-"""A multi-turn streaming chat (ipywidgets) over any backend's ChatSession.
+"""A multi-turn streaming chat (ipywidgets) over any backend's ChatSession (STYLE.md, "Widgets").
 
-Design (see STYLE.md, "Widgets"):
-- an explicit state: ``idle`` -> ``generating`` -> (``stopping``) -> ``idle``; the input and the
-  controls are disabled while an answer is generated and re-enabled in a ``finally``;
-- the answer is generated in a background thread, so the notebook stays responsive;
-- each answer has its own Markdown output, updated in place as text arrives, at most every
-  ``paint_interval`` seconds (the rest of the conversation is never re-rendered);
-- worker threads only set widget values (``Output.outputs``, ``HTML.value``); nothing prints;
-- Stop calls the session's stop, which ends generation inside the runtime;
-- errors from the runtime are shown in the conversation, next to the partial answer;
-- when an answer asked from the text box ends, the cursor goes back to the box (a follow-up can be typed
-  at once); each metrics line ends with how the answer ended (``finish_reason``), explained in a legend;
-- the model's text is Markdown that cannot run code in the page (``safe_markdown``).
+State ``idle`` -> ``generating`` -> (``stopping``) -> ``idle``, controls disabled meanwhile; the answer is read in a
+background thread that only sets widget values, painted in place at most every ``paint_interval`` s; Stop ends
+generation inside the runtime; errors show next to the partial answer; model text goes through ``safe_markdown``.
 """
 
 from __future__ import annotations
@@ -59,14 +50,10 @@ _SCRIPT_URL = re.compile(r"(?i)\b(javascript|vbscript)\s*:")
 
 
 def safe_markdown(text: str) -> str:
-    """The model's answer as Markdown that cannot run code in the page.
+    """The model's answer as Markdown that cannot run code in the page (Output renders Markdown as trusted).
 
-    The Output widget renders Markdown as trusted, so raw HTML from a model (``<script>``,
-    ``<img onerror=...>``) would run. Outside fenced code blocks every ``<`` gets an invisible
-    zero-width space after it (no HTML tag or autolink can start; the text looks the same) and
-    ``javascript:`` links are broken. Fenced blocks opened at column 0 are left exactly as they
-    are (their ``<`` is literal text there); a block ends on any line the renderer (marked) would
-    end it on, so text after a block is always treated as text.
+    Outside fenced blocks each ``<`` gets a zero-width space after it (no tag or autolink can start) and
+    ``javascript:`` links are broken; a fence ends on any line the renderer (marked) would end it on.
     """
     out = []
     fence: Optional[str] = None
@@ -87,8 +74,7 @@ def safe_markdown(text: str) -> str:
     return "".join(out)
 
 
-#: How an answer ended: the words of ``Response.metrics.finish_reason``, shown as they are (one word set
-#: in metrics, widget and CLI) and explained once, in the legend under the chat and in the word's tooltip.
+#: How an answer ended (``Response.metrics.finish_reason``), explained in the legend and the word's tooltip.
 FINISH_REASONS = {
     "ended": "the model ended its answer",
     "length": "the answer reached Max new tokens",
@@ -214,10 +200,8 @@ class ChatWidget(widgets.VBox):
             f"<b>precision</b> {html.escape(str(backend.precision))} · <b>model</b> {html.escape(backend.model.name)}"
         )
         self.system_prompt = widgets.Text(
-            value=self.session.system or "",
-            placeholder="System prompt (optional), e.g. You are a concise assistant.",
-            description="System",
-            layout=widgets.Layout(width="100%"),
+            value=self.session.system or "", placeholder="System prompt (optional), e.g. You are a concise assistant.",
+            description="System", layout=widgets.Layout(width="100%"),
         )
         self.temperature = widgets.BoundedFloatText(
             value=opts.temperature if temperature is None else float(temperature),
@@ -239,11 +223,8 @@ class ChatWidget(widgets.VBox):
         )
         # continuous_update=False: the page sends the text once, right after Enter's "submit" event
         # (or when the box loses focus), not per keystroke; see _on_submit.
-        self.input = widgets.Text(
-            placeholder="Ask something and press Enter",
-            continuous_update=False,
-            layout=widgets.Layout(flex="1 1 auto", width="auto"),
-        )
+        self.input = widgets.Text(placeholder="Ask something and press Enter", continuous_update=False,
+                                  layout=widgets.Layout(flex="1 1 auto", width="auto"))
         self.send_button = widgets.Button(description="Send", button_style="primary", icon="paper-plane")
         self.stop_button = widgets.Button(description="Stop", button_style="warning", icon="stop", disabled=True)
         self.clear_button = widgets.Button(description="Clear", icon="trash")
@@ -253,9 +234,8 @@ class ChatWidget(widgets.VBox):
             f"<span style='color:var(--jp-ui-font-color2,#777);font-size:smaller'>{html.escape(LEGEND)}</span>"
         )
 
-        # Enter sends. ipywidgets 8 marks on_submit deprecated in favour of observing the value with
-        # continuous_update=False, but the value also changes when the box merely loses focus, and
-        # sending then would send half-typed questions; so: submit event + value, see _on_submit.
+        # Enter sends: the submit event (deprecated in ipywidgets 8) and then the value, see _on_submit; the value
+        # alone also changes when the box merely loses focus, which would send half-typed questions.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             self.input.on_submit(self._on_submit)
@@ -266,24 +246,16 @@ class ChatWidget(widgets.VBox):
         self.observe(self._on_state, names="state")
 
         self.children = [
-            self.model_label,
-            self.system_prompt,
-            widgets.HBox([self.temperature, self.max_new_tokens]),
-            self.conversation,
-            widgets.HBox([self.input, self.send_button, self.stop_button, self.clear_button]),
-            widgets.HBox([self.status, self.hint]),
-            self.legend,
+            self.model_label, self.system_prompt, widgets.HBox([self.temperature, self.max_new_tokens]),
+            self.conversation, widgets.HBox([self.input, self.send_button, self.stop_button, self.clear_button]),
+            widgets.HBox([self.status, self.hint]), self.legend,
         ]
-        # stable names for the page (and the browser test)
-        self.add_class("phi3-chat")
-        for w, name in (
-            (self.conversation, "phi3-chat-conversation"), (self.input, "phi3-chat-input"),
-            (self.send_button, "phi3-chat-send"), (self.stop_button, "phi3-chat-stop"),
-            (self.clear_button, "phi3-chat-clear"), (self.max_new_tokens, "phi3-chat-max-new-tokens"),
-            (self.temperature, "phi3-chat-temperature"), (self.system_prompt, "phi3-chat-system"),
-            (self.legend, "phi3-chat-legend"),
-        ):
-            w.add_class(name)
+        self.add_class("phi3-chat")  # stable names for the page (and the browser test)
+        named = {"conversation": self.conversation, "input": self.input, "send": self.send_button,
+                 "stop": self.stop_button, "clear": self.clear_button, "max-new-tokens": self.max_new_tokens,
+                 "temperature": self.temperature, "system": self.system_prompt, "legend": self.legend}
+        for name, w in named.items():
+            w.add_class(f"phi3-chat-{name}")
         self._on_state({"new": IDLE})
 
     # -- actions -----------------------------------------------------------------------------
@@ -330,10 +302,7 @@ class ChatWidget(widgets.VBox):
     submit_wait = 0.3
 
     def _on_submit(self, _widget=None) -> None:
-        """Enter was pressed in the page. The page sends the event first and the box's text right
-        after it (a separate, possibly later message), so send when that text arrives; when none
-        comes (the text did not change since it was last sent), send the current text shortly after.
-        """
+        """Enter in the page: send when the box's text arrives (a later message), or after ``submit_wait``."""
         with self._lock:
             if self._submit_timer is not None:
                 self._submit_timer.cancel()
@@ -372,17 +341,14 @@ class ChatWidget(widgets.VBox):
     def clear(self) -> None:
         """Empty the conversation, the session's history and the runtime's cache; safe while generating."""
         with self._lock:
-            if self.state != IDLE:
-                # Let the answer end first: it records its turn when it ends, and Clear must win.
+            busy = self.state != IDLE
+            if busy:  # let the answer end first: it records its turn when it ends, and Clear must win
                 self._clear_requested = True
                 self.state = STOPPING
-                busy = True
-            else:
-                busy = False
         if busy:
             self.session.stop()
-            return
-        self._clear_now()
+        else:
+            self._clear_now()
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the current answer has ended (for code and tests); True when idle."""
@@ -396,12 +362,7 @@ class ChatWidget(widgets.VBox):
 
     # -- the background answer -----------------------------------------------------------------
     def _generate(self, turn: Turn) -> None:
-        """Read the answer and repaint it as text arrives, at most every ``paint_interval`` s.
-
-        Painting happens in this thread, right when a piece arrives: no extra thread to wake, and a
-        piece held back by the limit is shown with the next one, less than ``paint_interval`` later
-        (when pieces come slower than that, each is shown at once).
-        """
+        """Read the answer, repainting (in this thread) when a piece arrives, at most every ``paint_interval`` s."""
         last_paint = 0.0
         try:
             turn.paint(running=True)
