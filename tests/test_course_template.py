@@ -1,4 +1,4 @@
-"""Every chapter 01-04 follows one template (issue 14), and its pictures are drawn by code.
+"""Every chapter 01-04 follows one template, and its pictures are drawn by code.
 
 The template: what you will learn and the hardware, a parameters cell, numbered sections, an "under the
 hood" section whose code uses the runtime itself (not phi3_helpers), Task Manager, troubleshooting,
