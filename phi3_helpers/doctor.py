@@ -51,15 +51,19 @@ class Chapter:
     device_note: str = ""
 
 
+#: The course's one device vocabulary: every chapter's parameter cell maps these words to its own backend.
+WORDS = ("", "CPU", "GPU", "NPU", "AUTO")
+WINML_WORDS = ("WINML", "WINML-GPU", "WINML-NPU", "WINML-CPU")
+
 CHAPTERS = (
-    Chapter("01", "01-npu.ipynb", ("npu",), ("", "NPU", "CPU", "AUTO"), _OPENVINO + _EVERY,
-            "unset: the NPU if there is one, else the CPU"),
-    Chapter("02", "02-directml.ipynb", ("onnx",), ("", "auto", "dml", "directml", "cuda", "gpu", "cpu"),
-            _ONNX + _EVERY, "unset/auto: DirectML, else CUDA, else the CPU"),
-    Chapter("03", "03-openvino.ipynb", ("openvino", "openvino-optimum"), ("", "CPU", "GPU", "NPU", "AUTO"),
-            _OPENVINO + _EVERY, "unset: CPU; GPU.0/GPU.1 pick one GPU"),
-    Chapter("04", "04-compare.ipynb", ("transformers", "openvino", "openvino-optimum", "npu", "onnx"), None,
-            _OPENVINO + _ONNX + _EVERY + ("matplotlib",), "PHI3_BENCH_DEVICES=CPU,GPU,NPU,DML,CUDA narrows it"),
+    Chapter("01", "01-npu.ipynb", ("npu",), WORDS, _OPENVINO + _EVERY,
+            "CPU: the CPU; any other word: the NPU if there is one, else the CPU"),
+    Chapter("02", "02-directml.ipynb", ("onnx",), WORDS + WINML_WORDS, _ONNX + _EVERY,
+            "GPU: DirectML; CPU: the CPU; WINML*: Windows ML; NPU/AUTO: DirectML if installed, else the CPU"),
+    Chapter("03", "03-openvino.ipynb", ("openvino", "openvino-optimum"), WORDS, _OPENVINO + _EVERY,
+            "the device if OpenVINO finds it, else the CPU; GPU.0/GPU.1 pick one GPU"),
+    Chapter("04", "04-compare.ipynb", ("transformers", "openvino", "openvino-optimum", "npu", "onnx"), WORDS,
+            _OPENVINO + _ONNX + _EVERY + ("matplotlib",), "a device OpenVINO finds: only it; else every device"),
 )
 
 #: What the chapters write with the offline model, measured (MiB): key -> (label, chapters, MiB).

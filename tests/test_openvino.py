@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from phi3_helpers.backends import openvino as ovb
-from phi3_helpers.errors import DeviceUnavailable, UnknownDevice, UnknownPrecision
+from phi3_helpers import load
+from phi3_helpers.errors import DeviceUnavailable, ModelFolderError, UnknownDevice, UnknownPrecision
 
 
 def test_int4_recipe_is_the_classic_one_adapted_to_the_576_wide_layers(offline_model):
@@ -110,3 +111,33 @@ def test_the_genai_backend_reports_the_pipelines_own_timings(load_backend):
     perf = llm.perf_metrics
     assert perf.get_num_generated_tokens() == resp.metrics.tokens  # the same answer, counted by the runtime
     assert perf.get_ttft().mean > 0 and perf.get_tpot().mean > 0
+
+
+def test_a_damaged_cached_export_is_exported_again_or_refused_in_one_line(load_backend, offline_model, tmp_path,
+                                                                          monkeypatch):
+    """A real export (the session's int4), copied into a fresh cache and damaged after it was built."""
+    import json
+    import shutil
+
+    from phi3_helpers.backends.openvino import export_folder, export_openvino, is_complete_export
+
+    built = Path(load_backend("openvino", "int4").prepared_folder)
+    monkeypatch.setenv("PHI3_CACHE_DIR", str(tmp_path))
+    copy = export_folder(offline_model, "int4")
+    shutil.copytree(built, copy)
+    record = json.loads((copy / "phi3_helpers_export.json").read_text())
+    want = record["sizes"]["openvino_model.bin"]  # the export records every file's size
+    with open(copy / "openvino_model.bin", "r+b") as fh:
+        fh.truncate(want // 2)
+    assert not is_complete_export(copy)
+    folder = export_openvino(offline_model, "int4")  # damaged: exported again, atomically
+    assert folder == copy and is_complete_export(folder)
+    assert (folder / "openvino_model.bin").stat().st_size == want
+    # a damaged folder with no size record (an older export) is refused by the load in one line, with the fix
+    record.pop("sizes")
+    (folder / "phi3_helpers_export.json").write_text(json.dumps(record))
+    with open(folder / "openvino_model.bin", "r+b") as fh:
+        fh.truncate(want // 2)
+    with pytest.raises(ModelFolderError, match="looks damaged: delete it") as err:
+        load("openvino", model=offline_model, precision="int4")
+    assert "\n" not in str(err.value)

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import DeviceUnavailable, UnknownDevice
+from ..errors import DeviceUnavailable, ModelFolderError, UnknownDevice
 from ..models import fetch_source
 from ..models.cache import cache_root
 from ..options import GenerationOptions
@@ -88,6 +88,15 @@ def runtime_config(device: str, model_folder: Path) -> dict:
 
 
 # -- backends ----------------------------------------------------------------------------------
+
+def damaged_folder_error(folder: Path, exc: BaseException) -> ModelFolderError:
+    """OpenVINO could not read a model folder (a truncated .bin, a broken .xml): one line that names the fix."""
+    first = (str(exc).strip().splitlines() or [""])[-1][:200]
+    return ModelFolderError(
+        f"OpenVINO could not load {folder} ({type(exc).__name__}: {first}); the folder looks damaged: delete it and "
+        "run again to export or download it anew."
+    )
+
 class _OpenVINOBackend(Backend):
     """What both OpenVINO backends share: the export, the device check, the runtime settings.
 
@@ -166,7 +175,10 @@ class OpenVINOGenAIBackend(_OpenVINOBackend):
         import openvino_genai as ov_genai
 
         self.speculation = self.plan.settings.get("speculation") or speculative.Speculation()
-        self.pipeline = ov_genai.LLMPipeline(str(self.prepared_folder), self.device, **self._pipeline_options())
+        try:
+            self.pipeline = ov_genai.LLMPipeline(str(self.prepared_folder), self.device, **self._pipeline_options())
+        except RuntimeError as exc:
+            raise damaged_folder_error(self.prepared_folder, exc) from exc
         self.perf_metrics = None
 
     def _pipeline_options(self) -> dict:
@@ -253,9 +265,13 @@ class OptimumOpenVINOBackend(_OpenVINOBackend):
     def _load(self) -> None:
         from optimum.intel import OVModelForCausalLM
 
-        self.model_obj = OVModelForCausalLM.from_pretrained(
-            str(self.prepared_folder), export=False, device=self.device, ov_config=self.runtime_settings(), compile=True
-        )
+        try:
+            self.model_obj = OVModelForCausalLM.from_pretrained(
+                str(self.prepared_folder), export=False, device=self.device, ov_config=self.runtime_settings(),
+                compile=True,
+            )
+        except RuntimeError as exc:
+            raise damaged_folder_error(self.prepared_folder, exc) from exc
 
     def stream_tokens(
         self, input_ids: list[int], options: GenerationOptions, stop: threading.Event

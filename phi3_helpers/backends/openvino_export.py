@@ -95,7 +95,17 @@ def export_command(model: ModelSource, recipe: ExportRecipe, out: Path | str) ->
 
 
 def is_complete_export(folder: Path) -> bool:
-    return all((Path(folder) / f).is_file() for f in (*EXPORT_FILES, RECORD))
+    """Every file the runtime needs is there, with the size our export recorded (a truncated file is damage)."""
+    folder = Path(folder)
+    if not all((folder / f).is_file() for f in (*EXPORT_FILES, RECORD)):
+        return False
+    return not damaged_files(folder)
+
+
+def damaged_files(folder: Path) -> list[str]:
+    """Files whose size differs from the export's record (missing ones included); [] for an older record."""
+    sizes = (recorded_recipe(folder) or {}).get("sizes") or {}
+    return [f for f, n in sizes.items() if not (folder / f).is_file() or (folder / f).stat().st_size != n]
 
 
 def recorded_recipe(folder: Path) -> dict | None:
@@ -127,6 +137,9 @@ def export_openvino(
     out = export_folder(model, recipe.precision, recipe.variant)
     if is_complete_export(out) and not force:
         return out
+    if out.is_dir() and damaged_files(out):
+        progress(f"The cached export {out} is damaged ({damaged_files(out)[0]} is missing or truncated); "
+                 "exporting it again.")
     progress(f"Exporting {model.name} to OpenVINO {recipe.precision} (once; cached in {out}) ...")
     progress("Same as: " + export_command(model, recipe, out))
     odd = odd_widths(model, recipe.group_size or 0) if recipe.group_size_fallback else []
@@ -147,6 +160,7 @@ def export_openvino(
             "model": model.name, "precision": recipe.precision, "variant": recipe.variant,
             "quantization": recipe.quantization_config(), "command": export_command(model, recipe, out),
             "versions": versions,
+            "sizes": {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()},
         }
         (tmp / RECORD).write_text(json.dumps(record, indent=2))
     return out
