@@ -272,3 +272,24 @@ def test_a_failed_build_says_why_and_leaves_nothing_behind(offline_model, tmp_pa
     assert "\n" not in str(err.value)
     out = onnx_folder(source, "int4", "cpu")
     assert not out.exists() and list(out.parent.iterdir()) == []  # no half-built folder, no scratch left
+
+
+def test_a_damaged_cached_build_is_built_again(load_backend, offline_model, tmp_path, monkeypatch):
+    """The session's real int4 CPU build, copied into a fresh cache and truncated after it was built."""
+    import json
+    import shutil
+
+    from phi3_helpers.backends.onnx_build import BUILD_RECORD, build_onnx_model, damaged_files, onnx_folder
+
+    built = Path(load_backend("onnx", "int4").prepared_folder)
+    monkeypatch.setenv("PHI3_CACHE_DIR", str(tmp_path))
+    copy = onnx_folder(offline_model, "int4", "cpu")
+    shutil.copytree(built, copy)
+    want = json.loads((copy / BUILD_RECORD).read_text())["sizes"]["model.onnx.data"]  # the build records sizes
+    with open(copy / "model.onnx.data", "r+b") as fh:
+        fh.truncate(want // 2)
+    assert damaged_files(copy) == ["model.onnx.data"]
+    folder = build_onnx_model(offline_model, "int4", "cpu")  # built again, atomically
+    assert folder == copy and not damaged_files(folder)
+    assert (folder / "model.onnx.data").stat().st_size == want
+    assert "Paris" in load("onnx", model=offline_model, precision="int4").ask("What is the capital of France?")

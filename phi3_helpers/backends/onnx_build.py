@@ -77,9 +77,12 @@ def build_onnx_model(
     """Build (once) the GenAI folder of ``model`` for ``precision`` on ``target``; returns it."""
     check_combination(precision, target)
     out = onnx_folder(model, precision, target)
-    if out.is_dir() and not rebuild:
+    damaged = damaged_files(out) if out.is_dir() else []
+    if out.is_dir() and not rebuild and not damaged:
         check_onnx_folder(out)
         return out
+    if damaged:
+        progress(f"The cached ONNX folder {out} is damaged ({damaged[0]} is missing or truncated); building it again.")
     show = shlex.join(["python"] + builder_command(model.folder, out, precision, target)[1:])
     progress(
         f"Building {model.name} for ONNX Runtime GenAI, {precision} for {TARGET_NAMES[target]} (once; cached in "
@@ -103,9 +106,16 @@ def build_onnx_model(
             record["onnxruntime_genai"] = md.version("onnxruntime-genai")
         except Exception:  # the DirectML/CUDA builds have other package names; the record is informative only
             pass
+        record["sizes"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         (tmp / BUILD_RECORD).write_text(json.dumps(record, indent=2))
     progress(f"Built in {time.perf_counter() - t0:.0f} s: {folder_size(out) / 2**20:.0f} MiB in {out}")
     return out
+
+
+def damaged_files(folder: Path) -> list[str]:
+    """Files whose size differs from the build record (missing ones included); [] for an older record."""
+    sizes = build_record(folder).get("sizes") or {}
+    return [f for f, n in sizes.items() if not (folder / f).is_file() or (folder / f).stat().st_size != n]
 
 
 def _run_builder(cmd: list[str], log: Path) -> None:
