@@ -718,9 +718,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m phi3_helpers.doctor", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``python -m phi3_helpers.doctor ARGS`` is ``python -m phi3_helpers doctor ARGS`` (one parser, one error path)."""
+    from .cli import main as cli_main
+
+    return cli_main(["doctor", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ fixed questions, answers of up to ``max_new_tokens`` tokens.
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import platform
@@ -223,21 +222,10 @@ def write(doc: dict, output: Path | str) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m phi3_helpers.bench.chat", description=__doc__.splitlines()[0])
-    p.add_argument("--turns", type=int, default=10)
-    p.add_argument("--tokens", type=int, default=64, help="max new tokens per answer")
-    p.add_argument("--model", default=None)
-    p.add_argument("--output", default="artifacts/bench")
-    p.add_argument("--no-speculative", action="store_true")
-    a = p.parse_args(argv)
-    if a.turns < 2 or a.tokens < 1:
-        p.error("--turns must be 2 or more and --tokens 1 or more")
-    doc = run_chat(turns=a.turns, max_new_tokens=a.tokens, model=a.model, speculative=not a.no_speculative,
-                   progress=lambda s: print(s, file=sys.stderr))
-    path = write(doc, a.output)
-    print(chat_table(doc))
-    print(f"wrote {path}", file=sys.stderr)
-    return 0
+    """``python -m phi3_helpers.bench.chat ARGS`` is ``python -m phi3_helpers bench --chat ARGS`` (one parser)."""
+    from ..cli import main as cli_main
+
+    return cli_main(["bench", "--chat", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

