@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..errors import BuildInterrupted, ModelFolderError, Phi3Error, UnknownPrecision
 from ..models import KNOWN_MODELS, PHI3_MINI, ModelSource, notice
+from ..models import cache
 from ..models.cache import atomic_folder, cache_root, folder_size
 
 #: Precisions the builder supports per target provider (its own list of valid combinations).
@@ -106,7 +107,7 @@ def build_onnx_model(
             record["onnxruntime_genai"] = md.version("onnxruntime-genai")
         except Exception:  # the DirectML/CUDA builds have other package names; the record is informative only
             pass
-        record["sizes"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        record["sizes"] = cache.file_sizes(tmp)
         (tmp / BUILD_RECORD).write_text(json.dumps(record, indent=2))
     progress(f"Built in {time.perf_counter() - t0:.0f} s: {folder_size(out) / 2**20:.0f} MiB in {out}")
     return out
@@ -114,8 +115,7 @@ def build_onnx_model(
 
 def damaged_files(folder: Path) -> list[str]:
     """Files whose size differs from the build record (missing ones included); [] for an older record."""
-    sizes = build_record(folder).get("sizes") or {}
-    return [f for f, n in sizes.items() if not (folder / f).is_file() or (folder / f).stat().st_size != n]
+    return cache.damaged_files(folder, build_record(folder).get("sizes"))
 
 
 def _run_builder(cmd: list[str], log: Path) -> None:

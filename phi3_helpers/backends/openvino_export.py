@@ -18,6 +18,7 @@ from pathlib import Path
 from ..console import quiet
 from ..errors import InvalidOption, ModelFolderError
 from ..models import ModelSource, notice
+from ..models import cache
 from ..models.cache import atomic_folder, cache_root
 
 #: What a runtime needs from an export folder; the record file is written last, by our export.
@@ -104,8 +105,7 @@ def is_complete_export(folder: Path) -> bool:
 
 def damaged_files(folder: Path) -> list[str]:
     """Files whose size differs from the export's record (missing ones included); [] for an older record."""
-    sizes = (recorded_recipe(folder) or {}).get("sizes") or {}
-    return [f for f, n in sizes.items() if not (folder / f).is_file() or (folder / f).stat().st_size != n]
+    return cache.damaged_files(folder, (recorded_recipe(folder) or {}).get("sizes"))
 
 
 def recorded_recipe(folder: Path) -> dict | None:
@@ -137,8 +137,9 @@ def export_openvino(
     out = export_folder(model, recipe.precision, recipe.variant)
     if is_complete_export(out) and not force:
         return out
-    if out.is_dir() and damaged_files(out):
-        progress(f"The cached export {out} is damaged ({damaged_files(out)[0]} is missing or truncated); "
+    damaged = damaged_files(out) if out.is_dir() else []
+    if damaged:
+        progress(f"The cached export {out} is damaged ({damaged[0]} is missing or truncated); "
                  "exporting it again.")
     progress(f"Exporting {model.name} to OpenVINO {recipe.precision} (once; cached in {out}) ...")
     progress("Same as: " + export_command(model, recipe, out))
@@ -160,7 +161,7 @@ def export_openvino(
             "model": model.name, "precision": recipe.precision, "variant": recipe.variant,
             "quantization": recipe.quantization_config(), "command": export_command(model, recipe, out),
             "versions": versions,
-            "sizes": {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()},
+            "sizes": cache.file_sizes(tmp),
         }
         (tmp / RECORD).write_text(json.dumps(record, indent=2))
     return out

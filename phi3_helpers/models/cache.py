@@ -63,3 +63,14 @@ def _builder_alive(partial: Path) -> bool:
 def folder_size(path: Path) -> int:
     """Bytes on disk of all files under ``path``."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def file_sizes(folder: Path) -> dict[str, int]:
+    """Bytes of each file directly in ``folder``: what a build records, to tell damage later."""
+    return {p.name: p.stat().st_size for p in sorted(Path(folder).iterdir()) if p.is_file()}
+
+
+def damaged_files(folder: Path, recorded: dict[str, int] | None) -> list[str]:
+    """Files whose size differs from ``recorded`` (missing ones included); [] when nothing was recorded."""
+    folder = Path(folder)
+    return [f for f, n in (recorded or {}).items() if not (folder / f).is_file() or (folder / f).stat().st_size != n]
