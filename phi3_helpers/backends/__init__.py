@@ -1,9 +1,7 @@
-"""Backends by name: one class each, in its own module (``backends/<module>.py``), that declares
-what it needs and can do (see ``base.py``, the contract). The registry only names the class; it
-reads everything else from the class, so nothing outside ``backends/`` switches on a name.
-
-Each module imports its runtime lazily, so the package imports on machines that lack a runtime
-(DirectML and the NPU library exist on Windows only).
+"""Backends by name. Each is one class in its own module that declares what it needs and can do (``base.py``,
+the contract); the registry names the class and reads everything else from it, so nothing outside
+``backends/`` switches on a name. Each module imports its runtime lazily, so the package imports on machines
+that lack one (DirectML and the NPU library exist on Windows only).
 """
 
 from __future__ import annotations
@@ -11,48 +9,46 @@ from __future__ import annotations
 import importlib
 import os
 
-from ..errors import BackendUnavailable, UnknownBackend
+from ..errors import BackendUnavailable, InvalidOption, UnknownBackend
 
 #: name -> "module:Class"
 BACKENDS: dict[str, str] = {
     "transformers": "phi3_helpers.backends.hf:TransformersBackend",
     "openvino": "phi3_helpers.backends.openvino:OpenVINOGenAIBackend",
     "openvino-optimum": "phi3_helpers.backends.openvino:OptimumOpenVINOBackend",
-    "npu": "phi3_helpers.backends.npu:NPUBackend", "npu-classic": "phi3_helpers.backends.npu_classic:ClassicNPUBackend",
+    "npu": "phi3_helpers.backends.npu:NPUBackend",
+    "npu-classic": "phi3_helpers.backends.npu_classic:ClassicNPUBackend",
     "onnx": "phi3_helpers.backends.onnx:OnnxGenAIBackend",
 }
 #: PHI3_NPU_PATH=classic makes "npu" mean "npu-classic" (the archived library, Windows only).
 NPU_PATH_ENV = "PHI3_NPU_PATH"
+NPU_PATHS = {"maintained": "npu", "classic": "npu-classic"}
 
 
 def resolve_name(name: str, device: str | None = None, path: str | None = None) -> str:
-    """The registry name a load asks for: aliases (npu + path/PHI3_NPU_PATH, openvino on the NPU)."""
+    """The backend a load asks for, after the aliases: npu with path= or $PHI3_NPU_PATH; openvino on the NPU."""
     key = (name or "").strip().lower()
     if key == "openvino" and str(device or "").strip().upper().startswith("NPU"):
-        from ..models import notice
+        from ..console import notice
 
-        # The NPU needs its own export (int4 symmetric, ratio 1.0) and static-shape settings.
+        # the NPU needs its own export (int4 symmetric, ratio 1.0) and static-shape settings
         notice("on the NPU the openvino backend runs as the npu backend (NPU-ready export and settings).")
         key = "npu"
-    if key == "npu":
-        chosen = (path or os.environ.get(NPU_PATH_ENV) or "maintained").strip().lower()
-        if chosen not in {"maintained", "classic"}:
-            from ..errors import InvalidOption
-
-            raise InvalidOption(
-                f"path must be 'maintained' (OpenVINO GenAI) or 'classic' (intel-npu-acceleration-library); "
-                f"got {chosen!r} (from path= or ${NPU_PATH_ENV}); or use --backend npu-classic."
-            )
-        key = "npu-classic" if chosen == "classic" else "npu"
-    elif path is not None:
-        from ..errors import InvalidOption
-
-        raise InvalidOption(f"path= is an option of the npu backend only, not of {name!r}.")
-    return key
+    if key != "npu":
+        if path is not None:
+            raise InvalidOption(f"path= is an option of the npu backend only, not of {name!r}.")
+        return key
+    chosen = (path or os.environ.get(NPU_PATH_ENV) or "maintained").strip().lower()
+    if chosen not in NPU_PATHS:
+        raise InvalidOption(
+            f"path must be 'maintained' (OpenVINO GenAI) or 'classic' (intel-npu-acceleration-library); "
+            f"got {chosen!r} (from path= or ${NPU_PATH_ENV}); or use --backend npu-classic."
+        )
+    return NPU_PATHS[chosen]
 
 
 def backend_class(name: str, check: bool = True):
-    """The class of a backend; with ``check``, a clear error when its runtime is missing."""
+    """The class of a backend; with ``check``, a one-line error when its runtime is missing."""
     key = (name or "").strip().lower()
     if key not in BACKENDS:
         raise UnknownBackend(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}.")

@@ -1,29 +1,28 @@
-"""The backend contract: what every backend declares, resolves and implements.
+"""The backend contract: what a backend must provide. One backend is one subclass of :class:`Backend`.
 
-A backend is one class. It DECLARES, as class attributes (read by the registry, ``devices`` and
-the bench, so no code outside ``backends/`` switches on a backend's name):
+It DECLARES, as class attributes (read by the registry, ``devices`` and the bench, so that no code
+outside ``backends/`` switches on a backend's name):
 
-    name, runtime      "openvino", "OpenVINO GenAI"
-    requires           Python modules it imports (checked before loading), ``install`` says how
-    precisions         accepted precisions, the first is the default
-    options            its own keyword options and their defaults (unknown ones are refused)
+    name, runtime     "openvino", "OpenVINO GenAI"
+    requires          the Python modules it imports (checked before loading); ``install`` says how
+    precisions        the precisions it accepts, the first is the default
+    options           its own keyword options and their defaults (unknown ones are refused)
 
-It RESOLVES choices into a frozen :class:`Plan` before any runtime loads (classmethods, no load):
+It RESOLVES every choice into a frozen :class:`Plan` before a runtime loads (classmethods):
 
-    plan(model, device, precision, **options) -> Plan     device, precision, folder, notices
-    prepared_path(plan) -> Path | None                    where its prepared folder lives
-    prepare(plan) -> Plan                                 export/build/fetch that folder (once)
-    devices_here() / precisions_on(device)                what the bench measures here
-    device_report() -> rows                               for ``python -m phi3_helpers devices``
+    plan(model, device, precision, **options)    check_options, check_precision, choose_device
+    prepared_path(plan) -> Path | None           where the folder the runtime loads lives
+    prepare(plan) -> Plan                        export, build or fetch that folder (once)
+    devices_here(), precisions_on(device)        what the bench measures on this machine
+    device_report() -> rows                      for ``python -m phi3_helpers devices``
 
-It IMPLEMENTS two methods; the constructor only loads the plan:
+It IMPLEMENTS two methods (the constructor only loads the plan) and may override close() and the limits:
 
-    _load()                                 load the runtime's model from ``self.prepared_folder``
-    stream_tokens(input_ids, options, stop) a generator of token-id lists; ends on eos,
-                                            max_new_tokens, or when ``stop`` is set
+    _load()                                      load the runtime's model from ``self.prepared_folder``
+    stream_tokens(input_ids, options, stop)      yield lists of new token ids until eos, max_new_tokens
+                                                 or ``stop``; keep ``self.kv`` (the KV cache) true
 
-Prompt formatting (the tokenizer's chat template), tokenization, context checks, detokenization
-and metrics live here, so the caller never needs to know which runtime produced the tokens.
+The rest is here: chat template, tokens, context checks and the Response with its metrics.
 """
 
 from __future__ import annotations
@@ -34,28 +33,23 @@ import importlib.util
 import threading
 import time
 import types
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
-from ..errors import EmptyPrompt, InvalidOption, ModelFolderError, PromptTooLong, SessionBusy, UnknownPrecision
 from ..console import quiet
+from ..errors import EmptyPrompt, InvalidOption, ModelFolderError, PromptTooLong, SessionBusy, UnknownPrecision
 from ..models import ModelSource, plan_source
 from ..options import GenerationOptions
-from ..prefix import PrefixCache, chat_ids, check_reuse_cache
+from ..prefix import PrefixCache, chat_ids
 from ..response import Response
 
 Messages = Sequence[dict]
-INSTALL = "pip install -r requirements.txt"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Plan:
-    """Every choice of a load, made before any runtime loads: plain data a test can check.
-
-    ``folder`` is what the runtime will load (None until ``prepare`` knows it, e.g. a download);
-    ``settings`` holds the backend's resolved options; ``notices`` are shown before loading.
-    """
+    """Every choice of a load as plain data. ``folder`` is what the runtime loads (None until ``prepare``
+    knows it), ``settings`` the backend's resolved options (read-only), ``notices`` are shown before loading."""
 
     backend: str
     model: ModelSource
@@ -63,17 +57,241 @@ class Plan:
     precision: str
     folder: Path | None = None
     notices: tuple[str, ...] = ()
-    settings: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "settings", types.MappingProxyType(dict(self.settings)))
 
-    def replace(self, **changes: Any) -> "Plan":
+    def replace(self, **changes: Any) -> Plan:
         return dataclasses.replace(self, **changes)
 
 
+def positive_int(name: str, value: Any, default: int | None = None) -> int | None:
+    """A whole number above 0 (or ``default`` for None), else a one-line InvalidOption."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        hint = f"; the default is {default}" if default is not None else ""
+        raise InvalidOption(f"{name} must be a whole number above 0 (got {value!r}){hint}.")
+    return value
+
+
+class Backend(abc.ABC):
+    """A model loaded on one runtime, device and precision (the contract: this module's docstring)."""
+
+    name: ClassVar[str] = ""
+    runtime: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ("transformers",)
+    install: ClassVar[str] = "pip install -r requirements.txt"
+    precisions: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[Mapping[str, Any]] = {}
+
+    # -- what the class says without loading ---------------------------------------------------
+    @classmethod
+    def missing(cls) -> str:
+        """'' when this backend can load here, else the one-line reason (with the install command)."""
+        for module in cls.requires:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except ModuleNotFoundError:  # a dotted name whose parent is missing
+                found = False
+            if not found:
+                return (
+                    f"backend {cls.name!r} needs the Python package {module!r}, which is not installed; "
+                    f"run: {cls.install}"
+                )
+        return ""
+
+    @classmethod
+    def devices_here(cls) -> list[str | None]:
+        """Devices worth measuring on this machine (None: let the backend choose)."""
+        return ["CPU"]
+
+    @classmethod
+    def precisions_on(cls, device: str | None) -> tuple[str, ...]:
+        return cls.precisions
+
+    @classmethod
+    def device_report(cls) -> list[dict]:
+        """Rows of {backend, device, available, detail}."""
+        return [{"backend": cls.name, "device": "CPU", "available": True, "detail": cls.runtime}]
+
+    # -- the choices, resolved before loading --------------------------------------------------
+    @classmethod
+    def check_precision(cls, precision: str | None) -> str:
+        chosen = (precision or cls.precisions[0]).lower()
+        if chosen not in cls.precisions:
+            raise UnknownPrecision(
+                f"precision {precision!r} is not available for backend {cls.name!r}; use one of "
+                f"{', '.join(cls.precisions)}."
+            )
+        return chosen
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> dict:
+        """The backend's options with their defaults, plus ``reuse_cache`` (every backend keeps its KV cache)."""
+        options = dict(options)
+        reuse = options.pop("reuse_cache", True)
+        if not isinstance(reuse, bool):
+            raise InvalidOption(
+                f"reuse_cache must be True or False (got {reuse!r}); e.g. load('onnx', reuse_cache=False)."
+            )
+        unknown = sorted(set(options) - set(cls.options))
+        if unknown:
+            valid = ", ".join([*cls.options, "reuse_cache"])
+            raise InvalidOption(f"backend {cls.name!r} has no option {unknown[0]!r}; its options are: {valid}.")
+        return {**cls.options, **options, "reuse_cache": reuse}
+
+    @classmethod
+    def choose_device(cls, device: str | None, settings: dict, notices: list[str]) -> str:
+        """The device to run on; may record a choice in ``settings`` and add a notice (e.g. a fallback)."""
+        return (device or "CPU").upper()
+
+    @classmethod
+    def plan(cls, model=None, device: str | None = None, precision: str | None = None, **options: Any) -> Plan:
+        """Resolve every choice, cheap checks first (a typo fails before a slow build)."""
+        origin = options.pop("source", None)  # phi3-mini: "hub" (prequantized, the default) or "export"
+        settings = cls.check_options(options)
+        precision = cls.check_precision(precision)
+        notices: list[str] = []
+        device = cls.choose_device(device, settings, notices)
+        # phi3-mini: the publisher's folder for this backend, if any (settings["hub"], fetched by prepare)
+        source, settings["hub"], more = plan_source(model, cls.name, precision, settings.get("target"), origin)
+        plan = Plan(cls.name, source, device, precision, None, tuple(notices + more), settings)
+        return plan.replace(folder=cls.prepared_path(plan))
+
+    @classmethod
+    def prepared_path(cls, plan: Plan) -> Path | None:
+        """Where the folder the runtime loads lives, without building it: the Hugging Face folder by default."""
+        return plan.model.folder
+
+    @classmethod
+    def prepare(cls, plan: Plan) -> Plan:
+        """Make ``plan.folder`` ready (export, build or fetch it once); the plan with that folder."""
+        return plan
+
+    # -- loading -------------------------------------------------------------------------------
+    def __init__(self, plan: Plan):
+        """Load a prepared plan (``phi3_helpers.load`` makes and prepares it)."""
+        t0 = time.perf_counter()
+        self.plan, self.device, self.precision, self.model = plan, plan.device, plan.precision, plan.model
+        self.prepared_folder: Path = Path(plan.folder or plan.model.folder)
+        self.reuse_cache = bool(plan.settings.get("reuse_cache", True))
+        self.kv = PrefixCache(self.reuse_cache)  # the token ids the runtime's KV cache holds between answers
+        from transformers import AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(self.model.folder))
+        except Exception as exc:
+            raise ModelFolderError(
+                f"could not read the tokenizer in {self.model.folder} ({type(exc).__name__}); "
+                "delete the folder and run again to rebuild it, or point --model at a complete folder."
+            ) from None
+        self.eos_token_ids = eos_ids(self.model.folder, self.tokenizer)
+        self._busy = threading.Lock()  # one answer at a time
+        self._current: Response | None = None
+        with quiet():  # the runtime's load and compile chatter is held back (replayed in full on an error)
+            self._load()
+        self.load_seconds = time.perf_counter() - t0
+
+    @abc.abstractmethod
+    def _load(self) -> None:
+        """Load the runtime's model from ``self.prepared_folder``."""
+
+    @abc.abstractmethod
+    def stream_tokens(
+        self, input_ids: list[int], options: GenerationOptions, stop: threading.Event
+    ) -> Iterator[list[int]]:
+        """Yield lists of generated token ids; end on eos, max_new_tokens, or when ``stop`` is set."""
+
+    def reset(self) -> None:
+        """Forget the KV cache kept between answers: the next prompt is prefilled whole."""
+        self.kv.reset()
+
+    def close(self) -> None:
+        """Free the runtime's memory."""
+
+    # -- limits (static-shape runtimes such as the NPU lower them) -----------------------------
+    @property
+    def context_length(self) -> int:
+        return self.model.context_length
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        return self.context_length
+
+    def _prompt_too_long(self, n: int, limit: int) -> str:
+        """The one-line message for a prompt of ``n`` tokens over ``limit`` (a backend may name its own fix)."""
+        return (
+            f"the prompt has {n} tokens but {self.model.name} on {self.name}/{self.device} accepts at most "
+            f"{limit}; shorten it or start a new chat."
+        )
+
+    # -- answering -----------------------------------------------------------------------------
+    def describe(self) -> str:
+        return f"{self.name} | {self.device} | {self.precision} | {self.model.name}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"
+
+    def format_prompt(self, messages: Messages) -> str:
+        """The prompt text exactly as the model sees it (the tokenizer's own chat template)."""
+        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+    def encode(self, messages: Messages) -> list[int]:
+        """The prompt's token ids; earlier answers keep the ids the model produced (their ``token_ids``)."""
+        ids = chat_ids(self.tokenizer, messages, self.format_prompt, self.eos_token_ids)
+        if ids is None:
+            ids = self.tokenizer(self.format_prompt(messages), add_special_tokens=False)["input_ids"]
+        return list(ids)
+
+    def count_tokens(self, messages: Messages) -> int:
+        return len(self.encode(messages))
+
+    def generate(
+        self, prompt: str | Messages, options: GenerationOptions | dict | None = None, *, system: str | None = None,
+        on_done=None, notices: list[str] | None = None, **overrides: Any,
+    ) -> Response:
+        """Start an answer; returns a Response to iterate (generation runs as it is read)."""
+        opts = GenerationOptions.make(options, **overrides)
+        ids = self.encode(as_messages(prompt, system))
+        if len(ids) > self.max_prompt_tokens:
+            raise PromptTooLong(self._prompt_too_long(len(ids), self.max_prompt_tokens))
+        if len(ids) + opts.max_new_tokens > self.context_length:
+            opts = GenerationOptions.make(opts, max_new_tokens=max(1, self.context_length - len(ids)))
+        stop = threading.Event()
+
+        def tokens() -> Iterator[list[int]]:
+            if not self._busy.acquire(blocking=False):
+                raise SessionBusy("an answer is still being generated; wait for it or call stop() first.")
+            try:
+                yield from self.stream_tokens(ids, opts, stop)
+            finally:
+                self._busy.release()
+
+        self._current = Response(
+            tokens(), self.tokenizer, stop, len(ids), opts.max_new_tokens, on_done, notices, self.eos_token_ids
+        )
+        return self._current
+
+    def stop(self) -> None:
+        """Stop the answer being generated, if any."""
+        if self._current is not None and not self._current.done:
+            self._current.stop()
+
+    def ask(self, prompt: str | Messages, **kw: Any) -> str:
+        """The whole answer as text."""
+        return self.generate(prompt, **kw).text()
+
+    def chat(self, system: str | None = None, **options: Any):
+        """A multi-turn chat session over this backend."""
+        from ..session import ChatSession
+
+        return ChatSession(self, system=system, options=GenerationOptions.make(None, **options))
+
+
 def as_messages(prompt: str | Messages, system: str | None = None) -> list[dict]:
-    """Accept a plain question or a list of {"role", "content"} messages; refuse empty input."""
+    """A question or a list of {"role", "content"} messages, checked; ``system`` replaces any system message."""
     msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
     if system:
         msgs = [{"role": "system", "content": system}] + [m for m in msgs if m.get("role") != "system"]
@@ -89,261 +307,17 @@ def as_messages(prompt: str | Messages, system: str | None = None) -> list[dict]
     return msgs
 
 
-def positive_int(name: str, value: Any, default: int | None = None) -> int | None:
-    """A whole number above 0 (or the default when None), else a one-line InvalidOption."""
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        hint = f"; the default is {default}" if default is not None else ""
-        raise InvalidOption(f"{name} must be a whole number above 0 (got {value!r}){hint}.")
-    return value
-
-
-class Backend(abc.ABC):
-    """A loaded model on one runtime, device and precision (see the module docstring: the contract)."""
-
-    name: ClassVar[str] = ""
-    runtime: ClassVar[str] = ""
-    requires: ClassVar[tuple[str, ...]] = ("transformers",)
-    install: ClassVar[str] = INSTALL
-    precisions: ClassVar[tuple[str, ...]] = ()
-    options: ClassVar[Mapping[str, Any]] = {}
-
-    # -- declarations read without loading -------------------------------------------------
-    @classmethod
-    def missing(cls) -> str:
-        """'' when this backend can load here, else the one-line reason (names the install)."""
-        for pkg in cls.requires:
-            try:
-                found = importlib.util.find_spec(pkg) is not None
-            except ModuleNotFoundError:
-                found = False
-            if not found:
-                return (
-                    f"backend {cls.name!r} needs the Python package {pkg!r}, which is not installed; run: {cls.install}"
-                )
-        return ""
-
-    @classmethod
-    def devices_here(cls) -> list[str | None]:
-        """Devices worth measuring on this machine (None: let the backend choose)."""
-        return ["CPU"]
-
-    @classmethod
-    def precisions_on(cls, device: str | None) -> tuple[str, ...]:
-        """Precisions this backend can run on ``device``."""
-        return cls.precisions
-
-    @classmethod
-    def device_report(cls) -> list[dict]:
-        """Rows of {backend, device, available, detail} for ``python -m phi3_helpers devices``."""
-        return [{"backend": cls.name, "device": "CPU", "available": True, "detail": cls.runtime}]
-
-    # -- choices, resolved before loading -----------------------------------------------------
-    @classmethod
-    def check_precision(cls, precision: str | None) -> str:
-        p = (precision or cls.precisions[0]).lower()
-        if p not in cls.precisions:
-            raise UnknownPrecision(
-                f"precision {precision!r} is not available for backend {cls.name!r}; use one of "
-                f"{', '.join(cls.precisions)}."
-            )
-        return p
-
-    @classmethod
-    def check_options(cls, options: Mapping[str, Any]) -> dict:
-        options = dict(options)
-        # every backend keeps its KV cache between answers unless told not to (phi3_helpers.prefix)
-        reuse = check_reuse_cache(options.pop("reuse_cache", True))
-        unknown = sorted(set(options) - set(cls.options))
-        if unknown:
-            valid = ", ".join([*cls.options, "reuse_cache"])
-            raise InvalidOption(f"backend {cls.name!r} has no option {unknown[0]!r}; its options are: {valid}.")
-        return {**cls.options, **options, "reuse_cache": reuse}
-
-    @classmethod
-    def choose_device(cls, device: str | None, settings: dict, notices: list[str]) -> str:
-        """The device to run on; may add a notice (e.g. a fallback) to ``notices``."""
-        return (device or "CPU").upper()
-
-    @classmethod
-    def plan(cls, model=None, device: str | None = None, precision: str | None = None, **options: Any) -> Plan:
-        """Resolve every choice (cheap checks first, so a typo fails before a slow build)."""
-        origin = options.pop("source", None)  # phi3-mini: "hub" (prequantized, the default) or "export"
-        settings = cls.check_options(options)
-        precision = cls.check_precision(precision)
-        notices: list[str] = []
-        device = cls.choose_device(device, settings, notices)
-        # phi3-mini: the publisher's folder for this backend (settings["hub"], fetched by prepare), if any
-        source, settings["hub"], more = plan_source(model, cls.name, precision, settings.get("target"), origin)
-        plan = Plan(cls.name, source, device, precision, None, tuple(notices + more), settings)
-        return plan.replace(folder=cls.prepared_path(plan))
-
-    @classmethod
-    def prepared_path(cls, plan: Plan) -> Path | None:
-        """Where the folder the runtime loads lives (no build); the Hugging Face folder by default."""
-        return plan.model.folder
-
-    @classmethod
-    def prepare(cls, plan: Plan) -> Plan:
-        """Make ``plan.folder`` ready (export, build or fetch it once); returns the plan with it."""
-        return plan
-
-    # -- loading ------------------------------------------------------------------------------
-    def __init__(self, plan: Plan):
-        """Load a prepared plan (``phi3_helpers.load`` makes and prepares it)."""
-        self.plan = plan
-        self.device, self.precision, self.model = plan.device, plan.precision, plan.model
-        self.prepared_folder: Path = Path(plan.folder or plan.model.folder)
-        self.reuse_cache = bool(plan.settings.get("reuse_cache", True))
-        #: the token ids the runtime's KV cache holds between answers (see phi3_helpers.prefix)
-        self.kv = PrefixCache(self.reuse_cache)
-        t0 = time.perf_counter()
-        from transformers import AutoTokenizer
-
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(self.model.folder))
-        except Exception as exc:
-            raise ModelFolderError(
-                f"could not read the tokenizer in {self.model.folder} ({type(exc).__name__}); "
-                "delete the folder and run again to rebuild it, or point --model at a complete folder."
-            ) from None
-        self.eos_token_ids = eos_ids(self.model.folder, self.tokenizer)
-        self._busy = threading.Lock()
-        self._current: Response | None = None
-        with quiet():  # the runtime's load/compile chatter is held back (replayed in full on an error)
-            self._load()
-        self.load_seconds = time.perf_counter() - t0
-
-    @abc.abstractmethod
-    def _load(self) -> None:
-        """Load the runtime's model from ``self.prepared_folder``."""
-
-    @abc.abstractmethod
-    def stream_tokens(
-        self, input_ids: list[int], options: GenerationOptions, stop: threading.Event
-    ) -> Iterator[list[int]]:
-        """Yield lists of generated token ids; end on eos, max_new_tokens, or when ``stop`` is set."""
-
-    def reset(self) -> None:
-        """Forget runtime state kept between answers (the KV cache); the next prompt is prefilled whole."""
-        self.kv.reset()
-
-    def close(self) -> None:
-        """Free the runtime's memory."""
-
-    # -- limits -------------------------------------------------------------------------------
-    @property
-    def context_length(self) -> int:
-        return self.model.context_length
-
-    @property
-    def max_prompt_tokens(self) -> int:
-        """Longest prompt the loaded model accepts (static-shape runtimes such as the NPU lower this)."""
-        return self.context_length
-
-    def _prompt_too_long(self, n: int, limit: int) -> str:
-        """The one-line message for a prompt of ``n`` tokens over ``limit`` (backends add their own fix)."""
-        return (
-            f"the prompt has {n} tokens but {self.model.name} on {self.name}/{self.device} accepts at most "
-            f"{limit}; shorten it or start a new chat."
-        )
-
-    # -- shared ------------------------------------------------------------------------------
-    def describe(self) -> str:
-        return f"{self.name} | {self.device} | {self.precision} | {self.model.name}"
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.describe()}>"
-
-    def format_prompt(self, messages: Messages) -> str:
-        """The prompt text exactly as the model sees it (the tokenizer's own chat template)."""
-        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-
-    def encode(self, messages: Messages) -> list[int]:
-        """The prompt's token ids; earlier answers keep the ids the model produced (``token_ids``)."""
-        ids = chat_ids(self.tokenizer, messages, self.format_prompt, self.eos_token_ids)
-        if ids is not None:
-            return ids
-        return list(self.tokenizer(self.format_prompt(messages), add_special_tokens=False)["input_ids"])
-
-    def count_tokens(self, messages: Messages) -> int:
-        return len(self.encode(messages))
-
-    def generate(
-        self, prompt: str | Messages, options: GenerationOptions | dict | None = None, *, system: str | None = None,
-        on_done=None, notices: list[str] | None = None, **overrides: Any,
-    ) -> Response:
-        """Start an answer; returns a Response to iterate (generation runs as you read it)."""
-        opts = GenerationOptions.make(options, **overrides)
-        ids = self.encode(as_messages(prompt, system))
-        limit = self.max_prompt_tokens
-        if len(ids) > limit:
-            raise PromptTooLong(self._prompt_too_long(len(ids), limit))
-        if len(ids) + opts.max_new_tokens > self.context_length:
-            opts = GenerationOptions.make(opts, max_new_tokens=max(1, self.context_length - len(ids)))
-        stop = threading.Event()
-
-        def tokens() -> Iterator[list[int]]:
-            # Generation starts when the response is first read; one answer at a time per model.
-            if not self._busy.acquire(blocking=False):
-                raise SessionBusy("an answer is still being generated; wait for it or call stop() first.")
-            try:
-                yield from self.stream_tokens(ids, opts, stop)
-            finally:
-                self._busy.release()
-
-        def done(resp: Response) -> None:
-            self._current = None
-            if on_done is not None:
-                on_done(resp)
-
-        resp = Response(
-            tokens(), self.tokenizer, stop, len(ids), opts.max_new_tokens, done, notices, self.eos_token_ids
-        )
-        self._current = resp
-        return resp
-
-    @property
-    def busy(self) -> bool:
-        """True while an answer is being generated."""
-        return self._busy.locked()
-
-    def stop(self) -> None:
-        """Stop the answer being generated, if any."""
-        if self._current is not None:
-            self._current.stop()
-
-    def ask(self, prompt: str | Messages, **kw: Any) -> str:
-        """Generate and return the whole answer as text."""
-        return self.generate(prompt, **kw).text()
-
-    def chat(self, system: str | None = None, **options: Any):
-        """A multi-turn chat session over this backend."""
-        from ..session import ChatSession
-
-        return ChatSession(self, system=system, options=GenerationOptions.make(None, **options))
-
-
 def eos_ids(folder: Path, tokenizer) -> frozenset[int]:
-    """The model's end-of-answer ids: GenerationConfig's eos_token_id (one or a list) and the tokenizer's.
-
-    GenerationConfig reads generation_config.json, else derives it from config.json; a folder with
-    neither (an ONNX Runtime GenAI folder keeps its own in genai_config.json) has the tokenizer's only.
-    """
+    """The end-of-answer ids: GenerationConfig's eos_token_id (one or a list) and the tokenizer's. A folder with
+    neither generation_config.json nor config.json (ONNX Runtime GenAI's) has the tokenizer's only."""
     from transformers import AutoConfig, GenerationConfig
 
-    def from_config(f):
-        return GenerationConfig.from_model_config(AutoConfig.from_pretrained(f))
-
-    value = None
-    for read in (GenerationConfig.from_pretrained, from_config):
+    try:
+        value = GenerationConfig.from_pretrained(str(folder)).eos_token_id
+    except (OSError, ValueError):
         try:
-            value = read(str(folder)).eos_token_id
-            break
+            value = GenerationConfig.from_model_config(AutoConfig.from_pretrained(str(folder))).eos_token_id
         except (OSError, ValueError):
-            continue
+            value = None
     ids = {int(x) for x in (value if isinstance(value, (list, tuple)) else [value]) if x is not None}
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    return frozenset(ids)
+    return frozenset(ids | ({int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()))

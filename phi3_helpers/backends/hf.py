@@ -1,6 +1,6 @@
-"""Hugging Face transformers: the reference backend (PyTorch on the CPU), and ``hf_generate_stream``,
-the one streaming loop over ``model.generate`` that every transformers-API model uses (optimum-intel,
-the classic NPU library)."""
+"""Hugging Face transformers: the reference backend (PyTorch on the CPU), and ``hf_generate_stream``, the one
+streaming loop over ``model.generate`` that every transformers-API model uses (optimum-intel, the classic NPU
+library)."""
 
 from __future__ import annotations
 
@@ -32,20 +32,15 @@ class TransformersBackend(Backend):
 
     @classmethod
     def device_report(cls) -> list[dict]:
-        return [
-            {
-                "backend": cls.name, "device": "CPU", "available": True,
-                "detail": f"PyTorch on {platform.processor() or platform.machine()}",
-            }
-        ]
+        cpu = platform.processor() or platform.machine()
+        return [{"backend": cls.name, "device": "CPU", "available": True, "detail": f"PyTorch on {cpu}"}]
 
     def _load(self) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[self.precision]
-        self.model_obj = AutoModelForCausalLM.from_pretrained(str(self.prepared_folder), dtype=dtype)
-        self.model_obj.eval()
+        self.model_obj = AutoModelForCausalLM.from_pretrained(str(self.prepared_folder), dtype=dtype).eval()
 
     def stream_tokens(
         self, input_ids: list[int], options: GenerationOptions, stop: threading.Event
@@ -61,51 +56,48 @@ class TransformersBackend(Backend):
 def hf_generate_stream(
     model, input_ids, options: GenerationOptions, stop: threading.Event, eos_ids, pad_id, kv: PrefixCache | None = None
 ) -> Iterator[list[int]]:
-    """Stream ``model.generate`` (transformers or optimum-intel) through a queue bridge.
-
-    A StoppingCriteria checks the stop event before every token, so Stop ends generation in the
-    runtime, not just on screen. With ``kv`` (reuse on), one DynamicCache is kept between answers
-    and cropped to the prompt's common prefix, so generate() prefills only the rest.
-    """
+    """Stream ``model.generate`` through a queue bridge; a StoppingCriteria checks ``stop`` before every token,
+    so Stop ends generation in the runtime. With ``kv`` (reuse on) one DynamicCache is kept between answers,
+    cropped to the prompt's common prefix, so generate() prefills only the rest."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
     from transformers.generation.streamers import BaseStreamer
 
-    class _StopOnEvent(StoppingCriteria):
+    class StopOnEvent(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
             return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool)
 
+    if options.sampling:
+        sampling = {"temperature": options.temperature, "top_p": options.top_p}
+    else:
+        sampling = {"temperature": None, "top_p": None, "top_k": None}
+
     def run(emit) -> None:
-        class _Streamer(BaseStreamer):
-            prompt_seen = False
+        produced: list[int] = []
+
+        class Streamer(BaseStreamer):
+            prompt_seen = False  # generate() puts the prompt first
 
             def put(self, value):
-                if not self.prompt_seen:  # generate() first puts the prompt
-                    self.prompt_seen = True
-                    return
-                new = value.reshape(-1).tolist()
-                produced.extend(new)
-                emit(new)
+                if self.prompt_seen:
+                    new = value.reshape(-1).tolist()
+                    produced.extend(new)
+                    emit(new)
+                self.prompt_seen = True
 
             def end(self):
                 pass
 
-        ids = torch.tensor([input_ids], dtype=torch.long)
-        produced: list[int] = []
-        kwargs = dict(
-            max_new_tokens=options.max_new_tokens, do_sample=options.sampling, eos_token_id=sorted(eos_ids) or None,
-            pad_token_id=pad_id, streamer=_Streamer(), stopping_criteria=StoppingCriteriaList([_StopOnEvent()]),
-        )
-        if options.sampling:
-            kwargs.update(temperature=options.temperature, top_p=options.top_p)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
         cache = _kept_cache(model, kv, input_ids) if kv is not None and kv.enabled else None
-        if cache is not None:
-            kwargs["past_key_values"] = cache
+        ids = torch.tensor([input_ids], dtype=torch.long)
         try:
             with torch.inference_mode():
-                model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+                model.generate(
+                    ids, attention_mask=torch.ones_like(ids), max_new_tokens=options.max_new_tokens,
+                    do_sample=options.sampling, eos_token_id=sorted(eos_ids) or None, pad_token_id=pad_id,
+                    streamer=Streamer(), stopping_criteria=StoppingCriteriaList([StopOnEvent()]), **sampling,
+                    **({"past_key_values": cache} if cache is not None else {}),
+                )
         except BaseException:
             if kv is not None:
                 kv.reset()  # the cache may hold part of a step: start clean next time
@@ -123,10 +115,9 @@ def _kept_cache(model, kv: PrefixCache, input_ids):
     from transformers import DynamicCache
 
     keep = kv.plan(input_ids)
-    cache = kv.runtime
-    if cache is None or keep == 0:
+    if kv.runtime is None or keep == 0:
         kv.reset()
         return DynamicCache(config=model.config)
-    cache.crop(keep)
+    kv.runtime.crop(keep)
     kv.hold(kv.ids[:keep])
-    return cache
+    return kv.runtime

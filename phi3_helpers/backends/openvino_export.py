@@ -1,14 +1,15 @@
 """The OpenVINO export: optimum-cli's own command, run in this process, cached per model and recipe.
 
-``export_openvino`` builds the argument list of ``optimum-cli export openvino`` and hands it to
-optimum's own parser and command (``OVExportCommand``: ``main_export``, then NNCF weight
-compression), so the "Same as: optimum-cli ..." line it prints is true by construction. Exports
-are cached under ``$PHI3_CACHE_DIR/openvino/<model>-<precision>[-variant]`` and built atomically
-(Ctrl-C leaves nothing); ``phi3_helpers_export.json``, written last, records the recipe.
+``export_openvino`` hands the arguments of ``optimum-cli export openvino`` to optimum's own parser and
+command (``OVExportCommand``: the export, then NNCF weight compression), so the "Same as: optimum-cli ..."
+line it prints is true by construction. Exports are cached under
+``$PHI3_CACHE_DIR/openvino/<model>-<precision>[-variant]`` and built atomically (Ctrl-C leaves nothing);
+``phi3_helpers_export.json``, written last, records the recipe and each file's size.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata as md
 import json
 import shlex
@@ -17,18 +18,17 @@ from pathlib import Path
 
 from ..console import quiet
 from ..errors import InvalidOption, ModelFolderError
-from ..models import ModelSource, notice
-from ..models import cache
-from ..models.cache import atomic_folder, cache_root
+from ..models import ModelSource, cache, notice
 
-#: What a runtime needs from an export folder; the record file is written last, by our export.
+#: What a runtime needs from an export folder; the record is written last, by our export.
 EXPORT_FILES = ("openvino_model.xml", "openvino_model.bin", "config.json")
 RECORD = "phi3_helpers_export.json"
+RECORDED_VERSIONS = ("optimum-intel", "openvino", "nncf", "transformers")
 
 
 @dataclass(frozen=True)
 class ExportRecipe:
-    """How one precision is exported; ``cli_flags`` are the optimum-cli flags that do it."""
+    """How one precision is exported; ``variant`` is "" for the general export, "npu" for the NPU's."""
 
     precision: str
     weight_format: str
@@ -37,22 +37,23 @@ class ExportRecipe:
     group_size: int | None = None
     ratio: float | None = None
     group_size_fallback: str | None = None
-    variant: str = ""  # "" for the general export, "npu" for the NPU-friendly one
+    variant: str = ""
 
     def quantization_config(self) -> dict | None:
         if self.bits is None:
             return None
-        q = {"bits": self.bits, "sym": self.sym, "group_size": self.group_size, "ratio": self.ratio}
-        q["group_size_fallback"] = self.group_size_fallback
+        q = {"bits": self.bits, "sym": self.sym, "group_size": self.group_size, "ratio": self.ratio,
+             "group_size_fallback": self.group_size_fallback}
         return {k: v for k, v in q.items() if v is not None}
 
     def cli_flags(self) -> list[str]:
+        """The optimum-cli flags that make this recipe."""
         flags = ["--weight-format", self.weight_format]
         if self.bits == 4:
             flags += ["--sym"] if self.sym else []
-            for flag, value in (("--group-size", self.group_size), ("--ratio", self.ratio)):
-                flags += [flag, str(value)] if value is not None else []
-            flags += ["--group-size-fallback", self.group_size_fallback] if self.group_size_fallback else []
+            named = {"--group-size": self.group_size, "--ratio": self.ratio,
+                     "--group-size-fallback": self.group_size_fallback}
+            flags += [part for flag, value in named.items() if value is not None for part in (flag, str(value))]
         return flags
 
 
@@ -60,29 +61,23 @@ def odd_widths(model: ModelSource, group_size: int) -> list[int]:
     """Layer input widths that are not a multiple of ``group_size`` (576 in the offline model)."""
     if group_size <= 0:  # channel-wise: no groups
         return []
-    c = model.config
-    return sorted(w for w in {int(c["hidden_size"]), int(c["intermediate_size"])} if w % group_size)
+    widths = {int(model.config["hidden_size"]), int(model.config["intermediate_size"])}
+    return sorted(w for w in widths if w % group_size)
 
 
 def export_recipe(model: ModelSource, precision: str, variant: str = "") -> ExportRecipe:
-    """The classic settings (int4: symmetric, group 128, ratio 0.6), adapted to the model.
-
-    When a layer's input width is not a multiple of the group size (576 in the offline model),
-    NNCF is told to adjust the group size for those layers, and a notice says so.
-    """
+    """The classic settings (int4: symmetric, group 128, ratio 0.6); where a layer's width is not a multiple
+    of the group size, NNCF adjusts the group size of those layers (and the export says so)."""
     if precision == "int4":
         fallback = "adjust" if odd_widths(model, 128) else None
         return ExportRecipe("int4", "int4", 4, True, 128, 0.6, fallback, variant)
-    if precision == "int8":
-        return ExportRecipe("int8", "int8", bits=8, variant=variant)
-    if precision == "fp16":
-        return ExportRecipe("fp16", "fp16", variant=variant)
+    if precision in ("int8", "fp16"):
+        return ExportRecipe(precision, precision, 8 if precision == "int8" else None, variant=variant)
     raise InvalidOption(f"no OpenVINO export recipe for precision {precision!r}; use int4, int8 or fp16.")
 
 
 def export_folder(model: ModelSource, precision: str, variant: str = "") -> Path:
-    suffix = f"-{variant}" if variant else ""
-    return cache_root() / "openvino" / f"{model.name}-{precision}{suffix}"
+    return cache.cache_root() / "openvino" / f"{model.name}-{precision}{'-' + variant if variant else ''}"
 
 
 def cli_args(source: str, recipe: ExportRecipe, out: Path | str) -> list[str]:
@@ -91,36 +86,28 @@ def cli_args(source: str, recipe: ExportRecipe, out: Path | str) -> list[str]:
 
 
 def export_command(model: ModelSource, recipe: ExportRecipe, out: Path | str) -> str:
-    """The optimum-cli command that does this export (shown to learners: the hub id when there is one)."""
+    """The optimum-cli command of this export, as shown to learners (the hub id when there is one)."""
     return shlex.join(["optimum-cli", "export", "openvino", *cli_args(str(model.repo_id or model.folder), recipe, out)])
 
 
-def is_complete_export(folder: Path) -> bool:
-    """Every file the runtime needs is there, with the size our export recorded (a truncated file is damage)."""
-    folder = Path(folder)
-    if not all((folder / f).is_file() for f in (*EXPORT_FILES, RECORD)):
-        return False
-    return not damaged_files(folder)
-
-
-def damaged_files(folder: Path) -> list[str]:
-    """Files whose size differs from the export's record (missing ones included); [] for an older record."""
-    return cache.damaged_files(folder, (recorded_recipe(folder) or {}).get("sizes"))
-
-
 def recorded_recipe(folder: Path) -> dict | None:
-    """The record our export wrote ({precision, quantization, command, ...}), or None."""
-    f = Path(folder) / RECORD
+    """The record our export wrote ({precision, quantization, command, versions, sizes}), or None."""
     try:
-        return json.loads(f.read_text())
+        return json.loads((Path(folder) / RECORD).read_text())
     except (OSError, ValueError):
         return None
 
 
+def is_complete_export(folder: Path) -> bool:
+    """Every file the runtime needs is there, with the size our export recorded (a truncated file is damage)."""
+    record = recorded_recipe(folder)
+    if record is None or not all((Path(folder) / f).is_file() for f in EXPORT_FILES):
+        return False
+    return not cache.damaged_files(folder, record.get("sizes"))
+
+
 def run_optimum_cli(args: list[str]) -> None:
     """``optimum-cli export openvino ARGS`` in this process, through optimum's own parser and command."""
-    import argparse
-
     from optimum.commands.export.openvino import OVExportCommand, parse_args_openvino
 
     parser = argparse.ArgumentParser(prog="optimum-cli export openvino")
@@ -132,39 +119,39 @@ def export_openvino(
     model: ModelSource, precision: str = "int4", recipe: ExportRecipe | None = None, force: bool = False,
     progress=notice,
 ) -> Path:
-    """Export ``model`` to OpenVINO IR at ``precision`` (cached; atomic; Ctrl-C safe); returns the folder."""
+    """Export ``model`` to OpenVINO IR at ``precision`` (cached; atomic, so Ctrl-C safe); returns the folder."""
     recipe = recipe or export_recipe(model, precision)
     out = export_folder(model, recipe.precision, recipe.variant)
     if is_complete_export(out) and not force:
         return out
-    damaged = damaged_files(out) if out.is_dir() else []
+    damaged = cache.damaged_files(out, (recorded_recipe(out) or {}).get("sizes"))
     if damaged:
-        progress(f"The cached export {out} is damaged ({damaged[0]} is missing or truncated); "
-                 "exporting it again.")
+        progress(f"The cached export {out} is damaged ({damaged[0]} is missing or truncated); exporting it again.")
+    command = export_command(model, recipe, out)
     progress(f"Exporting {model.name} to OpenVINO {recipe.precision} (once; cached in {out}) ...")
-    progress("Same as: " + export_command(model, recipe, out))
+    progress("Same as: " + command)
     odd = odd_widths(model, recipe.group_size or 0) if recipe.group_size_fallback else []
     if odd:
         progress(
             f"Layer width {odd[0]} is not a multiple of the int4 group size {recipe.group_size}: "
             "NNCF adjusts the group size for those layers (--group-size-fallback adjust)."
         )
-    with quiet(), atomic_folder(out) as tmp:  # TracerWarnings and NNCF tables held back; shown on failure
+    with quiet(), cache.atomic_folder(out) as tmp:  # TracerWarnings and NNCF tables held back; shown on failure
         run_optimum_cli(cli_args(str(model.folder), recipe, tmp))
-        versions = {}
-        for dist in ("optimum-intel", "openvino", "nncf", "transformers"):
-            try:
-                versions[dist] = md.version(dist)
-            except md.PackageNotFoundError:
-                versions[dist] = None
         record = {
             "model": model.name, "precision": recipe.precision, "variant": recipe.variant,
-            "quantization": recipe.quantization_config(), "command": export_command(model, recipe, out),
-            "versions": versions,
-            "sizes": cache.file_sizes(tmp),
+            "quantization": recipe.quantization_config(), "command": command,
+            "versions": {dist: _version(dist) for dist in RECORDED_VERSIONS}, "sizes": cache.file_sizes(tmp),
         }
         (tmp / RECORD).write_text(json.dumps(record, indent=2))
     return out
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
 
 
 def check_export_folder(folder: Path) -> None:

@@ -1,15 +1,13 @@
-"""Speculative decoding in OpenVINO GenAI: a small draft model, or prompt lookup, proposes tokens
-that the main model checks in one step. Greedy output is the main model's own; only speed changes.
+"""Speculative decoding in OpenVINO GenAI: a small draft model, or prompt lookup, proposes tokens that the
+main model checks in one step. Greedy output is the main model's own; only the speed changes.
 
-- ``load("openvino", draft_model="phi3-mini-draft")``: Intel's FastDraft model for Phi-3-mini
-  (``OpenVINO/Phi-3-mini-FastDraft-50M-int8-ov``), or any OpenVINO folder whose tokenizer is the
-  main model's.
-- ``load("openvino", prompt_lookup=True)``: proposals copied from the prompt itself (n-gram lookup),
-  no second model; fits input-grounded tasks such as correcting or rewriting a given paragraph.
+- ``load("openvino", draft_model="phi3-mini-draft")``: Intel's FastDraft model for Phi-3-mini, or any
+  OpenVINO folder whose tokenizer is the main model's.
+- ``load("openvino", prompt_lookup=True)``: proposals copied from the prompt itself (n-gram lookup), no
+  second model; fits input-grounded tasks such as correcting or rewriting a given paragraph.
 
-Both run on OpenVINO GenAI's continuous-batching (paged attention) pipeline on CPU or GPU; for the
-NPU, OpenVINO GenAI wants a draft model on the NPU and no prompt lookup, which this course does not
-set up, so it is refused with a one-line error.
+Both run on OpenVINO GenAI's continuous-batching pipeline on CPU or GPU. For the NPU OpenVINO GenAI wants a
+draft model on the NPU and no prompt lookup, which this course does not set up: refused in one line.
 """
 
 from __future__ import annotations
@@ -22,39 +20,30 @@ from ..errors import DeviceUnavailable, InvalidOption, ModelFolderError
 
 #: Draft model names the course knows -> Hugging Face repository
 DRAFT_MODELS = {"phi3-mini-draft": "OpenVINO/Phi-3-mini-FastDraft-50M-int8-ov"}
-#: Proposals per step (OpenVINO GenAI's num_assistant_tokens and max_ngram_size)
-DEFAULT_ASSISTANT_TOKENS = 5
-DEFAULT_NGRAM = 3
+OPTIONS = ("draft_model", "prompt_lookup")
+OTHER_DRAFT = "use a draft model made for this model (phi3-mini: draft_model='phi3-mini-draft'), or prompt_lookup=True."
 
 
 @dataclass(frozen=True)
 class Speculation:
-    """How an OpenVINO GenAI pipeline speculates: ``kind`` is "", "draft" or "prompt_lookup"."""
+    """How an OpenVINO GenAI pipeline speculates: ``kind`` is "", "draft" or "prompt_lookup"; proposals per
+    step are OpenVINO GenAI's ``num_assistant_tokens`` (and ``max_ngram_size`` for prompt lookup)."""
 
     kind: str = ""
     draft_folder: Path | None = None
-    assistant_tokens: int = DEFAULT_ASSISTANT_TOKENS
-    ngram: int = DEFAULT_NGRAM
-
-    def describe(self) -> str:
-        if self.kind == "draft":
-            return f"speculative decoding with draft {self.draft_folder.name}"
-        return "prompt-lookup decoding" if self.kind == "prompt_lookup" else ""
+    assistant_tokens: int = 5
+    ngram: int = 3
 
 
 def choose(draft_model, prompt_lookup, device: str, backend: str) -> Speculation:
-    """Check the options (cheap, before any model loads); the draft folder is resolved later."""
+    """Check the options before any model loads; the draft folder is resolved at load time."""
     if not isinstance(prompt_lookup, bool):
         raise InvalidOption(f"prompt_lookup must be True or False (got {prompt_lookup!r}).")
     if draft_model is None and not prompt_lookup:
         return Speculation()
     if draft_model is not None and prompt_lookup:
         raise InvalidOption("use draft_model= or prompt_lookup=True, not both; drop one of them.")
-    if backend != "openvino":
-        raise InvalidOption(
-            f"speculative decoding is offered by OpenVINO GenAI only, not the {backend} backend; "
-            "use load('openvino', draft_model=...) or load('openvino', prompt_lookup=True)."
-        )
+    refuse_elsewhere(backend, {"draft_model": draft_model, "prompt_lookup": prompt_lookup})
     if device.split(".", 1)[0] not in {"CPU", "GPU"}:
         raise DeviceUnavailable(
             f"speculative and prompt-lookup decoding run on CPU or GPU in this course, not {device}; "
@@ -68,31 +57,30 @@ def choose(draft_model, prompt_lookup, device: str, backend: str) -> Speculation
 
 
 def refuse_elsewhere(backend: str, options: dict) -> None:
-    """load() asked another backend for speculative decoding: say where it exists."""
-    asked = [k for k in ("draft_model", "prompt_lookup") if options.get(k) not in (None, False)]
-    if asked and backend != "openvino":
+    """Speculative decoding asked of another backend: say where it is; unset options are dropped."""
+    if backend == "openvino":
+        return
+    asked = [k for k in OPTIONS if options.pop(k, None) not in (None, False)]
+    if asked:
         raise InvalidOption(
             f"{asked[0]} (speculative decoding) is offered by OpenVINO GenAI on CPU or GPU only, "
             f"not the {backend} backend; use load('openvino', device='CPU', {asked[0]}=...)."
         )
-    for k in ("draft_model", "prompt_lookup"):
-        if backend != "openvino" and k in options:
-            options.pop(k)  # None / False: nothing asked
 
 
 def resolve_draft(name_or_folder: Path) -> Path:
-    """A draft model name or folder -> an OpenVINO model folder here (downloads a known name)."""
+    """A draft model name or folder -> an OpenVINO model folder here (a known name is downloaded)."""
     name = str(name_or_folder)
     if name in DRAFT_MODELS:
         from huggingface_hub import snapshot_download
 
-        repo = DRAFT_MODELS[name]
         try:
-            return Path(snapshot_download(repo))
+            return Path(snapshot_download(DRAFT_MODELS[name]))
         except Exception as exc:
             raise ModelFolderError(
-                f"could not get the draft model {repo} ({type(exc).__name__}); connect to the Hugging Face hub once, "
-                "or pass draft_model=<folder> with an OpenVINO export of a small model that shares the tokenizer."
+                f"could not get the draft model {DRAFT_MODELS[name]} ({type(exc).__name__}); connect to the "
+                "Hugging Face hub once, or pass draft_model=<folder> with an OpenVINO export of a small model "
+                "that shares the tokenizer."
             ) from None
     folder = Path(name).expanduser()
     if not (folder / "openvino_model.xml").is_file():
@@ -103,25 +91,15 @@ def resolve_draft(name_or_folder: Path) -> Path:
     return folder.resolve()
 
 
-def _vocab(folder: Path):
-    """The draft's vocabulary (token -> id) from its Hugging Face tokenizer files, else None."""
-    f = folder / "tokenizer.json"
-    if not f.is_file():
-        return None
-    model = json.loads(f.read_text(encoding="utf-8"))
-    vocab = dict(model.get("model", {}).get("vocab") or {})
-    for t in model.get("added_tokens", []):
-        vocab[t["content"]] = t["id"]
-    return vocab
-
-
 def check_same_tokenizer(main_tokenizer, draft_folder: Path) -> None:
     """A draft must use the main model's token ids, or its proposals mean other words."""
-    vocab = _vocab(draft_folder)
-    fix = "use a draft model made for this model (phi3-mini: draft_model='phi3-mini-draft'), or prompt_lookup=True."
-    if vocab is None:
-        raise ModelFolderError(
-            f"draft model {draft_folder} has no tokenizer.json to check against the main model; {fix}"
-        )
+    file = draft_folder / "tokenizer.json"
+    if not file.is_file():
+        raise ModelFolderError(f"draft model {draft_folder} has no tokenizer.json to check against the main model; "
+                               f"{OTHER_DRAFT}")
+    spec = json.loads(file.read_text(encoding="utf-8"))
+    vocab = dict(spec.get("model", {}).get("vocab") or {})
+    vocab.update({t["content"]: t["id"] for t in spec.get("added_tokens", [])})
     if vocab != main_tokenizer.get_vocab():
-        raise ModelFolderError(f"draft model {draft_folder.name} does not share the main model's tokenizer; {fix}")
+        raise ModelFolderError(f"draft model {draft_folder.name} does not share the main model's tokenizer; "
+                               f"{OTHER_DRAFT}")
