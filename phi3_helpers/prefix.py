@@ -1,10 +1,6 @@
-"""Reusing what the runtime already computed: a chat resends the whole conversation every turn, but the
-runtime's KV cache already holds most of it (the previous prompt and the answer it produced).
-
-- :class:`PrefixCache` remembers the token ids that cache holds and, for a new prompt, how many of them
-  can stay (the longest common prefix); the rest is prefilled.
-- :func:`chat_ids` builds a prompt with the ids the model really produced for earlier answers, so
-  re-tokenizing an answer's text (which can split it differently) cannot defeat the reuse.
+"""Reusing the KV cache between chat turns: :class:`PrefixCache` knows which token ids the runtime's cache
+holds and how many a new prompt keeps (their common prefix); :func:`chat_ids` builds the prompt with the ids
+the model produced for earlier answers, so re-tokenizing an answer's text cannot defeat the reuse.
 """
 
 from __future__ import annotations

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from phi3_helpers import Phi3Error, load
@@ -56,13 +54,18 @@ def test_a_draft_model_gives_the_plain_greedy_tokens(plain, offline_model):
     fast.close()
 
 
-def test_a_draft_with_another_tokenizer_is_refused(offline_model, tmp_path):
+@pytest.mark.parametrize("tokenizer, why", [("other", "its tokenizer.json differs"), (None, "no readable")])
+def test_a_draft_with_another_tokenizer_is_refused(offline_model, tmp_path, tokenizer, why):
+    from tokenizers import Tokenizer, models
+
     (tmp_path / "openvino_model.xml").write_text("<net/>")
-    (tmp_path / "tokenizer.json").write_text(json.dumps({"model": {"vocab": {"a": 0, "b": 1}}, "added_tokens": []}))
+    if tokenizer:
+        Tokenizer(models.BPE(vocab={"a": 0, "b": 1}, merges=[])).save(str(tmp_path / "tokenizer.json"))
     with pytest.raises(Phi3Error) as err:
         load("openvino", model=offline_model, precision="int4", draft_model=str(tmp_path))
     msg = str(err.value)
-    assert "does not share the main model's tokenizer" in msg and "phi3-mini-draft" in msg and "\n" not in msg
+    assert "does not share the main model's tokenizer" in msg and why in msg
+    assert "phi3-mini-draft" in msg and "\n" not in msg
 
 
 def test_a_folder_that_is_no_openvino_model_is_refused(offline_model, tmp_path):

@@ -319,5 +319,5 @@ def eos_ids(folder: Path, tokenizer) -> frozenset[int]:
             value = GenerationConfig.from_model_config(AutoConfig.from_pretrained(str(folder))).eos_token_id
         except (OSError, ValueError):
             value = None
-    ids = {int(x) for x in (value if isinstance(value, (list, tuple)) else [value]) if x is not None}
-    return frozenset(ids | ({int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()))
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return frozenset(int(x) for x in [*values, tokenizer.eos_token_id] if x is not None)

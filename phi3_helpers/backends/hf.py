@@ -71,6 +71,7 @@ def hf_generate_stream(
         sampling = {"temperature": options.temperature, "top_p": options.top_p}
     else:
         sampling = {"temperature": None, "top_p": None, "top_k": None}
+    kv = kv if kv is not None and kv.enabled else None  # reuse off: generate() makes its own cache
 
     def run(emit) -> None:
         produced: list[int] = []
@@ -88,7 +89,7 @@ def hf_generate_stream(
             def end(self):
                 pass
 
-        cache = _kept_cache(model, kv, input_ids) if kv is not None and kv.enabled else None
+        cache = _kept_cache(model, kv, input_ids) if kv is not None else None
         ids = torch.tensor([input_ids], dtype=torch.long)
         try:
             with torch.inference_mode():
@@ -96,13 +97,13 @@ def hf_generate_stream(
                     ids, attention_mask=torch.ones_like(ids), max_new_tokens=options.max_new_tokens,
                     do_sample=options.sampling, eos_token_id=sorted(eos_ids) or None, pad_token_id=pad_id,
                     streamer=Streamer(), stopping_criteria=StoppingCriteriaList([StopOnEvent()]), **sampling,
-                    **({"past_key_values": cache} if cache is not None else {}),
+                    **({"past_key_values": cache} if kv is not None else {}),
                 )
         except BaseException:
             if kv is not None:
                 kv.reset()  # the cache may hold part of a step: start clean next time
             raise
-        if cache is not None:
+        if kv is not None:
             # the cache holds every token but the last one produced (its KV is computed when it is fed)
             kv.hold((list(input_ids) + produced)[: cache.get_seq_length()])
             kv.runtime = cache

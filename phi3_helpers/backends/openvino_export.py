@@ -1,9 +1,6 @@
-"""The OpenVINO export: optimum-cli's own command, run in this process, cached per model and recipe.
-
-``export_openvino`` hands the arguments of ``optimum-cli export openvino`` to optimum's own parser and
-command (``OVExportCommand``: the export, then NNCF weight compression), so the "Same as: optimum-cli ..."
-line it prints is true by construction. Exports are cached under
-``$PHI3_CACHE_DIR/openvino/<model>-<precision>[-variant]`` and built atomically (Ctrl-C leaves nothing);
+"""The OpenVINO export: ``optimum-cli export openvino``'s own parser and command, run in this process (so the
+"Same as: optimum-cli ..." line it prints is true by construction), cached under
+``$PHI3_CACHE_DIR/openvino/<model>-<precision>[-variant]`` and built atomically (Ctrl-C leaves nothing).
 ``phi3_helpers_export.json``, written last, records the recipe and each file's size.
 """
 

@@ -1,18 +1,12 @@
-"""Speculative decoding in OpenVINO GenAI: a small draft model, or prompt lookup, proposes tokens that the
-main model checks in one step. Greedy output is the main model's own; only the speed changes.
-
-- ``load("openvino", draft_model="phi3-mini-draft")``: Intel's FastDraft model for Phi-3-mini, or any
-  OpenVINO folder whose tokenizer is the main model's.
-- ``load("openvino", prompt_lookup=True)``: proposals copied from the prompt itself (n-gram lookup), no
-  second model; fits input-grounded tasks such as correcting or rewriting a given paragraph.
-
-Both run on OpenVINO GenAI's continuous-batching pipeline on CPU or GPU. For the NPU OpenVINO GenAI wants a
-draft model on the NPU and no prompt lookup, which this course does not set up: refused in one line.
+"""Speculative decoding in OpenVINO GenAI: proposed tokens that the main model checks in one step (greedy output
+is the main model's own; only the speed changes). Proposals come from a draft model (``draft_model=
+"phi3-mini-draft"``: Intel's FastDraft for Phi-3-mini, or any OpenVINO folder with the main model's tokenizer)
+or from the prompt itself (``prompt_lookup=True``: n-gram lookup, for tasks such as correcting a paragraph).
+Both run on CPU or GPU; the NPU would need a draft model set up for it, which this course does not do.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +15,6 @@ from ..errors import DeviceUnavailable, InvalidOption, ModelFolderError
 #: Draft model names the course knows -> Hugging Face repository
 DRAFT_MODELS = {"phi3-mini-draft": "OpenVINO/Phi-3-mini-FastDraft-50M-int8-ov"}
 OPTIONS = ("draft_model", "prompt_lookup")
-OTHER_DRAFT = "use a draft model made for this model (phi3-mini: draft_model='phi3-mini-draft'), or prompt_lookup=True."
 
 
 @dataclass(frozen=True)
@@ -93,13 +86,15 @@ def resolve_draft(name_or_folder: Path) -> Path:
 
 def check_same_tokenizer(main_tokenizer, draft_folder: Path) -> None:
     """A draft must use the main model's token ids, or its proposals mean other words."""
-    file = draft_folder / "tokenizer.json"
-    if not file.is_file():
-        raise ModelFolderError(f"draft model {draft_folder} has no tokenizer.json to check against the main model; "
-                               f"{OTHER_DRAFT}")
-    spec = json.loads(file.read_text(encoding="utf-8"))
-    vocab = dict(spec.get("model", {}).get("vocab") or {})
-    vocab.update({t["content"]: t["id"] for t in spec.get("added_tokens", [])})
+    from tokenizers import Tokenizer
+
+    try:
+        vocab = Tokenizer.from_file(str(draft_folder / "tokenizer.json")).get_vocab(with_added_tokens=True)
+    except Exception:  # no tokenizer.json, or none the tokenizers library reads
+        vocab = None
     if vocab != main_tokenizer.get_vocab():
-        raise ModelFolderError(f"draft model {draft_folder.name} does not share the main model's tokenizer; "
-                               f"{OTHER_DRAFT}")
+        why = "its tokenizer.json differs" if vocab is not None else "no readable tokenizer.json to compare"
+        raise ModelFolderError(
+            f"draft model {draft_folder.name} does not share the main model's tokenizer ({why}); use a draft "
+            "model made for this model (phi3-mini: draft_model='phi3-mini-draft'), or prompt_lookup=True."
+        )
