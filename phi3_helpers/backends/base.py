@@ -30,6 +30,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib.util
+import platform
 import threading
 import time
 import types
@@ -37,7 +38,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 from ..console import quiet
-from ..errors import EmptyPrompt, InvalidOption, ModelFolderError, PromptTooLong, SessionBusy, UnknownPrecision
+from ..errors import (
+    EmptyPrompt, InvalidOption, ModelFolderError, PromptTooLong, SessionBusy, UnknownDevice, UnknownPrecision,
+)
 from ..models import ModelSource, plan_source
 from ..options import GenerationOptions
 from ..prefix import PrefixCache, chat_ids
@@ -86,7 +89,7 @@ class Backend(abc.ABC):
     precisions: ClassVar[tuple[str, ...]] = ()
     options: ClassVar[Mapping[str, Any]] = {}
 
-    # -- what the class says without loading ---------------------------------------------------
+    # -- what the class says without loading (by default: a backend on the CPU only) -------------
     @classmethod
     def missing(cls) -> str:
         """'' when this backend can load here, else the one-line reason (with the install command)."""
@@ -114,7 +117,8 @@ class Backend(abc.ABC):
     @classmethod
     def device_report(cls) -> list[dict]:
         """Rows of {backend, device, available, detail}."""
-        return [{"backend": cls.name, "device": "CPU", "available": True, "detail": cls.runtime}]
+        cpu = platform.processor() or platform.machine()
+        return [{"backend": cls.name, "device": "CPU", "available": True, "detail": f"{cls.runtime} on {cpu}"}]
 
     # -- the choices, resolved before loading --------------------------------------------------
     @classmethod
@@ -145,7 +149,12 @@ class Backend(abc.ABC):
     @classmethod
     def choose_device(cls, device: str | None, settings: dict, notices: list[str]) -> str:
         """The device to run on; may record a choice in ``settings`` and add a notice (e.g. a fallback)."""
-        return (device or "CPU").upper()
+        if (device or "CPU").upper() not in {"CPU", "AUTO"}:
+            raise UnknownDevice(
+                f"the {cls.name} backend runs on CPU only (got {device!r}); use --device CPU, "
+                "or the openvino backend for GPU/NPU."
+            )
+        return "CPU"
 
     @classmethod
     def plan(cls, model=None, device: str | None = None, precision: str | None = None, **options: Any) -> Plan:

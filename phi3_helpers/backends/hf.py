@@ -4,11 +4,9 @@ library)."""
 
 from __future__ import annotations
 
-import platform
 import threading
 from typing import Iterator
 
-from ..errors import UnknownDevice
 from ..options import GenerationOptions
 from ..prefix import PrefixCache
 from ..streaming import bridge
@@ -16,24 +14,12 @@ from .base import Backend
 
 
 class TransformersBackend(Backend):
+    """PyTorch on the CPU (the base class's device choice and report)."""
+
     name = "transformers"
     runtime = "PyTorch"
     requires = ("torch", "transformers")
     precisions = ("fp32", "bf16")
-
-    @classmethod
-    def choose_device(cls, device: str | None, settings: dict, notices: list[str]) -> str:
-        if (device or "CPU").upper() not in {"CPU", "AUTO"}:
-            raise UnknownDevice(
-                f"the transformers backend here runs on CPU only (got {device!r}); use --device CPU, "
-                "or the openvino backend for GPU/NPU."
-            )
-        return "CPU"
-
-    @classmethod
-    def device_report(cls) -> list[dict]:
-        cpu = platform.processor() or platform.machine()
-        return [{"backend": cls.name, "device": "CPU", "available": True, "detail": f"PyTorch on {cpu}"}]
 
     def _load(self) -> None:
         import torch
