@@ -184,6 +184,27 @@ def test_forced_npu_on_this_machine(offline_model):
         npu.NPUBackend.plan(offline_model, device="NPU")
 
 
+def test_the_pipeline_settings_are_a_pure_function_of_the_plan(offline_model, monkeypatch, tmp_path):
+    """MAX_PROMPT_LEN, MIN_RESPONSE_LEN, CACHE_DIR and prefix caching on the NPU; the CPU's settings without one."""
+    monkeypatch.setenv("PHI3_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(npu, "detect_npu", lambda: npu.read_npu_info(MTL_DEVICES, _props({"NPU": MTL_NPU})))
+
+    def settings(**options):
+        return npu.pipeline_config(npu.NPUBackend.plan(offline_model, **options))
+
+    cfg = settings(max_prompt_tokens=2048)
+    assert (cfg["MAX_PROMPT_LEN"], cfg["MIN_RESPONSE_LEN"]) == (2048, 128)
+    folder = npu.NPUBackend.plan(offline_model).folder
+    assert cfg["CACHE_DIR"] == str(tmp_path / "npu_compiled" / folder.name)  # one blob cache per export
+    assert not (tmp_path / "npu_compiled").exists()  # a choice only: nothing is made
+    assert "NPUW_LLM_ENABLE_PREFIX_CACHING" not in cfg  # off by default, as upstream
+    assert settings(prefix_caching=True)["NPUW_LLM_ENABLE_PREFIX_CACHING"] == "YES"
+    assert "NPUW_LLM_ENABLE_PREFIX_CACHING" not in settings(prefix_caching=True, reuse_cache=False)
+    assert settings(config={"MIN_RESPONSE_LEN": 256})["MIN_RESPONSE_LEN"] == 256  # the config option wins
+    cpu = settings(device="CPU", max_prompt_tokens=2048)
+    assert not {"MAX_PROMPT_LEN", "MIN_RESPONSE_LEN"} & set(cpu) and cpu["INFERENCE_PRECISION_HINT"] == "f32"
+
+
 @pytest.mark.parametrize(
     "kw, error",
     [
@@ -205,6 +226,7 @@ def test_the_npu_export_is_npu_ready(load_backend):
     llm = load_backend("npu")
     assert llm.prepared_folder.name.endswith("-int4-npu")
     assert npu.npu_export_problem(llm.prepared_folder) is None
+    assert llm.runtime_settings() == npu.pipeline_config(llm.plan)  # what the pipeline compiled with
 
 
 @pytest.mark.skipif(npu.detect_npu().present, reason="this machine has an NPU")
@@ -219,17 +241,6 @@ def test_france_on_the_npu(load_backend):
     llm = load_backend("npu")
     assert llm.device.startswith("NPU") and not llm.fallback
     assert "Paris" in llm.ask(FRANCE, max_new_tokens=24)
-
-
-def test_npu_pipeline_settings_only_on_the_npu(load_backend, monkeypatch):
-    llm = load_backend("npu")
-    monkeypatch.setattr(llm, "device", "CPU")
-    assert not {"MAX_PROMPT_LEN", "MIN_RESPONSE_LEN"} & set(llm.runtime_settings())  # NPU-only properties
-    monkeypatch.setattr(llm, "device", "NPU")
-    cfg = llm.runtime_settings()
-    assert (cfg["MAX_PROMPT_LEN"], cfg["MIN_RESPONSE_LEN"]) == (1024, 128) == (llm.max_prompt_tokens, 128)
-    assert cfg["CACHE_DIR"] == str(npu.blob_cache_dir(llm.prepared_folder))
-    assert llm.prepared_folder.name in cfg["CACHE_DIR"]  # one blob cache per export
 
 
 def test_prompt_longer_than_max_prompt_len_says_the_limit(load_backend, monkeypatch):
