@@ -39,14 +39,11 @@ class NPUInfo:
     found: tuple[str, ...] = ()
     problem: str = ""
 
-    def absent_reason(self) -> str:
+    def describe(self) -> str:
         if self.problem:
             return f"OpenVINO could not list devices ({self.problem})"
-        return f"OpenVINO found no NPU (found: {', '.join(self.found) or 'no devices'})"
-
-    def describe(self) -> str:
         if not self.present:
-            return self.absent_reason()
+            return f"OpenVINO found no NPU (found: {', '.join(self.found) or 'no devices'})"
         parts = [self.name or self.device]
         parts += [f"driver {self.driver_version}"] if self.driver_version else []
         parts += [f"architecture {self.architecture}"] if self.architecture else []
@@ -90,7 +87,7 @@ def npu_report_row(npu: NPUInfo) -> dict:
     if npu.present:
         detail = f"{npu.describe()} (OpenVINO GenAI LLMPipeline, int4 symmetric export)"
     else:
-        detail = f"{npu.absent_reason()}; --backend npu runs on CPU instead"
+        detail = f"{npu.describe()}; --backend npu runs on CPU instead"
     return {"backend": "npu", "device": "NPU", "available": npu.present, "detail": detail}
 
 
@@ -153,12 +150,10 @@ class NPUBackend(NPUFallback, OpenVINOGenAIBackend):
 
     @classmethod
     def check_precision(cls, precision: str | None) -> str:
-        p = (precision or "int4").lower()
-        if p != "int4":
-            extra = " (int8 and fp16 exist on the classic path only: --backend npu-classic)"
-            extra = extra if p in {"int8", "fp16"} else ""
-            raise UnknownPrecision(f"precision {precision!r} is not available for the npu backend; use int4{extra}.")
-        return p
+        if (precision or "").lower() in {"int8", "fp16"}:
+            raise UnknownPrecision(f"precision {precision!r} is not available for the npu backend; use int4 (int8 "
+                                   "and fp16 exist on the classic path only: --backend npu-classic).")
+        return super().check_precision(precision)
 
     @classmethod
     def check_options(cls, options) -> dict:
@@ -185,10 +180,10 @@ class NPUBackend(NPUFallback, OpenVINOGenAIBackend):
         if npu.present:
             return npu.device if base == "NPU" and "." in want else "NPU"
         if base == "NPU":
-            raise DeviceUnavailable(f"device NPU was asked for, but {npu.absent_reason()}; {DRIVER_HELP}, "
+            raise DeviceUnavailable(f"device NPU was asked for, but {npu.describe()}; {DRIVER_HELP}, "
                                     "or leave the device unset to run on the CPU.")
         settings["fallback"] = True
-        notices.append(f"No NPU on this machine: {npu.absent_reason()}. The npu backend runs the same OpenVINO "
+        notices.append(f"No NPU on this machine: {npu.describe()}. The npu backend runs the same OpenVINO "
                        "GenAI pipeline on CPU.")
         return "CPU"
 

@@ -25,6 +25,8 @@ PACKAGE = "intel-npu-acceleration-library"
 WINDOWS_INSTALL = (
     'pip install "intel-npu-acceleration-library==1.4.0" "neural-compressor==3.7.1" "numpy<2" "setuptools<81"'
 )
+INSTALL = (f"{WINDOWS_INSTALL} (Windows only; the library is archived, the maintained path needs nothing extra: "
+           "load('npu') or --backend npu)")
 #: The oldest NPU driver build the library 1.4.0 accepts without warning (get_driver_version()).
 MIN_DRIVER = 2408
 #: Where the library caches compiled models when export=True (relative to the working folder).
@@ -42,12 +44,7 @@ def import_library():
     try:
         return _quiet_import(LIBRARY)
     except ImportError as exc:
-        why = "" if getattr(exc, "name", None) == LIBRARY else f" ({type(exc).__name__}: {exc})"
-        raise BackendUnavailable(
-            f"the classic NPU path needs {PACKAGE}, which is not installed here{why}. It installs on Windows only: "
-            f"{WINDOWS_INSTALL}. It is archived (end of life); the maintained path needs nothing extra: "
-            "load('npu') or --backend npu (OpenVINO GenAI)."
-        ) from None
+        raise BackendUnavailable(f"{PACKAGE} does not import here ({type(exc).__name__}: {exc}); {INSTALL}.") from None
 
 
 @dataclass(frozen=True)
@@ -106,16 +103,8 @@ class ClassicNPUBackend(NPUFallback, Backend):
     name = "npu-classic"
     runtime = PACKAGE
     requires = ("torch", "transformers", LIBRARY)
-    install = WINDOWS_INSTALL
+    install = INSTALL  # the base class says it when the library is missing
     precisions = ("int4", "int8", "fp16")
-
-    @classmethod
-    def missing(cls) -> str:
-        try:
-            import_library()
-        except BackendUnavailable as exc:
-            return str(exc)
-        return super().missing()
 
     @classmethod
     def devices_here(cls) -> list[str | None]:

@@ -22,7 +22,6 @@ GENAI_PACKAGES = {
 }
 INSTALL_HINTS = {
     "dml": "on Windows: pip install onnxruntime-genai-directml==0.13.1 (and no plain onnxruntime beside it)",
-    "winml": f"on Windows 11 24H2+: {winml.INSTALL}",
     "cuda": "with an NVIDIA GPU and CUDA 12: pip install onnxruntime-genai-cuda",
     "cpu": "pip install -r requirements.txt",
 }

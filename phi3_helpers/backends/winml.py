@@ -1,11 +1,9 @@
 """Windows ML for the onnx backend: which execution provider (EP) its catalog offers here, and which one runs.
 
-Windows ML (Windows 11 24H2, build 26100+) keeps a catalog of vendor EPs that Windows Update installs on demand; on
-an Intel AI PC that is the OpenVINO EP (Intel CPU, GPU and NPU). The course follows onnxruntime-genai's
-examples/python/winml.py (windowsml.EpCatalog, ensure_ready, og.register_execution_provider_library) but readies
-and registers only the EP that runs, and tells the OpenVINO EP its device with the provider option ``device_type``
-(onnxruntime-genai src/openvino/session_options.cpp; without it, the CPU). :func:`choose_winml` is the choice as a
-pure function; the adapter below it imports ``windowsml`` (Windows only) lazily and is tested against a stand-in.
+Windows ML (Windows 11 24H2+) installs vendor EPs on demand; on an Intel AI PC the OpenVINO EP (Intel CPU, GPU,
+NPU). As onnxruntime-genai's examples/python/winml.py, but only the EP that runs is readied and registered, and the
+OpenVINO EP gets its device as the provider option ``device_type`` (else it picks the CPU). :func:`choose_winml` is
+the choice, pure; the adapter below it imports ``windowsml`` (Windows only) lazily.
 """
 
 from __future__ import annotations
@@ -98,12 +96,9 @@ def blocker(installed: Iterable[str], os_name: str, build: int | None) -> str | 
 
 def choose_winml(installed: Iterable[str], os_name: str, build: int | None, catalog: Sequence[str],
                  want: str | None = None, fallback_to_cpu: bool = True) -> WinMLPlan:
-    """The EP Windows ML runs on, from the installed packages, the OS, its build and the EP names of the catalog.
-
-    Pure. ``want``: None (the Intel GPU when the OpenVINO EP is offered, else the CPU), 'gpu', 'npu' or 'cpu'.
-    Raises DeviceUnavailable when Windows ML cannot run here, or the device asked is not offered and
-    ``fallback_to_cpu`` is False.
-    """
+    """The EP Windows ML runs on (pure). ``want``: None (the Intel GPU when the catalog offers the OpenVINO EP, else
+    the CPU), 'gpu', 'npu' or 'cpu'. DeviceUnavailable when Windows ML cannot run here, or when the device asked is
+    not offered and ``fallback_to_cpu`` is False."""
     why = blocker(installed, os_name, build)
     if why:
         raise DeviceUnavailable(why)
