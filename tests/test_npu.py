@@ -94,23 +94,31 @@ def test_npu_export_recipe_is_symmetric_int4_ratio_1(offline_model):
 def _fake_export(tmp_path, name, quantization, types):
     folder = tmp_path / name
     folder.mkdir()
-    (folder / "phi3_helpers_export.json").write_text(json.dumps({"precision": name, "quantization": quantization}))
+    if quantization != "no record":
+        record = {"precision": name, "quantization": quantization}
+        (folder / "phi3_helpers_export.json").write_text(json.dumps(record))
     consts = "".join(f'<layer type="Const"><data element_type="{t}"/></layer>' for t in types)
     (folder / "openvino_model.xml").write_text(f"<net><layers>{consts}</layers></net>")
     return folder
 
 
-def test_npu_export_problem_tells_cpu_exports_apart(tmp_path):
-    ok = _fake_export(tmp_path, "npu", {"bits": 4, "sym": True, "group_size": 128, "ratio": 1.0}, ["i4", "f16", "u8"])
-    cpu_int4 = _fake_export(tmp_path, "int4", {"bits": 4, "sym": True, "group_size": 128, "ratio": 0.6}, ["i4", "u8"])
-    asym = _fake_export(tmp_path, "asym", {"bits": 4, "sym": False, "ratio": 1.0}, ["u4"])
-    fp16 = _fake_export(tmp_path, "fp16", None, ["f16"])
-    uncompressed = _fake_export(tmp_path, "claims-int4", {"bits": 4, "sym": True, "ratio": 1.0}, ["f32"])
-    assert npu.npu_export_problem(ok) is None
-    assert "ratio 0.6" in npu.npu_export_problem(cpu_int4) and "--ratio 1.0" in npu.npu_export_problem(cpu_int4)
-    assert "asymmetric" in npu.npu_export_problem(asym)
-    assert "fp16" in npu.npu_export_problem(fp16)
-    assert "no 4-bit weights" in npu.npu_export_problem(uncompressed)
+@pytest.mark.parametrize(
+    "name, quantization, types, needles",
+    [
+        ("npu", {"bits": 4, "sym": True, "group_size": 128, "ratio": 1.0}, ["i4", "f16", "u8"], None),
+        ("int4", {"bits": 4, "sym": True, "group_size": 128, "ratio": 0.6}, ["i4", "u8"], ["ratio 0.6", "--ratio 1.0"]),
+        ("asym", {"bits": 4, "sym": False, "ratio": 1.0}, ["u4"], ["asymmetric int4"]),
+        ("fp16", None, ["f16"], ["holds fp16 weights"]),
+        ("claims-int4", {"bits": 4, "sym": True, "ratio": 1.0}, ["f32"], ["no 4-bit weights"]),
+        ("unrecorded", "no record", ["u4", "f16"], ["asymmetric 4-bit weights (u4)"]),  # the IR alone tells
+    ],
+)
+def test_npu_export_problem_tells_cpu_exports_apart(tmp_path, name, quantization, types, needles):
+    problem = npu_export.npu_export_problem(_fake_export(tmp_path, name, quantization, types))
+    if needles is None:
+        assert problem is None
+    else:
+        assert all(n in problem for n in needles) and "\n" not in problem, problem
 
 
 def test_cpu_export_where_the_npu_export_belongs_is_re_exported(offline_model, tmp_path, monkeypatch):
@@ -138,7 +146,7 @@ def test_cpu_export_where_the_npu_export_belongs_is_re_exported(offline_model, t
     said = []
     assert npu_export.export_for_npu(offline_model, progress=said.append) == folder
     assert forced == [True] and "re-exporting for the NPU" in said[0]
-    assert npu.npu_export_problem(folder) is None
+    assert npu_export.npu_export_problem(folder) is None
     forced.clear()
     npu_export.export_for_npu(offline_model, progress=said.append)
     assert forced == []  # the NPU export is reused from then on
@@ -151,7 +159,7 @@ def test_openvino_int4_export_made_for_cpu_is_flagged(offline_model):
     folder = export_folder(offline_model, "int4")
     if not is_complete_export(folder):
         pytest.skip("the openvino backend's int4 export is not in the cache yet (built by its own tests)")
-    assert npu.npu_export_problem(folder) is not None
+    assert npu_export.npu_export_problem(folder) is not None
 
 
 # -- the choices (no load) --------------------------------------------------------------------
@@ -225,7 +233,7 @@ def test_bad_choices_are_refused_clearly_before_loading(offline_model, kw, error
 def test_the_npu_export_is_npu_ready(load_backend):
     llm = load_backend("npu")
     assert llm.prepared_folder.name.endswith("-int4-npu")
-    assert npu.npu_export_problem(llm.prepared_folder) is None
+    assert npu_export.npu_export_problem(llm.prepared_folder) is None
     assert llm.runtime_settings() == npu.pipeline_config(llm.plan)  # what the pipeline compiled with
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 from ..errors import DeviceUnavailable, InvalidOption, UnknownDevice, UnknownPrecision
 from ..models.cache import cache_root
 from .base import Plan, positive_int
-from .npu_export import DEFAULT_GROUP_SIZE, export_for_npu, npu_export_folder, npu_export_problem  # noqa: F401
+from .npu_export import DEFAULT_GROUP_SIZE, export_for_npu, npu_export_folder
 from .openvino import OpenVINOGenAIBackend, check_export_folder, runtime_config
 
 #: OpenVINO GenAI's NPU defaults (MAX_PROMPT_LEN, MIN_RESPONSE_LEN); their sum is the context.
@@ -97,7 +97,7 @@ def blob_cache_dir(ov_folder: Path) -> Path:
 
 
 def pipeline_config(plan: Plan) -> dict:
-    """The LLMPipeline properties of an npu plan, then its ``config`` option (pure: nothing is loaded).
+    """The LLMPipeline properties of an npu plan, then its ``config`` option: a function of the plan, no load.
 
     On the NPU: MAX_PROMPT_LEN, MIN_RESPONSE_LEN and CACHE_DIR (names from OpenVINO's "GenAI on NPU"
     guide), and with ``prefix_caching`` and ``reuse_cache`` NPUW_LLM_ENABLE_PREFIX_CACHING (else the NPU
