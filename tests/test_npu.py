@@ -70,12 +70,15 @@ def test_detection_on_this_machine_matches_openvino():
     assert set(info.found) == set(found)
 
 
-def test_device_report_row_present_and_absent():
-    present = npu.npu_report_row(npu.read_npu_info(MTL_DEVICES, _props({"NPU": MTL_NPU})))
-    absent = npu.npu_report_row(_absent())
+def test_device_report_row_present_and_absent(monkeypatch):
+    monkeypatch.setattr(npu, "detect_npu", lambda: npu.read_npu_info(MTL_DEVICES, _props({"NPU": MTL_NPU})))
+    (present,) = npu.NPUBackend.device_report()
+    monkeypatch.setattr(npu, "detect_npu", lambda: _absent())
+    (absent,) = npu.NPUBackend.device_report()
     assert set(present) == set(absent) == {"backend", "device", "available", "detail"}
     assert present["available"] is True and "Intel(R) AI Boost" in present["detail"]
-    assert absent["available"] is False and "runs on CPU instead" in absent["detail"]
+    assert absent["available"] is False
+    assert "runs on CPU instead" in absent["detail"] and "found: CPU" in absent["detail"]
 
 
 # -- export ------------------------------------------------------------------------------------

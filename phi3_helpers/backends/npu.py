@@ -82,20 +82,6 @@ def detect_npu() -> NPUInfo:
         return NPUInfo(False, problem=f"{type(exc).__name__}: {exc}")
 
 
-def npu_report_row(npu: NPUInfo) -> dict:
-    """The ``devices`` row of the NPU as OpenVINO sees it."""
-    if npu.present:
-        detail = f"{npu.describe()} (OpenVINO GenAI LLMPipeline, int4 symmetric export)"
-    else:
-        detail = f"{npu.describe()}; --backend npu runs on CPU instead"
-    return {"backend": "npu", "device": "NPU", "available": npu.present, "detail": detail}
-
-
-def blob_cache_dir(ov_folder: Path) -> Path:
-    """Where the NPU's compiled model (blob) is cached, one folder per export."""
-    return cache_root() / "npu_compiled" / Path(ov_folder).name
-
-
 def pipeline_config(plan: Plan) -> dict:
     """The LLMPipeline properties of an npu plan, then its ``config`` option: a function of the plan, no load.
 
@@ -108,7 +94,7 @@ def pipeline_config(plan: Plan) -> dict:
         return {**runtime_config(plan.device, plan.folder), **(s["config"] or {})}
     cfg = {
         "MAX_PROMPT_LEN": s["max_prompt_tokens"], "MIN_RESPONSE_LEN": s["min_response_tokens"],
-        "CACHE_DIR": str(blob_cache_dir(plan.folder)),
+        "CACHE_DIR": str(cache_root() / "npu_compiled" / Path(plan.folder).name),  # the compiled blob, per export
     }
     if s["prefix_caching"] and s["reuse_cache"]:
         cfg["NPUW_LLM_ENABLE_PREFIX_CACHING"] = "YES"
@@ -146,7 +132,9 @@ class NPUBackend(NPUFallback, OpenVINOGenAIBackend):
 
     @classmethod
     def device_report(cls) -> list[dict]:
-        return [npu_report_row(detect_npu())]
+        npu = detect_npu()
+        how = " (OpenVINO GenAI LLMPipeline, int4 symmetric export)" if npu.present else "; it runs on CPU instead"
+        return [{"backend": "npu", "device": "NPU", "available": npu.present, "detail": npu.describe() + how}]
 
     @classmethod
     def check_precision(cls, precision: str | None) -> str:
@@ -218,7 +206,7 @@ class NPUBackend(NPUFallback, OpenVINOGenAIBackend):
 
     def _load(self) -> None:
         if self.device.startswith("NPU"):
-            blob_cache_dir(self.prepared_folder).mkdir(parents=True, exist_ok=True)
+            Path(self.runtime_settings()["CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
         try:
             super()._load()
         except Exception as exc:
