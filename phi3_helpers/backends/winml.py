@@ -87,9 +87,11 @@ def blocker(installed: Iterable[str], os_name: str, build: int | None) -> str | 
         return (f"{NEEDS}; this is build {build}: update Windows, or use DirectML (device='dml', pip install -r "
                 "requirements.txt), which runs on Windows 10 and older Windows 11, or device='cpu'.")
     clash = conflicts(have)
+    if clash:
+        return clash[0]
     missing = [n for n in (WINML_GENAI, CATALOG) if n not in have]
-    if clash or not missing:
-        return clash[0] if clash else None
+    if not missing:
+        return None
     verb = "is" if len(missing) == 1 else "are"
     return f"Windows ML needs {' and '.join(missing)}, which {verb} not installed; {INSTALL}."
 
@@ -110,7 +112,8 @@ def choose_winml(installed: Iterable[str], os_name: str, build: int | None, cata
         device = (want or "gpu").upper()
         how = "was asked for" if want else "comes first (the GPU decodes Phi-3 faster than the NPU)"
         return WinMLPlan(INTEL_EP, device, f"the catalog offers the OpenVINO EP and the Intel {device} {how}.")
-    label, offered = f"the Intel {want.upper()}" if want else "an Intel GPU or NPU", ", ".join(catalog) or "no EP"
+    label = f"the Intel {want.upper()}" if want else "an Intel GPU or NPU"
+    offered = ", ".join(catalog) or "no EP"
     if want and not fallback_to_cpu:
         raise DeviceUnavailable(
             f"{label} was asked for, but the Windows ML catalog offers no OpenVINO EP here (it offers {offered}); "
@@ -198,8 +201,9 @@ def report(installed: Iterable[str], os_name: str, build: int | None) -> list[di
     if why:
         return [row("WINML", False, why)]
     plan = choose_winml(installed, os_name, build, [e.name for e in entries])
-    return [row("WINML", True, f"{plan.label}: {plan.reason}")] + [
-        row("WINML-EP", e.ready != "NotPresent", f"{e.name} {e.version}, {e.ready}, {e.certification} "
-            f"({'Intel CPU/GPU/NPU' if e.name == INTEL_EP else 'not used by the course'})")
-        for e in entries
-    ]
+    rows = [row("WINML", True, f"{plan.label}: {plan.reason}")]
+    for e in entries:
+        what = "Intel CPU/GPU/NPU" if e.name == INTEL_EP else "not used by the course"
+        rows.append(row("WINML-EP", e.ready != "NotPresent", f"{e.name} {e.version}, {e.ready}, {e.certification} "
+                        f"({what})"))
+    return rows
