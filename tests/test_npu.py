@@ -70,12 +70,15 @@ def test_detection_on_this_machine_matches_openvino():
     assert set(info.found) == set(found)
 
 
-def test_device_report_row_present_and_absent():
-    present = npu.npu_report_row(npu.read_npu_info(MTL_DEVICES, _props({"NPU": MTL_NPU})))
-    absent = npu.npu_report_row(_absent())
+def test_device_report_row_present_and_absent(monkeypatch):
+    monkeypatch.setattr(npu, "detect_npu", lambda: npu.read_npu_info(MTL_DEVICES, _props({"NPU": MTL_NPU})))
+    (present,) = npu.NPUBackend.device_report()
+    monkeypatch.setattr(npu, "detect_npu", lambda: _absent())
+    (absent,) = npu.NPUBackend.device_report()
     assert set(present) == set(absent) == {"backend", "device", "available", "detail"}
     assert present["available"] is True and "Intel(R) AI Boost" in present["detail"]
-    assert absent["available"] is False and "runs on CPU instead" in absent["detail"]
+    assert absent["available"] is False
+    assert "runs on CPU instead" in absent["detail"] and "found: CPU" in absent["detail"]
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -94,23 +97,31 @@ def test_npu_export_recipe_is_symmetric_int4_ratio_1(offline_model):
 def _fake_export(tmp_path, name, quantization, types):
     folder = tmp_path / name
     folder.mkdir()
-    (folder / "phi3_helpers_export.json").write_text(json.dumps({"precision": name, "quantization": quantization}))
+    if quantization != "no record":
+        record = {"precision": name, "quantization": quantization}
+        (folder / "phi3_helpers_export.json").write_text(json.dumps(record))
     consts = "".join(f'<layer type="Const"><data element_type="{t}"/></layer>' for t in types)
     (folder / "openvino_model.xml").write_text(f"<net><layers>{consts}</layers></net>")
     return folder
 
 
-def test_npu_export_problem_tells_cpu_exports_apart(tmp_path):
-    ok = _fake_export(tmp_path, "npu", {"bits": 4, "sym": True, "group_size": 128, "ratio": 1.0}, ["i4", "f16", "u8"])
-    cpu_int4 = _fake_export(tmp_path, "int4", {"bits": 4, "sym": True, "group_size": 128, "ratio": 0.6}, ["i4", "u8"])
-    asym = _fake_export(tmp_path, "asym", {"bits": 4, "sym": False, "ratio": 1.0}, ["u4"])
-    fp16 = _fake_export(tmp_path, "fp16", None, ["f16"])
-    uncompressed = _fake_export(tmp_path, "claims-int4", {"bits": 4, "sym": True, "ratio": 1.0}, ["f32"])
-    assert npu.npu_export_problem(ok) is None
-    assert "ratio 0.6" in npu.npu_export_problem(cpu_int4) and "--ratio 1.0" in npu.npu_export_problem(cpu_int4)
-    assert "asymmetric" in npu.npu_export_problem(asym)
-    assert "fp16" in npu.npu_export_problem(fp16)
-    assert "no 4-bit weights" in npu.npu_export_problem(uncompressed)
+@pytest.mark.parametrize(
+    "name, quantization, types, needles",
+    [
+        ("npu", {"bits": 4, "sym": True, "group_size": 128, "ratio": 1.0}, ["i4", "f16", "u8"], None),
+        ("int4", {"bits": 4, "sym": True, "group_size": 128, "ratio": 0.6}, ["i4", "u8"], ["ratio 0.6", "--ratio 1.0"]),
+        ("asym", {"bits": 4, "sym": False, "ratio": 1.0}, ["u4"], ["asymmetric int4"]),
+        ("fp16", None, ["f16"], ["holds fp16 weights"]),
+        ("claims-int4", {"bits": 4, "sym": True, "ratio": 1.0}, ["f32"], ["no 4-bit weights"]),
+        ("unrecorded", "no record", ["u4", "f16"], ["asymmetric 4-bit weights (u4)"]),  # the IR alone tells
+    ],
+)
+def test_npu_export_problem_tells_cpu_exports_apart(tmp_path, name, quantization, types, needles):
+    problem = npu_export.npu_export_problem(_fake_export(tmp_path, name, quantization, types))
+    if needles is None:
+        assert problem is None
+    else:
+        assert all(n in problem for n in needles) and "\n" not in problem, problem
 
 
 def test_cpu_export_where_the_npu_export_belongs_is_re_exported(offline_model, tmp_path, monkeypatch):
@@ -138,7 +149,7 @@ def test_cpu_export_where_the_npu_export_belongs_is_re_exported(offline_model, t
     said = []
     assert npu_export.export_for_npu(offline_model, progress=said.append) == folder
     assert forced == [True] and "re-exporting for the NPU" in said[0]
-    assert npu.npu_export_problem(folder) is None
+    assert npu_export.npu_export_problem(folder) is None
     forced.clear()
     npu_export.export_for_npu(offline_model, progress=said.append)
     assert forced == []  # the NPU export is reused from then on
@@ -151,7 +162,7 @@ def test_openvino_int4_export_made_for_cpu_is_flagged(offline_model):
     folder = export_folder(offline_model, "int4")
     if not is_complete_export(folder):
         pytest.skip("the openvino backend's int4 export is not in the cache yet (built by its own tests)")
-    assert npu.npu_export_problem(folder) is not None
+    assert npu_export.npu_export_problem(folder) is not None
 
 
 # -- the choices (no load) --------------------------------------------------------------------
@@ -184,6 +195,27 @@ def test_forced_npu_on_this_machine(offline_model):
         npu.NPUBackend.plan(offline_model, device="NPU")
 
 
+def test_the_pipeline_settings_are_a_pure_function_of_the_plan(offline_model, monkeypatch, tmp_path):
+    """MAX_PROMPT_LEN, MIN_RESPONSE_LEN, CACHE_DIR and prefix caching on the NPU; the CPU's settings without one."""
+    monkeypatch.setenv("PHI3_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(npu, "detect_npu", lambda: npu.read_npu_info(MTL_DEVICES, _props({"NPU": MTL_NPU})))
+
+    def settings(**options):
+        return npu.pipeline_config(npu.NPUBackend.plan(offline_model, **options))
+
+    cfg = settings(max_prompt_tokens=2048)
+    assert (cfg["MAX_PROMPT_LEN"], cfg["MIN_RESPONSE_LEN"]) == (2048, 128)
+    folder = npu.NPUBackend.plan(offline_model).folder
+    assert cfg["CACHE_DIR"] == str(tmp_path / "npu_compiled" / folder.name)  # one blob cache per export
+    assert not (tmp_path / "npu_compiled").exists()  # a choice only: nothing is made
+    assert "NPUW_LLM_ENABLE_PREFIX_CACHING" not in cfg  # off by default, as upstream
+    assert settings(prefix_caching=True)["NPUW_LLM_ENABLE_PREFIX_CACHING"] == "YES"
+    assert "NPUW_LLM_ENABLE_PREFIX_CACHING" not in settings(prefix_caching=True, reuse_cache=False)
+    assert settings(config={"MIN_RESPONSE_LEN": 256})["MIN_RESPONSE_LEN"] == 256  # the config option wins
+    cpu = settings(device="CPU", max_prompt_tokens=2048)
+    assert not {"MAX_PROMPT_LEN", "MIN_RESPONSE_LEN"} & set(cpu) and cpu["INFERENCE_PRECISION_HINT"] == "f32"
+
+
 @pytest.mark.parametrize(
     "kw, error",
     [
@@ -204,7 +236,8 @@ def test_bad_choices_are_refused_clearly_before_loading(offline_model, kw, error
 def test_the_npu_export_is_npu_ready(load_backend):
     llm = load_backend("npu")
     assert llm.prepared_folder.name.endswith("-int4-npu")
-    assert npu.npu_export_problem(llm.prepared_folder) is None
+    assert npu_export.npu_export_problem(llm.prepared_folder) is None
+    assert llm.runtime_settings() == npu.pipeline_config(llm.plan)  # what the pipeline compiled with
 
 
 @pytest.mark.skipif(npu.detect_npu().present, reason="this machine has an NPU")
@@ -219,17 +252,6 @@ def test_france_on_the_npu(load_backend):
     llm = load_backend("npu")
     assert llm.device.startswith("NPU") and not llm.fallback
     assert "Paris" in llm.ask(FRANCE, max_new_tokens=24)
-
-
-def test_npu_pipeline_settings_only_on_the_npu(load_backend, monkeypatch):
-    llm = load_backend("npu")
-    monkeypatch.setattr(llm, "device", "CPU")
-    assert not {"MAX_PROMPT_LEN", "MIN_RESPONSE_LEN"} & set(llm.runtime_settings())  # NPU-only properties
-    monkeypatch.setattr(llm, "device", "NPU")
-    cfg = llm.runtime_settings()
-    assert (cfg["MAX_PROMPT_LEN"], cfg["MIN_RESPONSE_LEN"]) == (1024, 128) == (llm.max_prompt_tokens, 128)
-    assert cfg["CACHE_DIR"] == str(npu.blob_cache_dir(llm.prepared_folder))
-    assert llm.prepared_folder.name in cfg["CACHE_DIR"]  # one blob cache per export
 
 
 def test_prompt_longer_than_max_prompt_len_says_the_limit(load_backend, monkeypatch):

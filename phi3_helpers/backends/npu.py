@@ -1,14 +1,8 @@
 """Backend ``npu``: Phi-3 on an Intel NPU with OpenVINO GenAI's LLMPipeline (the maintained path).
 
-It runs the export the NPU needs (``npu_export.py``) with the NPU pipeline's settings: a maximum
-prompt length and a minimum response length (the NPU runs static shapes) and a compiled-model
-cache, so the second load skips the NPU compiler. When the machine has no NPU, the same pipeline
-runs on the CPU and a one-line notice says so. The archived intel-npu-acceleration-library is its
-own backend, ``npu-classic`` (``npu_classic.py``).
-
->>> llm = load("npu")                               # NPU if present, else CPU (with a notice)
->>> llm = load("npu", device="NPU")                 # NPU or a clear error
->>> llm = load("npu", max_prompt_tokens=2048)       # longer prompts (NPU: MAX_PROMPT_LEN)
+It runs the NPU export (``npu_export.py``) with the NPU pipeline's static shapes (MAX_PROMPT_LEN,
+MIN_RESPONSE_LEN) and a compiled-blob cache; without an NPU the same pipeline runs on the CPU, with a
+notice. The archived intel-npu-acceleration-library is the ``npu-classic`` backend (``npu_classic.py``).
 """
 
 from __future__ import annotations
@@ -20,8 +14,8 @@ from typing import Any, Callable, Sequence
 from ..errors import DeviceUnavailable, InvalidOption, UnknownDevice, UnknownPrecision
 from ..models.cache import cache_root
 from .base import Plan, positive_int
-from .npu_export import DEFAULT_GROUP_SIZE, export_for_npu, npu_export_folder, npu_export_problem  # noqa: F401
-from .openvino import OpenVINOGenAIBackend, check_export_folder
+from .npu_export import DEFAULT_GROUP_SIZE, export_for_npu, npu_export_folder
+from .openvino import OpenVINOGenAIBackend, check_export_folder, runtime_config
 
 #: OpenVINO GenAI's NPU defaults (MAX_PROMPT_LEN, MIN_RESPONSE_LEN); their sum is the context.
 DEFAULT_MAX_PROMPT_LEN = 1024
@@ -32,10 +26,9 @@ DRIVER_HELP = (
 )
 
 
-# -- detection ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class NPUInfo:
-    """What OpenVINO reports about the NPU of this machine."""
+    """What OpenVINO reports about the NPU of this machine (``problem``: why it could not be asked)."""
 
     present: bool
     device: str = ""
@@ -44,52 +37,38 @@ class NPUInfo:
     architecture: str = ""
     memory_bytes: int | None = None
     found: tuple[str, ...] = ()
-    problem: str = ""  # why OpenVINO could not be asked at all
-
-    def found_text(self) -> str:
-        return ", ".join(self.found) or "no devices"
-
-    def absent_reason(self) -> str:
-        if self.problem:
-            return f"OpenVINO could not list devices ({self.problem})"
-        return f"OpenVINO found no NPU (found: {self.found_text()})"
+    problem: str = ""
 
     def describe(self) -> str:
+        if self.problem:
+            return f"OpenVINO could not list devices ({self.problem})"
         if not self.present:
-            return self.absent_reason()
+            return f"OpenVINO found no NPU (found: {', '.join(self.found) or 'no devices'})"
         parts = [self.name or self.device]
-        if self.driver_version:
-            parts.append(f"driver {self.driver_version}")
-        if self.architecture:
-            parts.append(f"architecture {self.architecture}")
-        if self.memory_bytes:
-            parts.append(f"{self.memory_bytes / 2**30:.1f} GiB addressable")
+        parts += [f"driver {self.driver_version}"] if self.driver_version else []
+        parts += [f"architecture {self.architecture}"] if self.architecture else []
+        parts += [f"{self.memory_bytes / 2**30:.1f} GiB addressable"] if self.memory_bytes else []
         return ", ".join(parts)
 
 
 def read_npu_info(found: Sequence[str], get_property: Callable[[str, str], Any]) -> NPUInfo:
-    """Turn OpenVINO's answers (``Core().available_devices`` and ``Core().get_property``) into NPUInfo.
-
-    A pure function of what the runtime reports, so tests can feed it present and absent cases.
-    Properties a driver does not expose are left empty.
-    """
+    """NPUInfo from ``Core().available_devices`` and ``Core().get_property`` (pure; unexposed properties stay '')."""
     found = tuple(str(d) for d in found)
     npus = [d for d in found if d.split(".", 1)[0].upper() == "NPU"]
     if not npus:
         return NPUInfo(False, found=found)
-    dev = npus[0]
 
     def prop(key: str) -> str:
         try:
-            value = get_property(dev, key)
-        except Exception:  # property not exposed by this plugin/driver version
+            value = get_property(npus[0], key)
+        except Exception:  # not exposed by this plugin or driver version
             return ""
         return "" if value is None else str(value).strip()
 
     mem = prop("NPU_DEVICE_TOTAL_MEM_SIZE")
     return NPUInfo(
-        True, device=dev, name=prop("FULL_DEVICE_NAME"), driver_version=prop("NPU_DRIVER_VERSION"),
-        architecture=prop("DEVICE_ARCHITECTURE"), memory_bytes=int(mem) if mem.isdigit() else None, found=found,
+        True, npus[0], prop("FULL_DEVICE_NAME"), prop("NPU_DRIVER_VERSION"), prop("DEVICE_ARCHITECTURE"),
+        int(mem) if mem.isdigit() else None, found,
     )
 
 
@@ -98,53 +77,47 @@ def detect_npu() -> NPUInfo:
     try:
         from .openvino import core
 
-        c = core()
-        return read_npu_info(c.available_devices, c.get_property)
+        return read_npu_info(core().available_devices, core().get_property)
     except Exception as exc:
         return NPUInfo(False, problem=f"{type(exc).__name__}: {exc}")
 
 
-def npu_report_row(npu: NPUInfo) -> dict:
-    """The ``devices`` row of the NPU as OpenVINO sees it."""
-    if npu.present:
-        detail = f"{npu.describe()} (OpenVINO GenAI LLMPipeline, int4 symmetric export)"
-    else:
-        detail = f"{npu.absent_reason()}; --backend npu runs on CPU instead"
-    return {"backend": "npu", "device": "NPU", "available": npu.present, "detail": detail}
+def pipeline_config(plan: Plan) -> dict:
+    """The LLMPipeline properties of an npu plan, then its ``config`` option: a function of the plan, no load.
 
-
-# -- pipeline settings -------------------------------------------------------------------------
-def blob_cache_dir(ov_folder: Path) -> Path:
-    """Where the NPU's compiled model (blob) is cached, one folder per export."""
-    return cache_root() / "npu_compiled" / Path(ov_folder).name
-
-
-def npu_pipeline_config(max_prompt_len: int, min_response_len: int, cache_dir: Path | str) -> dict:
-    """LLMPipeline properties for device NPU (names from OpenVINO's "GenAI on NPU" guide).
-
-    The NPU pipeline has static shapes: prompts up to MAX_PROMPT_LEN tokens, room for at least
-    MIN_RESPONSE_LEN answer tokens; CACHE_DIR keeps the compiled blob for the next load.
+    On the NPU: MAX_PROMPT_LEN, MIN_RESPONSE_LEN and CACHE_DIR (names from OpenVINO's "GenAI on NPU"
+    guide), and with ``prefix_caching`` and ``reuse_cache`` NPUW_LLM_ENABLE_PREFIX_CACHING (else the NPU
+    pipeline re-reads the whole chat every turn). On the CPU fallback: the openvino backend's settings.
     """
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    return {
-        "MAX_PROMPT_LEN": int(max_prompt_len), "MIN_RESPONSE_LEN": int(min_response_len), "CACHE_DIR": str(cache_dir),
+    s = plan.settings
+    if not plan.device.startswith("NPU"):
+        return {**runtime_config(plan.device, plan.folder), **(s["config"] or {})}
+    cfg = {
+        "MAX_PROMPT_LEN": s["max_prompt_tokens"], "MIN_RESPONSE_LEN": s["min_response_tokens"],
+        "CACHE_DIR": str(cache_root() / "npu_compiled" / Path(plan.folder).name),  # the compiled blob, per export
     }
+    if s["prefix_caching"] and s["reuse_cache"]:
+        cfg["NPUW_LLM_ENABLE_PREFIX_CACHING"] = "YES"
+    return {**cfg, **(s["config"] or {})}
 
 
-def _next_size(n: int) -> int:
-    """A round limit above ``n`` to suggest (powers of two, as static shapes like)."""
-    size = 256
-    while size < n:
-        size *= 2
-    return size
+class NPUFallback:
+    """What both NPU backends say about running on the CPU because there is no NPU."""
+
+    @property
+    def fallback(self) -> bool:
+        """True when the machine has no NPU and the CPU runs instead."""
+        return bool(self.plan.settings.get("fallback"))
+
+    def describe(self) -> str:
+        where = self.device + (" (no NPU: fallback)" if self.fallback else "")
+        return f"{self.name} | {where} | {self.precision} | {self.model.name} | {self.runtime}"
 
 
-# -- the backend -------------------------------------------------------------------------------
-class NPUBackend(OpenVINOGenAIBackend):
-    """OpenVINO GenAI on the NPU (CPU when there is none). Options: ``max_prompt_tokens`` (MAX_PROMPT_LEN,
-    default 1024), ``min_response_tokens`` (MIN_RESPONSE_LEN, 128), ``group_size`` (of the export, 128 or -1),
-    ``config`` (LLMPipeline properties), ``prefix_caching`` (NPUW_LLM_ENABLE_PREFIX_CACHING: keep the KV cache
-    of a chat's common prefix between turns; off by default, as upstream, and not measured on an NPU here)."""
+class NPUBackend(NPUFallback, OpenVINOGenAIBackend):
+    """OpenVINO GenAI on the NPU (CPU when there is none). Options: ``max_prompt_tokens`` (MAX_PROMPT_LEN, 1024),
+    ``min_response_tokens`` (MIN_RESPONSE_LEN, 128), ``group_size`` of the export (128 or -1), ``config``
+    (LLMPipeline properties), ``prefix_caching`` (keep a chat's KV cache between turns; off, as upstream)."""
 
     name = "npu"
     precisions = ("int4",)
@@ -155,37 +128,30 @@ class NPUBackend(OpenVINOGenAIBackend):
 
     @classmethod
     def devices_here(cls) -> list[str | None]:
-        # No NPU: let the backend fall back to the CPU itself, so its result says "fallback".
-        return ["NPU" if detect_npu().present else None]
+        return ["NPU" if detect_npu().present else None]  # None: the backend's own CPU fallback
 
     @classmethod
     def device_report(cls) -> list[dict]:
-        return [npu_report_row(detect_npu())]
+        npu = detect_npu()
+        how = " (OpenVINO GenAI LLMPipeline, int4 symmetric export)" if npu.present else "; it runs on CPU instead"
+        return [{"backend": "npu", "device": "NPU", "available": npu.present, "detail": npu.describe() + how}]
 
     @classmethod
     def check_precision(cls, precision: str | None) -> str:
-        p = (precision or "int4").lower()
-        if p != "int4":
-            extra = (
-                " (int8 and fp16 exist on the classic path only: --backend npu-classic)"
-                if p in {"int8", "fp16"}
-                else ""
-            )
-            raise UnknownPrecision(f"precision {precision!r} is not available for the npu backend; use int4{extra}.")
-        return p
+        if (precision or "").lower() in {"int8", "fp16"}:
+            raise UnknownPrecision(f"precision {precision!r} is not available for the npu backend; use int4 (int8 "
+                                   "and fp16 exist on the classic path only: --backend npu-classic).")
+        return super().check_precision(precision)
 
     @classmethod
     def check_options(cls, options) -> dict:
         s = super().check_options(options)
         s["max_prompt_tokens"] = positive_int("max_prompt_tokens", s["max_prompt_tokens"], DEFAULT_MAX_PROMPT_LEN)
-        s["min_response_tokens"] = positive_int(
-            "min_response_tokens", s["min_response_tokens"], DEFAULT_MIN_RESPONSE_LEN
-        )
+        s["min_response_tokens"] = positive_int("min_response_tokens", s["min_response_tokens"],
+                                                DEFAULT_MIN_RESPONSE_LEN)
         if not isinstance(s["prefix_caching"], bool):
-            raise InvalidOption(
-                f"prefix_caching must be True or False (got {s['prefix_caching']!r}); "
-                "e.g. load('npu', prefix_caching=True)."
-            )
+            raise InvalidOption(f"prefix_caching must be True or False (got {s['prefix_caching']!r}); "
+                                "e.g. load('npu', prefix_caching=True).")
         return s
 
     @classmethod
@@ -193,10 +159,8 @@ class NPUBackend(OpenVINOGenAIBackend):
         want = (device or "AUTO").strip().upper()
         base = want.split(".", 1)[0]
         if base not in {"AUTO", "NPU", "CPU"}:
-            raise UnknownDevice(
-                f"the npu backend runs on NPU (or on CPU when there is none); got {device!r}. For the GPU use "
-                "--backend openvino."
-            )
+            raise UnknownDevice(f"the npu backend runs on NPU (or on CPU when there is none); got {device!r}. "
+                                "For the GPU use --backend openvino.")
         settings["fallback"] = False
         if base == "CPU":
             return "CPU"
@@ -204,15 +168,11 @@ class NPUBackend(OpenVINOGenAIBackend):
         if npu.present:
             return npu.device if base == "NPU" and "." in want else "NPU"
         if base == "NPU":
-            raise DeviceUnavailable(
-                f"device NPU was asked for, but {npu.absent_reason()}; {DRIVER_HELP}, or leave the device unset to "
-                "run on the CPU."
-            )
+            raise DeviceUnavailable(f"device NPU was asked for, but {npu.describe()}; {DRIVER_HELP}, "
+                                    "or leave the device unset to run on the CPU.")
         settings["fallback"] = True
-        notices.append(
-            f"No NPU on this machine: {npu.absent_reason()}. The npu backend runs the same OpenVINO GenAI pipeline "
-            "on CPU."
-        )
+        notices.append(f"No NPU on this machine: {npu.describe()}. The npu backend runs the same OpenVINO "
+                       "GenAI pipeline on CPU.")
         return "CPU"
 
     @classmethod
@@ -226,21 +186,7 @@ class NPUBackend(OpenVINOGenAIBackend):
         return plan.replace(folder=folder)
 
     def runtime_settings(self) -> dict:
-        if not self.device.startswith("NPU"):
-            return super().runtime_settings()
-        s = self.plan.settings
-        cfg = npu_pipeline_config(
-            s["max_prompt_tokens"], s["min_response_tokens"], blob_cache_dir(self.prepared_folder)
-        )
-        if s["prefix_caching"] and self.reuse_cache:
-            # without it the NPU pipeline re-reads the whole history every turn
-            cfg["NPUW_LLM_ENABLE_PREFIX_CACHING"] = "YES"
-        return {**cfg, **(s["config"] or {})}
-
-    @property
-    def fallback(self) -> bool:
-        """True when the machine has no NPU and the pipeline runs on the CPU instead."""
-        return bool(self.plan.settings.get("fallback"))
+        return pipeline_config(self.plan)
 
     @property
     def max_prompt_tokens(self) -> int:
@@ -249,30 +195,26 @@ class NPUBackend(OpenVINOGenAIBackend):
 
     @property
     def context_length(self) -> int:
-        """On the NPU the context is MAX_PROMPT_LEN + MIN_RESPONSE_LEN (static shapes)."""
+        """MAX_PROMPT_LEN + MIN_RESPONSE_LEN (static shapes)."""
         s = self.plan.settings
         return min(s["max_prompt_tokens"] + s["min_response_tokens"], self.model.context_length)
 
     def _prompt_too_long(self, n: int, limit: int) -> str:
-        return (
-            f"the prompt has {n} tokens, but the NPU pipeline takes at most {limit} (MAX_PROMPT_LEN); shorten it, "
-            f"or load with a higher limit: load('npu', max_prompt_tokens={_next_size(n)})."
-        )
+        bigger = 1 << max(8, (n - 1).bit_length())  # a power of two, as static shapes like
+        return (f"the prompt has {n} tokens, but the NPU pipeline takes at most {limit} (MAX_PROMPT_LEN); shorten "
+                f"it, or load with a higher limit: load('npu', max_prompt_tokens={bigger}).")
 
     def _load(self) -> None:
+        if self.device.startswith("NPU"):
+            Path(self.runtime_settings()["CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
         try:
             super()._load()
         except Exception as exc:
             if not self.device.startswith("NPU"):
                 raise
-            first = (str(exc).strip().splitlines() or [""])[0]
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
             raise DeviceUnavailable(
-                f"the NPU could not compile {self.model.name} ({type(exc).__name__}: {first[:200]}); update the NPU "
-                "driver "
+                f"the NPU could not compile {self.model.name} ({type(exc).__name__}: {first}); update the NPU driver "
                 "(32.0.100.3104 or newer), try DISABLE_OPENVINO_GENAI_NPU_L0=1 on out-of-memory errors, "
                 "or run on the CPU: load('npu', device='CPU')."
             ) from exc
-
-    def describe(self) -> str:
-        where = self.device + (" (no NPU: fallback)" if self.fallback else "")
-        return f"{self.name} | {where} | {self.precision} | {self.model.name} | {self.runtime}"

@@ -1,13 +1,8 @@
-"""Backend ``npu-classic``: the classic NPU path, intel-npu-acceleration-library's NPUModelForCausalLM.
+"""Backend ``npu-classic``: intel-npu-acceleration-library's NPUModelForCausalLM, the first NPU tutorials' path.
 
-This is how the first NPU tutorials ran Phi-3: load the Hugging Face model through the library,
-which quantizes it (CompilerConfig dtype int4 / int8 / fp16) and compiles its layers for the NPU,
-then call ``generate`` as with any transformers model.
-
-The library is archived (end of life; Intel points to OpenVINO / OpenVINO GenAI instead) and
-installs on Windows only. It is kept here so the course can show the classic code next to the
-maintained path (``load("npu-classic")``, or ``load("npu")`` with PHI3_NPU_PATH=classic). The library
-is imported only when this backend is chosen or listed.
+The library quantizes the Hugging Face model (CompilerConfig dtype int4 / int8 / fp16) and compiles its layers
+for the NPU; then ``generate`` works as with any transformers model. It is archived (Intel points to OpenVINO
+GenAI) and installs on Windows only: ``load("npu-classic")`` or PHI3_NPU_PATH=classic, imported only when chosen.
 """
 
 from __future__ import annotations
@@ -17,47 +12,41 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from ..errors import BackendUnavailable, DeviceUnavailable, ModelFolderError, UnknownDevice
 from ..options import GenerationOptions
 from .base import Backend, Plan
+from .npu import DRIVER_HELP, NPUFallback
 
 LIBRARY = "intel_npu_acceleration_library"
 PACKAGE = "intel-npu-acceleration-library"
-#: The pins that make the library import: neural-compressor 3.8+ removed an API it
-#: uses, and neural-compressor 3.7.1 needs numpy<2 and setuptools<81.
+#: neural-compressor 3.8+ removed an API the library uses; 3.7.1 needs numpy<2 and setuptools<81.
 WINDOWS_INSTALL = (
     'pip install "intel-npu-acceleration-library==1.4.0" "neural-compressor==3.7.1" "numpy<2" "setuptools<81"'
 )
-PRECISIONS = ("int4", "int8", "fp16")
+INSTALL = (f"{WINDOWS_INSTALL} (Windows only; the library is archived, the maintained path needs nothing extra: "
+           "load('npu') or --backend npu)")
 #: The oldest NPU driver build the library 1.4.0 accepts without warning (get_driver_version()).
 MIN_DRIVER = 2408
 #: Where the library caches compiled models when export=True (relative to the working folder).
 LIBRARY_CACHE = Path("cache") / "models"
 
 
-def missing_library_message(reason: str = "") -> str:
-    why = f" ({reason})" if reason else ""
-    return (
-        f"the classic NPU path needs {PACKAGE}, which is not installed here{why}. It installs on Windows only: "
-        f"{WINDOWS_INSTALL}. It is archived (end of life); the maintained path needs nothing extra: "
-        "load('npu') or --backend npu (OpenVINO GenAI)."
-    )
+def _quiet_import(name: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "NPU is not available ... fallback to AUTO": we say it ourselves
+        return importlib.import_module(name)
 
 
-def import_library(import_module: Callable = importlib.import_module):
+def import_library():
     """The library's top-level module, or a BackendUnavailable that says how to install it."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "NPU is not available ... fallback to AUTO": we say it ourselves
-            return import_module(LIBRARY)
+        return _quiet_import(LIBRARY)
     except ImportError as exc:
-        reason = "" if getattr(exc, "name", None) == LIBRARY else f"{type(exc).__name__}: {exc}"
-        raise BackendUnavailable(missing_library_message(reason)) from None
+        raise BackendUnavailable(f"{PACKAGE} does not import here ({type(exc).__name__}: {exc}); {INSTALL}.") from None
 
 
-# -- what the library reports --------------------------------------------------------------
 @dataclass(frozen=True)
 class ClassicStatus:
     """What intel-npu-acceleration-library says about this machine."""
@@ -70,9 +59,7 @@ class ClassicStatus:
 
     def describe(self) -> str:
         if not self.installed:
-            return (
-                f"{PACKAGE} not installed ({self.problem or 'Windows only, archived'}); maintained path: --backend npu"
-            )
+            return f"{PACKAGE} not installed (Windows only, archived); maintained path: --backend npu"
         text = f"{PACKAGE} {self.version or '?'}: npu_available() = {self.npu_available}"
         if self.driver_version:
             text += f", NPU driver {self.driver_version}"
@@ -80,71 +67,44 @@ class ClassicStatus:
                 text += f" (older than {MIN_DRIVER}, the library's minimum: update the NPU driver)"
         if self.npu_available is False:
             text += " (the library falls back to CPU)"
-        if self.problem:
-            text += f"; {self.problem}"
-        return text
+        return text + (f"; {self.problem}" if self.problem else "")
 
 
-def classic_status(import_module: Callable = importlib.import_module) -> ClassicStatus:
-    """Ask the library (if installed) whether it sees an NPU and which driver it runs on.
-
-    ``import_module`` is injectable so tests can hand in what the library would report.
-    """
+def classic_status() -> ClassicStatus:
+    """Ask the library (if installed) whether it sees an NPU and which driver it runs on."""
     try:
-        lib = import_library(import_module)
+        lib = import_library()
     except BackendUnavailable:
         return ClassicStatus(installed=False)
     version = str(getattr(lib, "__version__", ""))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            backend = import_module(f"{LIBRARY}.backend")
+        backend = _quiet_import(f"{LIBRARY}.backend")
         available = bool(backend.npu_available())
     except Exception as exc:  # a broken install is a status to show, not a crash
         return ClassicStatus(True, version, None, "", f"its backend failed to load: {type(exc).__name__}: {exc}")
-    driver = ""
-    if available:
-        try:
-            driver = str(backend.get_driver_version())
-        except Exception:  # raises when the driver cannot be queried
-            driver = ""
+    try:
+        driver = str(backend.get_driver_version()) if available else ""
+    except Exception:  # raises when the driver cannot be queried
+        driver = ""
     return ClassicStatus(True, version, available, driver)
 
 
-# -- loading and generating ----------------------------------------------------------------
-def compiler_config(lib, precision: str, import_module: Callable = importlib.import_module):
+def compiler_config(lib, precision: str):
     """CompilerConfig(dtype=...) for a course precision name, as the library documents it."""
     import torch
 
-    compiler = import_module(f"{LIBRARY}.compiler")
-    dtypes = {"int4": lambda: lib.int4, "int8": lambda: lib.int8, "fp16": lambda: torch.float16}
-    return compiler.CompilerConfig(dtype=dtypes[precision]())
+    dtype = {"int4": lib.int4, "int8": lib.int8, "fp16": torch.float16}[precision]
+    return importlib.import_module(f"{LIBRARY}.compiler").CompilerConfig(dtype=dtype)
 
 
-def _is_stale_cache_error(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__} {exc}"
-    return "weights_only" in text or "Weights only load failed" in text or "UnpicklingError" in text
-
-
-DRIVER_HELP = "install or update the Intel NPU driver (Windows: Device Manager > Neural processors > Intel(R) AI Boost)"
-
-
-class ClassicNPUBackend(Backend):
+class ClassicNPUBackend(NPUFallback, Backend):
     """The archived library on the NPU (its own CPU fallback when there is none); int4, int8 or fp16."""
 
     name = "npu-classic"
-    runtime = "intel-npu-acceleration-library"
+    runtime = PACKAGE
     requires = ("torch", "transformers", LIBRARY)
-    install = WINDOWS_INSTALL
-    precisions = PRECISIONS
-
-    @classmethod
-    def missing(cls) -> str:
-        try:
-            import_library()
-        except BackendUnavailable as exc:
-            return str(exc)
-        return super().missing()
+    install = INSTALL  # the base class says it when the library is missing
+    precisions = ("int4", "int8", "fp16")
 
     @classmethod
     def devices_here(cls) -> list[str | None]:
@@ -153,22 +113,16 @@ class ClassicNPUBackend(Backend):
     @classmethod
     def device_report(cls) -> list[dict]:
         status = classic_status()
-        return [
-            {
-                "backend": cls.name, "device": "NPU", "available": bool(status.installed and status.npu_available),
-                "detail": status.describe(),
-            }
-        ]
+        available = bool(status.installed and status.npu_available)
+        return [{"backend": cls.name, "device": "NPU", "available": available, "detail": status.describe()}]
 
     @classmethod
     def choose_device(cls, device: str | None, settings: dict, notices: list[str]) -> str:
         import_library()  # a clear install message when it is missing
         want = (device or "AUTO").strip().upper()
         if want not in {"AUTO", "NPU"}:
-            raise UnknownDevice(
-                f"the classic library chooses its device itself (the NPU, else its own CPU fallback); got {want!r}: "
-                "leave the device unset."
-            )
+            raise UnknownDevice(f"the classic library chooses its device itself (the NPU, else its own CPU "
+                                f"fallback); got {want!r}: leave the device unset.")
         status = classic_status()
         settings["fallback"] = not status.npu_available
         if status.npu_available:
@@ -182,13 +136,9 @@ class ClassicNPUBackend(Backend):
     def prepared_path(cls, plan: Plan) -> Path:
         return plan.model.folder  # the library quantizes in memory: nothing is exported
 
-    @property
-    def fallback(self) -> bool:
-        return bool(self.plan.settings.get("fallback"))
-
     def _load(self) -> None:
-        """NPUModelForCausalLM from the Hugging Face folder, ``export=False``: the library's own cache
-        (``./cache/models/*.pt``, a pickled module) cannot be reloaded under torch>=2.6 (``weights_only``)."""
+        """From the Hugging Face folder with ``export=False``: the library's own cache (``./cache/models/*.pt``,
+        a pickled module) cannot be reloaded under torch>=2.6 (``weights_only``)."""
         lib = import_library()
         try:
             with warnings.catch_warnings():
@@ -197,12 +147,12 @@ class ClassicNPUBackend(Backend):
                     str(self.prepared_folder), config=compiler_config(lib, self.precision), export=False,
                     use_cache=True, attn_implementation="sdpa")
         except Exception as exc:
-            if _is_stale_cache_error(exc):
-                raise ModelFolderError(
-                    f"{PACKAGE} found an old compiled copy in {LIBRARY_CACHE.resolve()} that torch cannot reload "
-                    "(weights_only); delete that folder and load again."
-                ) from None
-            raise
+            if not any(s in f"{type(exc).__name__} {exc}" for s in ("weights_only", "Weights only", "Unpickling")):
+                raise
+            raise ModelFolderError(
+                f"{PACKAGE} found an old compiled copy in {LIBRARY_CACHE.resolve()} that torch cannot reload "
+                "(weights_only); delete that folder and load again."
+            ) from None
         self.model_obj = model.eval()
 
     def stream_tokens(self, input_ids, options: GenerationOptions, stop: threading.Event) -> Iterator[list[int]]:
@@ -210,10 +160,6 @@ class ClassicNPUBackend(Backend):
 
         yield from hf_generate_stream(
             self.model_obj, input_ids, options, stop, self.eos_token_ids, self.tokenizer.pad_token_id)
-
-    def describe(self) -> str:
-        where = self.device + (" (no NPU: fallback)" if self.fallback else "")
-        return f"{self.name} | {where} | {self.precision} | {self.model.name} | {self.runtime}"
 
     def close(self) -> None:
         self.model_obj = None

@@ -1,13 +1,6 @@
 """Which ONNX Runtime GenAI execution provider runs, from what is installed (one package per machine):
-
-  onnxruntime-genai-directml  -> dml   (Windows, any DirectX 12 GPU; DirectML is in maintenance mode)
-  onnxruntime-genai-winml     -> winml (Windows 11 24H2+: the EPs Windows ML offers, see winml.py)
-  onnxruntime-genai-cuda      -> cuda  (NVIDIA GPU with CUDA)
-  onnxruntime-genai           -> cpu
-
-Asking for ``dml`` (or ``cuda``) where its package is missing falls back to the CPU with a notice,
-or raises a clear error with ``fallback_to_cpu=False``. :func:`choose_provider` is a pure function
-of the installed packages (and, for Windows ML, the OS and its build), so every case can be tested on any machine.
+onnxruntime-genai-directml -> dml (Windows, DirectX 12 GPUs), onnxruntime-genai-winml -> winml (Windows 11 24H2+,
+see winml.py), onnxruntime-genai-cuda -> cuda, onnxruntime-genai -> cpu. :func:`choose_provider` is pure.
 """
 
 from __future__ import annotations
@@ -22,17 +15,13 @@ from ..errors import BackendUnavailable, DeviceUnavailable, UnknownDevice
 from . import winml
 from .onnx_build import TARGET_NAMES
 
-# -- which execution provider -------------------------------------------------------------------
 #: provider -> the ONNX Runtime GenAI package that brings it
 GENAI_PACKAGES = {
-    "dml": "onnxruntime-genai-directml",
-    "winml": winml.WINML_GENAI,
-    "cuda": "onnxruntime-genai-cuda",
+    "dml": "onnxruntime-genai-directml", "winml": winml.WINML_GENAI, "cuda": "onnxruntime-genai-cuda",
     "cpu": "onnxruntime-genai",
 }
 INSTALL_HINTS = {
     "dml": "on Windows: pip install onnxruntime-genai-directml==0.13.1 (and no plain onnxruntime beside it)",
-    "winml": f"on Windows 11 24H2+: {winml.INSTALL}",
     "cuda": "with an NVIDIA GPU and CUDA 12: pip install onnxruntime-genai-cuda",
     "cpu": "pip install -r requirements.txt",
 }
@@ -42,10 +31,10 @@ _RUNS_ON = {**TARGET_NAMES, "winml": "Windows ML"}  # what runs; TARGET_NAMES is
 
 @dataclass(frozen=True)
 class ProviderChoice:
-    """The execution provider to run on, what was asked, and why (one line)."""
+    """The execution provider to run on (cpu | dml | winml | cuda), what was asked (None: auto), and why."""
 
-    provider: str  # cpu | dml | winml | cuda
-    asked: str | None  # None (auto), cpu, dml, winml, cuda or gpu
+    provider: str
+    asked: str | None
     reason: str
 
     @property
@@ -60,16 +49,16 @@ class ProviderChoice:
 
 def installed_packages() -> frozenset[str]:
     """The ONNX Runtime (GenAI) distributions installed here, by their PyPI names."""
-    names = set(GENAI_PACKAGES.values()) | {"onnxruntime", "onnxruntime-directml", "onnxruntime-gpu"}
-    names |= {winml.CATALOG, winml.WINML_ORT}
-    found = set()
-    for name in names:
-        try:
-            md.version(name)
-            found.add(name)
-        except md.PackageNotFoundError:
-            pass
-    return frozenset(found)
+    names = {*GENAI_PACKAGES.values(), "onnxruntime", "onnxruntime-directml", "onnxruntime-gpu", winml.CATALOG,
+             winml.WINML_ORT}
+    return frozenset(n for n in names if _version(n))
+
+
+def _version(name: str) -> str:
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return ""
 
 
 def package_conflicts(installed: Iterable[str]) -> list[str]:
@@ -78,55 +67,41 @@ def package_conflicts(installed: Iterable[str]) -> list[str]:
     out = winml.conflicts(have)  # the Windows ML build beside another one: its own wording and fix
     genai = [p for p in GENAI_PACKAGES.values() if p in have and p != winml.WINML_GENAI]
     if len(genai) > 1:
-        out.append(
-            f"{' and '.join(genai)} are both installed and share one module; keep only one (pip uninstall {genai[-1]})."
-        )
-    if "onnxruntime-directml" in have and "onnxruntime" in have:
-        out.append(
-            "plain onnxruntime is installed beside onnxruntime-directml (symptom: 'Specified provider is not "
-            "supported'); "
-            "pip uninstall onnxruntime onnxruntime-directml, then pip install onnxruntime-genai-directml==0.13.1."
-        )
+        out.append(f"{' and '.join(genai)} are both installed and share one module; keep only one "
+                   f"(pip uninstall {genai[-1]}).")
+    if {"onnxruntime-directml", "onnxruntime"} <= have:
+        out.append("plain onnxruntime is installed beside onnxruntime-directml (symptom: 'Specified provider is not "
+                   "supported'); pip uninstall onnxruntime onnxruntime-directml, then pip install "
+                   "onnxruntime-genai-directml==0.13.1.")
     return out
 
 
 def normalize_device(device: str | None) -> str | None:
-    """'DML', 'DirectML', 'gpu', 'auto'... -> dml, gpu, None; unknown names are refused."""
+    """'DML', 'DirectML', 'gpu', 'auto', 'winml-npu'... -> dml, gpu, None, winml; unknown names are refused."""
     key = (device or "").strip().lower()
     if key.startswith(("winml", "windowsml")):
-        winml.wanted(key)  # winml, winml-gpu, winml-npu, winml-cpu; refuses others
+        winml.wanted(key)  # refuses what is not winml, winml-gpu, winml-npu or winml-cpu
         return "winml"
     if key not in _DEVICE_NAMES:
         extra = " (for the NPU use the npu or openvino backend, or winml-npu)" if key.startswith("npu") else ""
-        raise UnknownDevice(
-            f"unknown device {device!r} for the onnx backend; use auto, cpu, dml (DirectML), winml (Windows ML) "
-            f"or cuda{extra}."
-        )
+        raise UnknownDevice(f"unknown device {device!r} for the onnx backend; use auto, cpu, dml (DirectML), winml "
+                            f"(Windows ML) or cuda{extra}.")
     return _DEVICE_NAMES[key]
 
 
-def choose_provider(
-    device: str | None,
-    installed: Iterable[str],
-    fallback_to_cpu: bool = True,
-    system: tuple[str, int | None] | None = None,
-) -> ProviderChoice:
-    """Pick the execution provider from the device asked and the packages installed.
-
-    Pure: ``installed`` is a set of distribution names (see :func:`installed_packages`), ``system`` the OS name and
-    Windows build (default: this machine's, :func:`winml.this_system`).
-    """
-    have = set(installed)
-    asked = normalize_device(device)
-    os_name, build = system or winml.this_system()
+def choose_provider(device: str | None, installed: Iterable[str], fallback_to_cpu: bool = True,
+                    system: tuple[str, int | None] | None = None) -> ProviderChoice:
+    """The provider for the device asked, from the installed distribution names (:func:`installed_packages`) and
+    ``system``, the OS name and Windows build (default: this machine's). Pure."""
+    have, asked = set(installed), normalize_device(device)
     clash = winml.conflicts(have)
     if clash:  # two builds of one module: nothing loads reliably, whatever the device
         raise BackendUnavailable(clash[0])
-    if not any(p in have for p in GENAI_PACKAGES.values()):
+    if not have & set(GENAI_PACKAGES.values()):
         raise BackendUnavailable(
             f"no ONNX Runtime GenAI package is installed; {INSTALL_HINTS['cpu']} (or {INSTALL_HINTS['dml']})."
         )
-    blocked = winml.blocker(have, os_name, build)
+    blocked = winml.blocker(have, *(system or winml.this_system()))
     if asked == "winml" or (asked == "gpu" and winml.WINML_GENAI in have and not blocked):
         if blocked:  # refused, not a fallback: the fix is on the machine, and device='cpu' still loads
             raise DeviceUnavailable(blocked)
@@ -138,74 +113,54 @@ def choose_provider(
     present = [p for p in ("dml", "cuda") if GENAI_PACKAGES[p] in have]
     if asked is None:
         if present:
-            p = present[0]
-            return ProviderChoice(p, None, f"{GENAI_PACKAGES[p]} is installed.")
-        return ProviderChoice(
-            "cpu",
-            None,
-            f"only the CPU package {GENAI_PACKAGES['cpu']} is installed (DirectML needs {GENAI_PACKAGES['dml']}, on "
-            "Windows).",
-        )
+            return ProviderChoice(present[0], None, f"{GENAI_PACKAGES[present[0]]} is installed.")
+        return ProviderChoice("cpu", None, f"only the CPU package {GENAI_PACKAGES['cpu']} is installed (DirectML "
+                                           f"needs {GENAI_PACKAGES['dml']}, on Windows).")
     if asked == "cpu":
         return ProviderChoice("cpu", "cpu", "the CPU was asked for.")
     wanted = [asked] if asked in {"dml", "cuda"} else ["dml", "cuda"]  # gpu: whichever is installed
-    for p in wanted:
-        if p in present:
-            return ProviderChoice(p, asked, f"{TARGET_NAMES[p]} was asked for and {GENAI_PACKAGES[p]} is installed.")
-    label = TARGET_NAMES[wanted[0]] if asked != "gpu" else "a GPU"
-    pkgs = " or ".join(GENAI_PACKAGES[p] for p in wanted)
+    hit = next((p for p in wanted if p in present), None)
+    if hit:
+        return ProviderChoice(hit, asked, f"{TARGET_NAMES[hit]} was asked for and {GENAI_PACKAGES[hit]} is installed.")
+    label = TARGET_NAMES[asked] if asked != "gpu" else "a GPU"
     where = " (it exists for Windows only)" if "dml" in wanted and sys.platform != "win32" else ""
+    missing = f"{label} was asked for, but {' or '.join(GENAI_PACKAGES[p] for p in wanted)} is not installed{where}"
     if not fallback_to_cpu:
-        raise DeviceUnavailable(
-            f"{label} was asked for, but {pkgs} is not installed{where}; {INSTALL_HINTS[wanted[0]]}, or use "
-            "device='cpu'."
-        )
-    return ProviderChoice(
-        "cpu", asked, f"{label} was asked for, but {pkgs} is not installed{where}; falling back to the CPU."
-    )
+        raise DeviceUnavailable(f"{missing}; {INSTALL_HINTS[wanted[0]]}, or use device='cpu'.")
+    return ProviderChoice("cpu", asked, f"{missing}; falling back to the CPU.")
+
+
+def _provider_row(og, provider: str, have: frozenset[str]) -> tuple[bool, str]:
+    """Whether ``provider`` is available here through ``og`` (the imported onnxruntime_genai), and why."""
+    pkg = GENAI_PACKAGES[provider]
+    if provider == "cpu":
+        pkgs = ", ".join(f"{n} {_version(n)}" for n in GENAI_PACKAGES.values() if n in have)
+        return True, f"{pkgs}; {os.cpu_count()} logical CPUs"
+    if pkg not in have:
+        where = " (Windows only)" if provider == "dml" and sys.platform != "win32" else ""
+        return False, f"{pkg} is not installed{where}; {INSTALL_HINTS[provider]}"
+    try:
+        built = bool(getattr(og, f"is_{provider}_available")())
+    except Exception as exc:
+        return False, f"{pkg} {_version(pkg)} is installed but the provider did not load ({exc})"
+    if not built:
+        return False, f"{pkg} {_version(pkg)} is installed but not built with {TARGET_NAMES[provider]}; reinstall it"
+    # a build flag: the GPU and its driver are only tried when a model loads
+    what = {"dml": "DirectML (needs a DirectX 12 GPU driver)", "cuda": "CUDA (needs an NVIDIA driver and CUDA 12)"}
+    return True, f"{pkg} {_version(pkg)}: built with {what[provider]}"
 
 
 def device_report() -> list[dict]:
-    """One row per ONNX Runtime GenAI provider (dml, cuda, cpu): available here, and why not."""
+    """One row per ONNX Runtime GenAI provider (dml, cuda, cpu), then Windows ML's rows and package conflicts."""
     have = installed_packages()
-    rows = []
     try:
         import onnxruntime_genai as og
-    except Exception as exc:  # a broken install must still be reported, not crash the listing
-        og = None
-        broken = f"onnxruntime_genai does not import ({type(exc).__name__}: {exc})"
-    probes = {"dml": "is_dml_available", "cuda": "is_cuda_available"}
-    for p in ("dml", "cuda", "cpu"):
-        pkg = GENAI_PACKAGES[p]
-        if og is None:
-            ok, detail = False, broken
-        elif p == "cpu":
-            ok = True
-            pkgs = ", ".join(f"{n} {md.version(n)}" for n in GENAI_PACKAGES.values() if n in have)
-            detail = f"{pkgs}; {os.cpu_count()} logical CPUs"
-        elif pkg not in have:
-            ok = False
-            where = " (Windows only)" if p == "dml" and sys.platform != "win32" else ""
-            detail = f"{pkg} is not installed{where}; {INSTALL_HINTS[p]}"
-        else:
-            try:
-                ok = bool(getattr(og, probes[p])())
-            except Exception as exc:
-                ok = False
-                detail = f"{pkg} {md.version(pkg)} is installed but the provider did not load ({exc})"
-            else:  # a build flag: the GPU and its driver are only tried when a model loads
-                what = (
-                    "DirectML (needs a DirectX 12 GPU driver)"
-                    if p == "dml"
-                    else "CUDA (needs an NVIDIA driver and CUDA 12)"
-                )
-                detail = (
-                    f"{pkg} {md.version(pkg)}: built with {what}"
-                    if ok
-                    else f"{pkg} {md.version(pkg)} is installed but not built with {TARGET_NAMES[p]}; reinstall it"
-                )
-        rows.append({"backend": "onnx", "device": p.upper(), "available": ok, "detail": detail})
-    rows += winml.report(have, *winml.this_system())  # what Windows ML would offer here, or why it cannot
-    for c in package_conflicts(have):
-        rows.append({"backend": "onnx", "device": "-", "available": False, "detail": "conflict: " + c})
-    return rows
+    except Exception as exc:  # a broken install is reported, not a crash of the listing
+        found = {p: (False, f"onnxruntime_genai does not import ({type(exc).__name__}: {exc})") for p in GENAI_PACKAGES}
+    else:
+        found = {p: _provider_row(og, p, have) for p in ("dml", "cuda", "cpu")}
+    rows = [{"backend": "onnx", "device": p.upper(), "available": found[p][0], "detail": found[p][1]}
+            for p in ("dml", "cuda", "cpu")]
+    rows += winml.report(have, *winml.this_system())
+    return rows + [{"backend": "onnx", "device": "-", "available": False, "detail": "conflict: " + c}
+                   for c in package_conflicts(have)]

@@ -1,4 +1,4 @@
-"""STAND-INS for Windows-only libraries (see README.md here); ``use(name)`` makes one importable for a test."""
+"""STAND-INS for Windows-only libraries (see README.md here); ``forget(name)`` drops one from sys.modules."""
 
 from __future__ import annotations
 

@@ -29,7 +29,6 @@ class NPUDtype:
 
 int4 = NPUDtype("int4", 4)
 int8 = NPUDtype("int8", 8)
-float16 = NPUDtype("fp16", 16)
 
 
 class _RecordingModel:
@@ -54,7 +53,8 @@ class _RecordingModel:
 class NPUModelForCausalLM:
     @staticmethod
     def from_pretrained(model_name_or_path, config, export=True, *args, **kwargs):
-        CALLS.append(("NPUModelForCausalLM.from_pretrained", (model_name_or_path,), dict(config=config, export=export, **kwargs)))
+        kwargs_seen = dict(config=config, export=export, **kwargs)
+        CALLS.append(("NPUModelForCausalLM.from_pretrained", (model_name_or_path,), kwargs_seen))
         if STALE_CACHE:
             raise pickle.UnpicklingError("Weights only load failed. (stand-in: simulated torch.load of ./cache/models)")
         from transformers import AutoModelForCausalLM
