@@ -1,8 +1,8 @@
 """Which hub folder each backend loads for phi3-mini, and where each fact comes from.
 
-Publishers ship the folders the runtimes load as they are: the OpenVINO organisation's ``-ov``
-exports and Microsoft's ONNX Runtime GenAI folders. Only the files a runtime needs are fetched
-(never remote code such as configuration_phi3.py). ``models/hub.py`` plans and downloads them.
+Publishers ship the folders the runtimes load as they are (the OpenVINO organisation's ``-ov`` exports,
+Microsoft's ONNX Runtime GenAI folders); only the files a runtime needs are fetched, never remote code such
+as configuration_phi3.py. ``models/hub.py`` plans and downloads them.
 """
 
 from __future__ import annotations
@@ -12,18 +12,14 @@ import os
 from dataclasses import dataclass
 
 GB = 10**9
-#: Revision override for every catalog entry (e.g. ``main``: follow the publisher's latest, or a
-#: mirror that serves its own copies of the repos under other commits).
+#: Revision override for every entry (``main``: the publisher's latest, or a mirror's own commits).
 REVISION_ENV = "PHI3_HUB_REVISION"
 
 
 @dataclass(frozen=True)
 class HubFolder:
-    """One folder on the hub that a runtime loads as it is.
-
-    ``published_bytes`` is the total the publisher's model page lists for the files we fetch
-    (shown offline and in the README; the plan itself asks the hub, so it is true on a mirror).
-    """
+    """One folder on the hub that a runtime loads as it is; ``published_bytes`` is what its model page lists
+    for the files we fetch (shown offline; the plan asks the hub itself)."""
 
     repo_id: str
     patterns: tuple[str, ...]
