@@ -134,8 +134,9 @@ def _default_model(*folders) -> str:
     return OFFLINE_MODEL
 
 
-def _from_hub(folder, by_default: bool = False) -> ModelSource:
-    """phi3-mini's ``folder``, downloaded or cached; a default choice the hub cannot give turns offline."""
+def fetch_source(folder, by_default: bool = False) -> ModelSource:
+    """phi3-mini's hub ``folder``, downloaded or complete in the cache; ``by_default``, an unreachable hub gives
+    the offline model instead."""
     try:
         return ModelSource(PHI3_MINI, hub.fetch(folder), folder.repo_id)
     except hub.HubUnreachable as exc:
@@ -149,12 +150,11 @@ def _from_hub(folder, by_default: bool = False) -> ModelSource:
 
 
 def plan_source(model, backend: str, precision: str, target: str | None = None, source: str | None = None):
-    """Where ``backend``'s folder comes from, decided without downloading a prequantized folder.
+    """Where ``backend``'s folder comes from, as ``(model, hub_folder, notices)``, downloading no prequantized folder.
 
-    Returns ``(model, hub_folder, notices)``. For phi3-mini with a prequantized folder for this backend
-    (catalog.py): a ModelSource for it (its complete cached folder, or a placeholder until :func:`fetch_source`
-    gets it) and the HubFolder to fetch. Otherwise the model as :func:`resolve_model` gives it (phi3-mini: the
-    checkpoint, plus a notice of the export's cost) and None. ``source="export"``: the checkpoint, exported here.
+    phi3-mini with a prequantized folder for this backend (catalog.py): its complete cached folder (or a
+    placeholder until :func:`fetch_source` gets it) and the HubFolder. Otherwise the model, ready (phi3-mini: the
+    checkpoint, with a notice of the export's cost), and None. ``source="export"``: the checkpoint, exported here.
     """
     if isinstance(model, ModelSource):
         return model, None, []
@@ -174,14 +174,9 @@ def plan_source(model, backend: str, precision: str, target: str | None = None, 
         notices = []
         if folder is None and hub.cached_folder(hub.CHECKPOINT, strict=False) is None:
             notices.append(f"{backend} {precision}: {hub.describe_export(precision)}.")
-        return _from_hub(hub.CHECKPOINT, by_default), None, notices
+        return fetch_source(hub.CHECKPOINT, by_default), None, notices
     placeholder = Path(folder.repo_id) / folder.subfolder  # fetched by the backend's prepare step
     return ModelSource(PHI3_MINI, hub.cached_folder(folder, strict=False) or placeholder, folder.repo_id), folder, []
-
-
-def fetch_source(folder) -> ModelSource:
-    """Download (or find complete in the cache) a prequantized phi3-mini folder: the model to load."""
-    return _from_hub(folder)
 
 
 def resolve_prepared(model, backend: str, precision: str, target: str | None = None, source: str | None = None):

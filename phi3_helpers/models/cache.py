@@ -1,8 +1,7 @@
 """Where built models live, how a folder is built atomically, and the size record that tells damage later.
 
-A build writes into a temporary sibling folder renamed into place only when complete, so an interrupted
-build (Ctrl-C, crash, full disk) never leaves a folder a later run mistakes for a good one; the next build
-removes the leftovers of interrupted ones.
+A build writes into a temporary sibling folder renamed into place only when complete, so an interrupted build
+never leaves a folder a later run mistakes for a good one; the next build removes such leftovers.
 """
 
 from __future__ import annotations

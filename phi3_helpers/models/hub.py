@@ -1,10 +1,9 @@
 """The real Phi-3 from the Hugging Face hub: the plan and the checked download of a catalog folder.
 
-Everything goes through huggingface_hub (its cache, progress bars, HF_ENDPOINT mirrors, HF_HUB_OFFLINE),
-fetching only the files a runtime needs (catalog.py). A download is complete only when every planned file is
-in the snapshot with the size the hub reported; then ``<HF cache>/models--ORG--NAME/phi3_helpers/<commit>.json``
-records those sizes. A cached folder without that record, or with a file missing or truncated, is never used
-as it is: online it is completed, offline a one-line error names the fix.
+huggingface_hub does the work (its cache, HF_ENDPOINT, HF_HUB_OFFLINE), fetching only a runtime's files. A
+download is complete when every planned file has the size the hub reported; then the sizes are recorded in
+``<HF cache>/models--ORG--NAME/phi3_helpers/<commit>.json``. A cached folder without that record, or with a file
+missing or truncated, is never used as it is: online it is completed, offline a one-line error names the fix.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from huggingface_hub import constants
 
 from ..errors import ModelFolderError, Phi3Error
 from .cache import damaged_files
-from .catalog import CHECKPOINT, EXPORT_OUTPUT_BYTES, GB, ONNX, OPENVINO, REVISION_ENV  # noqa: F401  (re-exported)
+from .catalog import CHECKPOINT, EXPORT_OUTPUT_BYTES, ONNX, OPENVINO, REVISION_ENV  # noqa: F401  (re-exported)
 from .catalog import HubFolder, describe_export, gb, hub_folder
 
 
@@ -75,11 +74,6 @@ class Plan:
     @property
     def to_download(self) -> int:
         return self.total - sum(self.cached.values())
-
-    def line(self) -> str:
-        todo = f"{gb(self.to_download)} to download" if self.to_download else "all in the cache"
-        return (f"{self.folder.label}@{self.commit[:7]}: {len(self.files)} files, {gb(self.total)} ({todo}); "
-                f"{gb(self.free_bytes)} free in {constants.HF_HUB_CACHE}")
 
     def lines(self) -> list[str]:
         sub = f"  folder {self.folder.subfolder}" if self.folder.subfolder else ""
@@ -159,11 +153,8 @@ def problems(snapshot: Path, files: dict[str, int]) -> list[str]:
 
 
 def cached_folder(folder: HubFolder, strict: bool = True) -> Path | None:
-    """The complete cached folder, or None when nothing was downloaded.
-
-    A download started but not complete raises DownloadIncomplete naming the fix (``strict``), so it is never
-    loaded as it is; with ``strict=False`` it gives None.
-    """
+    """The complete cached folder; None when nothing was downloaded (or, unless ``strict``, when it is damaged:
+    ``strict`` raises DownloadIncomplete with the fix)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -197,7 +188,7 @@ def fetch(folder: HubFolder, progress=None) -> Path:
             say(f"{exc} Using the complete copy in the cache.")
         return found
     if plan.to_download:
-        say("Downloading " + plan.line())
+        say(f"Downloading {folder.label}@{plan.commit[:7]}, {len(plan.files)} files: {plan.lines()[-1]}")
         check_disk(plan)
         _download(plan, say)
     _write_record(plan)

@@ -1,9 +1,7 @@
-"""One large model in memory at a time, or a notice saying that two are.
+"""One large model in memory at a time, or a notice saying that two are (a 16 GB laptop holds one Phi-3-mini).
 
-A 16 GB laptop holds one Phi-3-mini (2-8 GB per copy) next to the notebook, not two. load() registers each
-backend here (weakly: a backend nobody references is forgotten). Before another large model loads while one
-is open, a notice says so and how to free one; ``close_previous=True`` closes the open ones instead (not the
-default: every chapter goes back to its first model after trying a second one).
+load() registers each backend here, weakly. ``close_previous=True`` closes the open large ones instead of the
+notice; it is not the default because every chapter goes back to its first model after trying a second one.
 """
 
 from __future__ import annotations
@@ -29,10 +27,7 @@ def is_large(backend) -> bool:
 
 
 def before_load(model_name: str | None, close: bool = False, say=None) -> list:
-    """Say (or, with ``close``, close) the large models still open before ``model_name`` loads; returns those closed.
-
-    Only phi3-mini, or None (the default, maybe phi3-mini), counts as large before it is loaded.
-    """
+    """Say (or, with ``close``, close) the large models still open before phi3-mini (or the default) loads."""
     from . import PHI3_MINI, notice
 
     say = say or notice
