@@ -1,19 +1,23 @@
 """Command line: ``python -m phi3_helpers {ask,chat,devices,prepare,bench,demo,doctor} ...``
 
-One parser; each subcommand is an ``add_*`` function (its arguments) and a ``cmd_*`` function
-(``args -> exit code``). Every error path is the same: a Phi3Error (bad input, a missing runtime, a
-failed export) prints one line that names the fix and exits 2; Ctrl-C exits 130.
+One parser; each subcommand is an ``add_*`` function (its arguments) and a ``cmd_*`` function (``args -> exit
+code``). Every error is a Phi3Error: one line that names the fix, exit 2; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
+import os
 import sys
 from typing import Callable, Sequence
 
+from . import DEFAULT_BACKEND, doctor
+from .backends import BACKENDS, backend_class, resolve_name
+from .demo import DEMO_PROMPT, keep_busy
+from .devices import format_report, report
 from .errors import EmptyPrompt, InvalidOption, Phi3Error
+from .options import GenerationOptions
 
 EXIT_BAD_INPUT = 2
 
@@ -24,9 +28,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser, generation: bool = True, backend: str | None = None) -> None:
-    from . import DEFAULT_BACKEND
-    from .backends import BACKENDS
-
     backend = backend or DEFAULT_BACKEND
     p.add_argument("--backend", default=backend, help=f"one of {', '.join(BACKENDS)} (default: {backend}); "
                    "PHI3_NPU_PATH=classic makes npu mean npu-classic")
@@ -44,17 +45,19 @@ def _common(p: argparse.ArgumentParser, generation: bool = True, backend: str | 
 
 
 def _options(args) -> dict:
-    from .options import GenerationOptions
+    """The generation options, checked before the (slow) load."""
+    opts = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p}
+    GenerationOptions.make(None, **opts)
+    return opts
 
-    GenerationOptions.make(None, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
-    return {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p}
 
-
-def _load(args):
-    from . import load
+def _load(args, plan_only: bool = False):
+    """Load (or only plan) the backend, model, device, precision (and source) the command line asks for."""
+    import phi3_helpers  # looked up now: the tests replace load()
 
     extra = {"source": args.source} if getattr(args, "source", None) else {}
-    return load(args.backend, model=args.model, device=args.device, precision=args.precision, **extra)
+    run = phi3_helpers.plan_load if plan_only else phi3_helpers.load
+    return run(args.backend, model=args.model, device=args.device, precision=args.precision, **extra)
 
 
 def _print_stream(resp) -> None:
@@ -77,7 +80,7 @@ def add_ask(p) -> None:
 def cmd_ask(args) -> int:
     if not args.question.strip():
         raise EmptyPrompt('the question is empty; try: python -m phi3_helpers ask "What is the capital of France?"')
-    opts = _options(args)  # validate before the (slow) load
+    opts = _options(args)
     llm = _load(args)
     resp = llm.generate(args.question, system=args.system, **opts)
     _print_stream(resp)
@@ -85,63 +88,48 @@ def cmd_ask(args) -> int:
     return 0
 
 
-def add_chat(p) -> None:
-    _common(p)
-
-
 def cmd_chat(args) -> int:
     opts = _options(args)
     llm = _load(args)
     session = llm.chat(system=args.system, **opts)
-    print(
-        f"Chatting with {llm.describe()}. Ctrl-C stops an answer; /clear forgets; /exit or Ctrl-D quits.",
-        file=sys.stderr,
-    )
+    print(f"Chatting with {llm.describe()}. Ctrl-C stops an answer; /clear forgets; /exit or Ctrl-D quits.",
+          file=sys.stderr)
     while True:
         try:
-            line = input("you> ")
+            line = input("you> ").strip()
         except (EOFError, KeyboardInterrupt):
             print(file=sys.stderr)
             return 0
-        cmd = line.strip()
-        if not cmd:
-            continue
-        if cmd in {"/exit", "/quit"}:
+        if line in {"/exit", "/quit"}:
             return 0
-        if cmd == "/clear":
+        if line == "/clear":
             session.clear()
             print("(history cleared)", file=sys.stderr)
-            continue
-        try:
-            resp = session.ask(line)
-            sys.stdout.write("assistant> ")
-            _print_stream(resp)
-            print(f"  [{resp.metrics}]", file=sys.stderr)
-        except Phi3Error as exc:  # the chat goes on after bad input
-            print(f"error: {exc}", file=sys.stderr)
+        elif line:
+            try:
+                resp = session.ask(line)
+                sys.stdout.write("assistant> ")
+                _print_stream(resp)
+                print(f"  [{resp.metrics}]", file=sys.stderr)
+            except Phi3Error as exc:  # the chat goes on after bad input
+                print(f"error: {exc}", file=sys.stderr)
 
 
 # -- devices, prepare --------------------------------------------------------------------------
 def cmd_devices(args) -> int:
-    from .devices import format_report, report
-
     print(format_report(report()))
     return 0
 
 
 def add_prepare(p) -> None:
     _common(p, generation=False)
-    p.add_argument("--plan", action="store_true", help="phi3-mini: print what would be downloaded (repos, files, "
-                   "sizes, free disk) and exit")
+    p.add_argument("--plan", action="store_true", help="phi3-mini: print what would be downloaded, and exit")
     p.add_argument("--source", choices=("hub", "export"), help="phi3-mini: the publisher's prequantized folder "
-                   "(hub, the default) or a local export from the checkpoint")
+                   "(hub, the default) or a local export")
 
 
 def cmd_plan(args) -> int:
     """What `prepare` would download for phi3-mini (repos, files, sizes, free disk); downloads nothing."""
-    import os
-
-    from .backends import backend_class, resolve_name
     from .models import MODEL_ENV, PHI3_MINI, hub
 
     model = args.model or os.environ.get(MODEL_ENV) or PHI3_MINI
@@ -158,13 +146,9 @@ def cmd_plan(args) -> int:
 
 def cmd_prepare(args) -> int:
     """Plan, then prepare (export/build/fetch) without loading any runtime; prints the folder."""
-    from . import plan_load
-    from .backends import backend_class
-
     if args.plan:
         return cmd_plan(args)
-    extra = {"source": args.source} if args.source else {}
-    plan = plan_load(args.backend, model=args.model, device=args.device, precision=args.precision, **extra)
+    plan = _load(args, plan_only=True)
     print(backend_class(plan.backend).prepare(plan).folder)
     return 0
 
@@ -250,8 +234,6 @@ def _seconds(text: str) -> float:
 
 
 def add_demo(p) -> None:
-    from .demo import DEMO_PROMPT
-
     _common(p, generation=False, backend="npu")
     p.add_argument("--seconds", type=_seconds, default=60.0, help="how long to keep the device busy (default 60)")
     p.add_argument("--prompt", default=DEMO_PROMPT)
@@ -259,8 +241,6 @@ def add_demo(p) -> None:
 
 def cmd_demo(args) -> int:
     """Keep a device busy generating (for Task Manager demos); exit 1 when generation failed."""
-    from .demo import keep_busy
-
     if not args.prompt.strip():
         raise InvalidOption("--prompt is empty; leave it out to use the demo's story prompt.")
     llm = _load(args)
@@ -272,41 +252,15 @@ def cmd_demo(args) -> int:
     return 0
 
 
-# -- doctor (phi3_helpers/doctor.py, when present) -----------------------------------------------
-def _doctor():
-    try:
-        return importlib.import_module("phi3_helpers.doctor")
-    except ModuleNotFoundError as exc:
-        if exc.name != "phi3_helpers.doctor":
-            raise
-        return None
-
-
-def add_doctor(p) -> None:
-    mod = _doctor()
-    if mod is not None:
-        mod.add_arguments(p)
-
-
-def cmd_doctor(args) -> int:
-    mod = _doctor()
-    if mod is None:
-        raise Phi3Error(
-            "the doctor command is not part of this installation (phi3_helpers/doctor.py is missing); "
-            "update the repository."
-        )
-    return int(mod.run(args) or 0)
-
-
 #: subcommand -> (help, add_arguments, run)
-COMMANDS: dict[str, tuple[str, Callable | None, Callable]] = {
+COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "ask": ("stream one answer to stdout, metrics to stderr", add_ask, cmd_ask),
-    "chat": ("interactive terminal chat", add_chat, cmd_chat),
-    "devices": ("backends and devices available here, and why others are not", None, cmd_devices),
+    "chat": ("interactive terminal chat", _common, cmd_chat),
+    "devices": ("backends and devices available here, and why others are not", lambda p: None, cmd_devices),
     "prepare": ("export/build a model's folder (no runtime loads) and print it", add_prepare, cmd_prepare),
     "bench": ("benchmark every available backend; writes bench.json and bench.png", add_bench, cmd_bench),
     "demo": ("keep a device busy for a Task Manager demo, with a live tokens/s line", add_demo, cmd_demo),
-    "doctor": ("check this machine's set-up and say what to fix", add_doctor, cmd_doctor),
+    "doctor": ("check this machine's set-up and say what to fix", doctor.add_arguments, doctor.run),
 }
 
 
@@ -315,8 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, (help_text, add, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if add is not None:
-            add(p)
+        add(p)
         p.set_defaults(func=run)
     return parser
 
@@ -331,7 +284,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: nothing was left half-written; run the command again to continue.", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

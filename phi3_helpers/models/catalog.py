@@ -1,8 +1,8 @@
 """Which hub folder each backend loads for phi3-mini, and where each fact comes from.
 
-Publishers ship the folders the runtimes load as they are: the OpenVINO organisation's ``-ov``
-exports and Microsoft's ONNX Runtime GenAI folders. Only the files a runtime needs are fetched
-(never remote code such as configuration_phi3.py). ``models/hub.py`` plans and downloads them.
+Publishers ship the folders the runtimes load as they are (the OpenVINO organisation's ``-ov`` exports,
+Microsoft's ONNX Runtime GenAI folders); only the files a runtime needs are fetched, never remote code such
+as configuration_phi3.py. ``models/hub.py`` plans and downloads them.
 """
 
 from __future__ import annotations
@@ -12,18 +12,14 @@ import os
 from dataclasses import dataclass
 
 GB = 10**9
-#: Revision override for every catalog entry (e.g. ``main``: follow the publisher's latest, or a
-#: mirror that serves its own copies of the repos under other commits).
+#: Revision override for every entry (``main``: the publisher's latest, or a mirror's own commits).
 REVISION_ENV = "PHI3_HUB_REVISION"
 
 
 @dataclass(frozen=True)
 class HubFolder:
-    """One folder on the hub that a runtime loads as it is.
-
-    ``published_bytes`` is the total the publisher's model page lists for the files we fetch
-    (shown offline and in the README; the plan itself asks the hub, so it is true on a mirror).
-    """
+    """One folder on the hub that a runtime loads as it is; ``published_bytes`` is what its model page lists
+    for the files we fetch (shown offline; the plan asks the hub itself)."""
 
     repo_id: str
     patterns: tuple[str, ...]
@@ -48,29 +44,18 @@ class HubFolder:
         return os.environ.get(REVISION_ENV) or self.revision
 
 
-_OV_FILES = (
-    "openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.*", "openvino_detokenizer.*", "*.json", "*.jinja"
-)
+_OV_FILES = ("openvino_model.*", "openvino_tokenizer.*", "openvino_detokenizer.*", "*.json", "*.jinja")
 _ORT_FILES = ("*.onnx", "*.onnx.data", "*.json", "*.jinja")  # not configuration_phi3.py: no remote code
 
-# Facts checked on the publishers' pages (huggingface.co, file listings of the pinned commits):
-# - OpenVINO/Phi-3-mini-4k-instruct-int4-ov tree/main (head 4f81253, full id not published in what we
-#   could read, so "main"): openvino_model.bin 2.15 GB, openvino_model.xml 2.66 MB, tokenizers 1.6 MB.
-# - OpenVINO/Phi-3-mini-4k-instruct-int8-ov commit 8141b651911b83225a49812b0ce0fb1fdc68ede7 (Nov 5, 2024,
-#   tree/main at that commit): openvino_model.bin 3.82 GB, openvino_model.xml 2.66 MB.
-# - OpenVINO/Phi-3-mini-4k-instruct-fp16-ov tree/main (head 0bf3f98, "main"): openvino_model.bin 7.64 GB.
-# - microsoft/Phi-3-mini-4k-instruct-onnx commit 24fd626412942b0bcd8f16393ef10b69cfc2d162 ("Upload optimized
-#   CPU ONNX models", May 19, 2024): cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4 holds
-#   phi3-mini-4k-instruct-cpu-int4-rtn-block-32-acc-level-4.onnx (231 kB) + .onnx.data (2.72 GB), genai_config,
-#   tokenizer files; directml/directml-int4-awq-block-128 holds model.onnx (2.11 MB) + model.onnx.data (2.13 GB).
-# - NPU: no NPU-ready (symmetric int4, ratio 1.0) Phi-3-mini-4k export is published by OpenVINO or Microsoft
-#   (searched both organisations' model lists): the npu backend exports locally, its cost said first.
-CHECKPOINT = HubFolder(
-    "microsoft/Phi-3-mini-4k-instruct",
-    ("*.json", "*.safetensors", "*.model", "*.txt"),  # no remote code
-    published_bytes=int(7.64 * GB),
-    source="huggingface.co/microsoft/Phi-3-mini-4k-instruct (two safetensors shards, about 7.6 GB)",
-)
+# Facts from the publishers' pages (file listings of the pinned commits; "main" where no full id was published):
+# OpenVINO int4-ov (head 4f81253): openvino_model.bin 2.15 GB, .xml 2.66 MB, tokenizers 1.6 MB; int8-ov at 8141b65
+# (Nov 5, 2024): .bin 3.82 GB; fp16-ov (head 0bf3f98): .bin 7.64 GB. microsoft/Phi-3-mini-4k-instruct-onnx at 24fd626
+# (May 19, 2024): the cpu-int4 folder holds a 231 kB .onnx + 2.72 GB .onnx.data, the directml-int4 folder 2.11 MB +
+# 2.13 GB, each with genai_config and tokenizer files. No NPU-ready (symmetric int4, ratio 1.0) Phi-3-mini-4k export
+# is published by either organisation: the npu backend exports locally, its cost said first.
+CHECKPOINT = HubFolder("microsoft/Phi-3-mini-4k-instruct", ("*.json", "*.safetensors", "*.model", "*.txt"),
+                       published_bytes=int(7.64 * GB),
+                       source="huggingface.co/microsoft/Phi-3-mini-4k-instruct (two safetensors shards, about 7.6 GB)")
 OPENVINO = {
     "int4": HubFolder("OpenVINO/Phi-3-mini-4k-instruct-int4-ov", _OV_FILES, published_bytes=int(2.16 * GB),
                       source="huggingface.co/OpenVINO/Phi-3-mini-4k-instruct-int4-ov/tree/main"),
@@ -105,11 +90,9 @@ def hub_folder(backend: str, precision: str, target: str | None = None) -> HubFo
 def describe_export(precision: str) -> str:
     """The cost of preparing phi3-mini locally from the checkpoint, said before it starts."""
     out = EXPORT_OUTPUT_BYTES.get(precision, EXPORT_OUTPUT_BYTES["int4"])
-    return (
-        f"no prequantized folder for this backend: downloads {CHECKPOINT.repo_id} "
-        f"(about {gb(CHECKPOINT.published_bytes)}) and prepares it here (an export: several minutes, "
-        f"about {gb(out)} more disk, RAM for the whole model)"
-    )
+    return (f"no prequantized folder for this backend: downloads {CHECKPOINT.repo_id} (about "
+            f"{gb(CHECKPOINT.published_bytes)}) and prepares it here (an export: several minutes, about {gb(out)} "
+            "more disk, RAM for the whole model)")
 
 
 def gb(n: int) -> str:

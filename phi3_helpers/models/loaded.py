@@ -1,11 +1,7 @@
-"""One large model in memory at a time, or a notice saying that two are.
+"""One large model in memory at a time, or a notice saying that two are (a 16 GB laptop holds one Phi-3-mini).
 
-A 16 GB laptop holds one Phi-3-mini (2-8 GB per copy) next to the notebook, not two. load()
-registers each backend here (weakly: a backend nobody references is forgotten). Before another
-large model loads while a large one is still open, a one-line notice says two copies will be in
-memory and how to free one; ``close_previous=True`` closes the open ones instead. The default
-keeps them because every chapter goes back to its first model after trying a second one
-(close the second with ``.close()`` when done).
+load() registers each backend here, weakly. ``close_previous=True`` closes the open large ones instead of the
+notice; it is not the default because every chapter goes back to its first model after trying a second one.
 """
 
 from __future__ import annotations
@@ -21,8 +17,7 @@ def is_large(backend) -> bool:
     from . import PHI3_MINI
     from .cache import folder_size
 
-    model = getattr(backend, "model", None)
-    if getattr(model, "name", None) == PHI3_MINI:
+    if getattr(getattr(backend, "model", None), "name", None) == PHI3_MINI:
         return True
     folder = getattr(backend, "prepared_folder", None)
     try:
@@ -32,17 +27,11 @@ def is_large(backend) -> bool:
 
 
 def before_load(model_name: str | None, close: bool = False, say=None) -> list:
-    """Say (or, with ``close``, close) the large models still open before another large one loads.
-
-    ``model_name`` is the name asked for; only phi3-mini (or None: the default, maybe phi3-mini)
-    counts as large before it is loaded. Returns the backends closed.
-    """
+    """Say (or, with ``close``, close) the large models still open before phi3-mini (or the default) loads."""
     from . import PHI3_MINI, notice
 
     say = say or notice
-    if model_name not in (None, PHI3_MINI):
-        return []
-    big = [b for b in list(_open) if is_large(b)]
+    big = [b for b in list(_open) if is_large(b)] if model_name in (None, PHI3_MINI) else []
     if not big:
         return []
     names = ", ".join(b.describe() for b in big)
@@ -57,9 +46,5 @@ def before_load(model_name: str | None, close: bool = False, say=None) -> list:
     return big
 
 
-def register(backend) -> None:
-    _open.add(backend)
-
-
-def forget(backend) -> None:
-    _open.discard(backend)
+register = _open.add
+forget = _open.discard
