@@ -87,10 +87,14 @@ def server(mirrors, tmp_path):
         yield srv
 
 
+#: huggingface_hub's timeouts (10 s) are too short for the loopback server on a busy 2-core machine.
+SLOW_MACHINE = {"HF_HUB_DOWNLOAD_TIMEOUT": "120", "HF_HUB_ETAG_TIMEOUT": "60"}
+
+
 def _env(srv_or_endpoint, home: Path, offline: bool = False) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"}}
     endpoint = srv_or_endpoint if isinstance(srv_or_endpoint, str) else srv_or_endpoint.endpoint
-    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(home), PHI3_HUB_REVISION="main")
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(home), PHI3_HUB_REVISION="main", **SLOW_MACHINE)
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     return env
@@ -114,6 +118,8 @@ def hf_home(tmp_path, monkeypatch, server):
     monkeypatch.setenv(hub.REVISION_ENV, "main")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    for name, seconds in SLOW_MACHINE.items():
+        monkeypatch.setattr(constants, name, int(seconds))
     _point_at(monkeypatch, server.endpoint)
     return home
 
