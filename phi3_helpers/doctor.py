@@ -260,8 +260,10 @@ def hub_check(endpoint: str, offline: bool, probe: tuple[bool, str] | None) -> C
         return Check("hub", INFO, f"HF_HUB_OFFLINE is set ({endpoint} not tried)", "",
                      "chapters use downloaded or offline models only")
     ok, detail = probe or (False, "not tried")
-    return Check("hub", OK, f"{endpoint} answers") if ok else Check("hub", WARN, f"{endpoint}: {detail}", "",
-                 "check the network or set HF_ENDPOINT to a mirror; meanwhile the chapters use the offline model")
+    if ok:
+        return Check("hub", OK, f"{endpoint} answers")
+    fix = "check the network or set HF_ENDPOINT to a mirror; meanwhile the chapters use the offline model"
+    return Check("hub", WARN, f"{endpoint}: {detail}", "", fix)
 
 
 def device_accepted(chapter: Chapter, value: str | None) -> bool:
@@ -279,16 +281,18 @@ def chapter_plan(chapter: Chapter, rows: list[dict]) -> tuple[str, str]:
             missing[name] = broken[0]
         else:  # no device available: the backend's CPU fallback
             runs.append(f"{name} on {', '.join(r['device'] for r in mine if r['available']) or 'CPU'}")
-    blocked = [missing[n] for n in chapter.needs if n in missing] or ([] if runs else ["no backend is usable here"])
-    return (FAIL, blocked[0]) if blocked else (OK, "; ".join(runs + [f"no {n}" for n in missing]))
+    blocked = [missing[n] for n in chapter.needs if n in missing]
+    if blocked or not runs:
+        return FAIL, (blocked or ["no backend is usable here"])[0]
+    return OK, "; ".join(runs + [f"no {n}" for n in missing])
 
 
 def chapter_checks(rows: list[dict], table: list[Check], device_env: str | None) -> list[Check]:
     """One row per chapter: its plan here, the PHI3_DEVICE values it accepts, and what blocks it."""
     out = []
     for ch in CHAPTERS:
-        (status, plan), fix = chapter_plan(ch, rows), ""
-        blockers = [r for r in table if r.status == FAIL and ch.number in r.chapters]
+        status, plan = chapter_plan(ch, rows)
+        fix, blockers = "", [r for r in table if r.status == FAIL and ch.number in r.chapters]
         if status == FAIL:
             fix, plan = plan, "cannot run"
         elif blockers:
@@ -469,11 +473,12 @@ def run_targets(todo: list[Target], model: str | None, smoke: bool, say=print, r
             folder, answer = _prepare_one(t, model, smoke)
             size = folder_size(folder) / MiB if Path(folder).is_dir() else 0
             status, found = OK, f"ready in {time.perf_counter() - t0:.0f} s, {size:.0f} MiB{answer}"
+            say(f"    {found}")
         except Exception as exc:  # one line; KeyboardInterrupt still ends the run
-            status, found = FAIL, "failed: " + (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        say(f"    {found}")
+            status, found = FAIL, (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            say(f"    failed: {found}")
         kind = "smoke" if smoke and not t.export_only else "prepare"
-        results.append(Check(f"{kind} {t.label}", status, found.removeprefix("failed: "), "", "", (t.chapter,)))
+        results.append(Check(f"{kind} {t.label}", status, found, "", "", (t.chapter,)))
     return results
 
 
@@ -531,13 +536,14 @@ def with_results(rows: list[Check], results: list[Check]) -> list[Check]:
     """Chapter rows updated by the prepare/smoke results (a failed load blocks its chapter)."""
     out = []
     for r in rows:
-        mine = [x for x in results if set(x.chapters) & set(r.chapters)] if _is_chapter(r) and r.status != FAIL else []
+        open_chapter = _is_chapter(r) and r.status != FAIL
+        mine = [x for x in results if set(x.chapters) & set(r.chapters)] if open_chapter else []
         bad = [x for x in mine if x.status == FAIL]
         if bad:
             r = replace(r, status=FAIL, fix=f"{bad[0].check} failed: {bad[0].found}")
         elif mine:
-            smoked = any(x.check.startswith("smoke") for x in mine)
-            r = replace(r, found=f"{r.found}; prepared" + " and smoke-tested" * smoked)
+            done = "prepared and smoke-tested" if any(x.check.startswith("smoke") for x in mine) else "prepared"
+            r = replace(r, found=f"{r.found}; {done}")
         out.append(r)
     return out
 
