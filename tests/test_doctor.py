@@ -222,6 +222,18 @@ def test_a_missing_runtime_blocks_its_chapter_only():
     assert "onnx on" not in by["chapter 04-compare.ipynb"].found and "no onnx" in by["chapter 04-compare.ipynb"].found
 
 
+def test_an_optional_backend_missing_keeps_its_chapter_ready_and_pins_follow_the_backends_requires():
+    rows = [r for r in report() if r["backend"] != "openvino-optimum"]
+    rows.append({"backend": "openvino-optimum", "device": "-", "available": False, "detail": "optimum is missing"})
+    by = {r.check: r for r in doctor.chapter_checks(rows, [], None)}
+    ch3 = by["chapter 03-openvino.ipynb"]
+    assert ch3.status == OK and "openvino on CPU" in ch3.found and "no openvino-optimum" in ch3.found
+    packages = {c.number: c.packages for c in CHAPTERS}  # read from each backend's ``requires``
+    assert {"openvino-genai", "nncf", "torch"} <= packages["01"] and "onnxruntime-genai" not in packages["01"]
+    assert "onnxruntime-genai" in packages["02"] and "openvino" not in packages["02"]
+    assert "matplotlib" in packages["04"] and "matplotlib" not in packages["03"]
+
+
 def test_prepare_targets_cover_what_each_chapter_loads():
     todo = doctor.targets(report(), ["01", "02", "03"])
     labels = {(t.chapter, t.backend, t.precision) for t in todo}
