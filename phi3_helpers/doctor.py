@@ -1,7 +1,8 @@
 """``python -m phi3_helpers doctor``: can every chapter run on this machine, and if not, what to do.
 
 ``detect()`` gathers the facts once, ``checks()`` turns them into plain rows (for the CLI, chapter 0 and the
-tests); ``--prepare`` builds what the chapters load, ``--smoke`` also asks each for 10 tokens.
+tests); ``--prepare`` builds what the chapters load, ``--smoke`` also asks each for 10 tokens. Exit code 0 when
+every chapter can run (the CPU fallback counts), 2 otherwise.
 """
 
 from __future__ import annotations
