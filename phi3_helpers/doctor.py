@@ -231,23 +231,23 @@ def device_checks(rows: list[dict], npu, system: str, kernel: str = "") -> list[
                   for kind, fix in _WITHOUT.items() if kind not in there]
 
 
-#: model -> (needed, grades); any other model is graded as the offline one.
-_RAM = {PHI3: ("16 GiB for Phi-3", [(8 * GiB, FAIL, f"use the offline model: PHI3_MODEL={OFFLINE}"),
-                                    (15 * GiB, WARN, "close other programs: Phi-3 exports peak at about 15 GiB")]),
-        OFFLINE: ("4 GiB (offline model); 16 GiB for Phi-3",
-                  [(4 * GiB, FAIL, "close other programs or use a machine with more memory")])}
+#: model -> (RAM needed, RAM grades, the disk row's other way out); any other model is the offline one's.
+_NEEDS = {PHI3: ("16 GiB for Phi-3", [(8 * GiB, FAIL, f"use the offline model: PHI3_MODEL={OFFLINE}"),
+                                      (15 * GiB, WARN, "close other programs: Phi-3 exports peak at about 15 GiB")],
+                 f", or use PHI3_MODEL={OFFLINE} (about 2 GiB)"),
+          OFFLINE: ("4 GiB (offline model); 16 GiB for Phi-3",
+                    [(4 * GiB, FAIL, "close other programs or use a machine with more memory")], "")}
 
 
 def ram_check(total_bytes: int, model: str) -> Check:
-    needed, grades = _RAM.get(model, _RAM[OFFLINE])
+    needed, grades, _ = _NEEDS.get(model, _NEEDS[OFFLINE])
     return graded("RAM", total_bytes, f"{total_bytes / GiB:.1f} GiB", needed, grades)
 
 
 def disk_check(free_bytes: int, needs: dict[str, int], where: Path | str, model: str) -> Check:
     need = sum(needs.values()) * 1.1 + 200 * MiB  # the margin: temporary folders of atomic builds
     todo = ", ".join(artifacts(model)[k][0] for k, n in needs.items() if n) or "all built"
-    fix = "free some disk or point PHI3_CACHE_DIR (and HF_HOME) at a bigger one"
-    fix += f", or use PHI3_MODEL={OFFLINE} (about 2 GiB)" if model == PHI3 else ""
+    fix = "free some disk or point PHI3_CACHE_DIR (and HF_HOME) at a bigger one" + _NEEDS.get(model, _NEEDS[OFFLINE])[2]
     return graded("disk", free_bytes, f"{free_bytes / GiB:.1f} GiB free in {where}",
                   f"{need / GiB:.1f} GiB more for {model} ({todo})", [(need, FAIL, fix)])
 
