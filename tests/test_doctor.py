@@ -104,16 +104,22 @@ def test_npu_on_linux_needs_kernel_6_6():
 
 
 def test_device_rows_from_what_openvino_reports_here():
-    devices, problem = doctor._openvino_devices()
-    assert not problem and "CPU" in devices and devices["CPU"]["FULL_DEVICE_NAME"]
-    rows = doctor.device_checks(devices, "Linux")
-    assert any(r.check.startswith("CPU ") and devices["CPU"]["FULL_DEVICE_NAME"] in r.check for r in rows)
-    if not any(d.startswith("NPU") for d in devices):
+    from phi3_helpers.backends.npu import NPUInfo, detect_npu, read_npu_info
+    from phi3_helpers.backends.openvino import device_name
+
+    rows = doctor.device_checks(report(), detect_npu(), "Linux")
+    assert any(r.check == f"CPU {device_name('CPU')}" and r.status == OK for r in rows)
+    if not detect_npu().present:
         assert any(r.check == "NPU" and r.status == INFO and "chapter 01 runs on the CPU" in r.fix for r in rows)
+    npu = read_npu_info(["CPU", "NPU"], lambda dev, key: {"FULL_DEVICE_NAME": "Intel(R) AI Boost"}.get(key, "2408"))
+    (row,) = [r for r in doctor.device_checks(report(), npu, "Windows") if r.check.startswith("NPU")]
+    assert row.check == "NPU Intel(R) AI Boost" and row.status == FAIL and row.chapters == ("01",)
+    (row,) = doctor.device_checks(report(), NPUInfo(False, problem="RuntimeError: no plugins"), "Linux")
+    assert row.status == FAIL and "no plugins" in row.found and "03" in row.chapters
 
 
 def test_disk_too_small_for_phi3_says_what_to_do():
-    sizes, where = doctor.phi3_sizes()  # the hub catalog's published sizes when it is there
+    sizes = {k: n for k, (_, _, n) in doctor.artifacts("phi3-mini").items()}  # the hub catalog's published sizes
     needs = doctor.disk_needs("phi3-mini", built={}, chapters=["02"])
     assert needs == {"hub-onnx-cpu": sizes["hub-onnx-cpu"], "hub-onnx-dml": sizes["hub-onnx-dml"]}
     assert 2.0e9 < needs["hub-onnx-cpu"] < 3.0e9  # microsoft/Phi-3-mini-4k-instruct-onnx, CPU int4: 2.72 GB
@@ -213,7 +219,19 @@ def test_a_missing_runtime_blocks_its_chapter_only():
     by = {r.check: r for r in doctor.chapter_checks(rows, [], None)}
     assert by["chapter 02-directml.ipynb"].status == FAIL and "onnxruntime_genai" in by["chapter 02-directml.ipynb"].fix
     assert by["chapter 01-npu.ipynb"].status == OK and not available_backends()["npu"]
-    assert "onnx" not in by["chapter 04-compare.ipynb"].found
+    assert "onnx on" not in by["chapter 04-compare.ipynb"].found and "no onnx" in by["chapter 04-compare.ipynb"].found
+
+
+def test_an_optional_backend_missing_keeps_its_chapter_ready_and_pins_follow_the_backends_requires():
+    rows = [r for r in report() if r["backend"] != "openvino-optimum"]
+    rows.append({"backend": "openvino-optimum", "device": "-", "available": False, "detail": "optimum is missing"})
+    by = {r.check: r for r in doctor.chapter_checks(rows, [], None)}
+    ch3 = by["chapter 03-openvino.ipynb"]
+    assert ch3.status == OK and "openvino on CPU" in ch3.found and "no openvino-optimum" in ch3.found
+    packages = {c.number: c.packages for c in CHAPTERS}  # read from each backend's ``requires``
+    assert {"openvino-genai", "nncf", "torch"} <= packages["01"] and "onnxruntime-genai" not in packages["01"]
+    assert "onnxruntime-genai" in packages["02"] and "openvino" not in packages["02"]
+    assert "matplotlib" in packages["04"] and "matplotlib" not in packages["03"]
 
 
 def test_prepare_targets_cover_what_each_chapter_loads():
