@@ -20,7 +20,7 @@ import sys
 from phi3_helpers import load
 from phi3_helpers.bench.worker import Prompts, helper_run
 
-EXPERIMENTS = ("threads", "hint", "kv", "activations", "int4", "group", "prefix", "torch", "ort")
+EXPERIMENTS = ("cpu", "threads", "hint", "kv", "activations", "int4", "group", "prefix", "torch", "ort")
 
 
 def _spread(values: list[float]) -> str:
@@ -67,6 +67,19 @@ def run(model: str | None, rounds: int, n: int, only: list[str]) -> list[dict]:
                 llm.close()
 
     print(f"model {base.model.name}; {n} new tokens; {rounds} interleaved rounds; load average {os.getloadavg()}")
+    if "cpu" in only:  # the CPU candidates against llama.cpp (docs/tuning.md, "Ahead of llama.cpp")
+        experiment(
+            "CPU paths, int4",
+            {
+                "openvino default": base,
+                "openvino SDPA": ov(ATTENTION_BACKEND="SDPA"),
+                "openvino SDPA, KV u8, dyn-quant 32": ov(ATTENTION_BACKEND="SDPA", KV_CACHE_PRECISION="u8",
+                                                        DYNAMIC_QUANTIZATION_GROUP_SIZE="32"),
+                "openvino SDPA, KV f16, no dyn-quant": ov(ATTENTION_BACKEND="SDPA", KV_CACHE_PRECISION="f16",
+                                                         DYNAMIC_QUANTIZATION_GROUP_SIZE="0"),
+                f"onnx threads={cores}": load("onnx", model=base.model, precision="int4", device="cpu", threads=cores),
+            },
+        )
     if "threads" in only:
         experiment(
             "OpenVINO GenAI int4 threads",
