@@ -291,6 +291,7 @@ class OnnxGenAIBackend(Backend):
         # prompt rewinds it to the part it shares with what the generator holds and appends the rest.
         generator, keep = self._generator(options, input_ids)
         held = list(input_ids[:keep])  # the tokens whose keys and values the generator has computed
+        prefilled: list[int] = []  # held, when all of it was computed in prefills
         try:
             if stop.is_set():
                 return
@@ -310,6 +311,13 @@ class OnnxGenAIBackend(Backend):
                 yield pending
                 if produced >= options.max_new_tokens or any(i in self.eos_token_ids for i in pending):
                     break
+            if self.kv.enabled and not self.kv.decoded_reusable and len(held) + len(pending) > len(input_ids) + 1:
+                # the answer's keys and values in a prefill, as a chat without reuse computes them, now that
+                # the reader has its last token: the next turn prefills only its own new tokens
+                answer = held[len(input_ids):] + pending
+                generator.rewind_to(len(input_ids))
+                generator.append_tokens(answer)
+                held = prefilled = list(input_ids) + answer
         except GeneratorExit:  # the reader stopped (Stop): what the generator holds is still right
             raise
         except BaseException:
@@ -317,7 +325,7 @@ class OnnxGenAIBackend(Backend):
             raise
         finally:
             if self.kv.enabled and self.kv.runtime is not None:
-                self.kv.hold(held, prefilled=min(len(held), len(input_ids)))
+                self.kv.hold(held, prefilled=len(prefilled) if prefilled else min(len(held), len(input_ids)))
             else:
                 self.kv.reset()  # reuse off: frees the KV cache now, not at the next garbage collection
             del generator
