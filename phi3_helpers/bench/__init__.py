@@ -72,7 +72,8 @@ def plan(backends, precisions, devices, quick: bool) -> tuple[list[Config], list
     for p in set(precisions or []) - known:
         raise UnknownPrecision(f"unknown precision {p!r}; use one or more of {', '.join(sorted(known))}.")
     names = list(dict.fromkeys(backends)) if backends else [b for b in BACKENDS if not status[b]]
-    skipped = [{"backend": b, "status": "skipped", "reason": why} for b, why in status.items() if b not in names and why]
+    skipped = [{"backend": b, "status": "skipped", "reason": why} for b, why in status.items()
+               if b not in names and why]
     wanted = {d.upper() for d in devices or []}
     configs: list[Config] = []
     for name in names:
