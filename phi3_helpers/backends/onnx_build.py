@@ -29,6 +29,9 @@ PRECISIONS_BY_TARGET: dict[str, tuple[str, ...]] = {
 }
 TARGET_NAMES = {"cpu": "CPU", "dml": "DirectML", "cuda": "CUDA"}
 BUILD_RECORD = "phi3_helpers_build.json"
+#: the prefill computes only the last position's logits (docs/tuning.md, "Ahead of llama.cpp"); a cached
+#: folder built without these options is built again
+BUILDER_OPTIONS = ("prune_lm_head=true",)
 
 #: Microsoft's prebuilt Phi-3-mini (int4, AWQ), fetched instead of a build (models/catalog.py)
 PREBUILT_REPO = "microsoft/Phi-3-mini-4k-instruct-onnx"
@@ -56,7 +59,7 @@ def builder_command(source: Path | str, out: Path | str, precision: str, target:
                     cache: Path | str = "cache") -> list[str]:
     """The model-builder command line (also shown to learners)."""
     return [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
-            "-p", precision, "-e", target, "-c", str(cache)]
+            "-p", precision, "-e", target, "-c", str(cache), "--extra_options", *BUILDER_OPTIONS]
 
 
 def build_onnx_model(model: ModelSource, precision: str = "int4", target: str = "cpu", rebuild: bool = False,
@@ -65,11 +68,13 @@ def build_onnx_model(model: ModelSource, precision: str = "int4", target: str = 
     check_combination(precision, target)
     out = onnx_folder(model, precision, target)
     damaged = damaged_files(out) if out.is_dir() else []
-    if out.is_dir() and not rebuild and not damaged:
+    stale = out.is_dir() and build_record(out).get("options", []) != list(BUILDER_OPTIONS)
+    if out.is_dir() and not rebuild and not damaged and not stale:
         check_onnx_folder(out)
         return out
-    if damaged:
-        progress(f"The cached ONNX folder {out} is damaged ({damaged[0]} is missing or truncated); building it again.")
+    if damaged or stale:
+        why = f"{damaged[0]} is missing or truncated" if damaged else f"built without {' '.join(BUILDER_OPTIONS)}"
+        progress(f"The cached ONNX folder {out} is out of date ({why}); building it again.")
     show = shlex.join(["python"] + builder_command(model.folder, out, precision, target)[1:])
     progress(f"Building {model.name} for ONNX Runtime GenAI, {precision} for {TARGET_NAMES[target]} (once; cached "
              f"in {out}) ...\nSame as: {show}")
@@ -82,7 +87,7 @@ def build_onnx_model(model: ModelSource, precision: str = "int4", target: str = 
         if not (tmp / "genai_config.json").is_file():
             raise Phi3Error(f"the ONNX model builder wrote no genai_config.json; see its log: {_tail(log)}")
         record = {"model": model.name, "source": str(model.folder), "precision": precision, "target": target,
-                  "command": show, "sizes": cache.file_sizes(tmp)}
+                  "command": show, "options": list(BUILDER_OPTIONS), "sizes": cache.file_sizes(tmp)}
         (tmp / BUILD_RECORD).write_text(json.dumps(record, indent=2))
     progress(f"Built in {time.perf_counter() - t0:.0f} s: {folder_size(out) / 2**20:.0f} MiB in {out}")
     return out
