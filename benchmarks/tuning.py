@@ -18,9 +18,9 @@ import statistics
 import sys
 
 from phi3_helpers import load
-from phi3_helpers.bench.worker import Prompts, helper_run
+from phi3_helpers.bench.worker import Prompts, Run, helper_run
 
-EXPERIMENTS = ("threads", "hint", "kv", "activations", "int4", "group", "prefix", "torch", "ort")
+EXPERIMENTS = ("cpu", "threads", "hint", "kv", "activations", "int4", "group", "prefix", "torch", "ort")
 
 
 def _spread(values: list[float]) -> str:
@@ -30,7 +30,7 @@ def _spread(values: list[float]) -> str:
 
 def _table(name: str, runs: dict[str, list], note: str = "") -> dict:
     """Print and return one experiment's results: TTFT and ms/token per variant, and whether tokens agree."""
-    first = {k: v[0].token_ids for k, v in runs.items()}
+    first = {k: v[0].token_ids for k, v in runs.items() if v[0].token_ids}  # llama.cpp reports no tokens
     same = len({tuple(t) for t in first.values()}) == 1
     print(f"| {name} | TTFT ms | ms/token |\n|---|---|---|")
     for variant, rs in runs.items():
@@ -67,6 +67,8 @@ def run(model: str | None, rounds: int, n: int, only: list[str]) -> list[dict]:
                 llm.close()
 
     print(f"model {base.model.name}; {n} new tokens; {rounds} interleaved rounds; load average {os.getloadavg()}")
+    if "cpu" in only:  # the course's CPU candidates against llama.cpp, interleaved (docs/tuning.md)
+        cpu_paths(base, prompts, rounds, n, cores, ov)
     if "threads" in only:
         experiment(
             "OpenVINO GenAI int4 threads",
@@ -143,6 +145,34 @@ def run(model: str | None, rounds: int, n: int, only: list[str]) -> list[dict]:
                 },
             )
     return found
+
+
+def cpu_paths(base, prompts: Prompts, rounds: int, n: int, threads: int, ov) -> None:
+    """Each round: the same fresh prompt through every candidate, then llama-bench for as many prompt tokens."""
+    from phi3_helpers.bench.llama_cpp import built_or_reason, llama_row
+
+    variants = {
+        "openvino int4 (default)": base,
+        "openvino int4 SDPA": ov(ATTENTION_BACKEND="SDPA"),
+        f"openvino int4 SDPA, {threads} threads, KV u8": ov(ATTENTION_BACKEND="SDPA", INFERENCE_NUM_THREADS=threads,
+                                                           KV_CACHE_PRECISION="u8"),
+        f"onnx int4 (default, {threads} threads)": load("onnx", model=base.model, precision="int4", threads=threads),
+    }
+    exe = built_or_reason()
+    runs: dict[str, list] = {k: [] for k in variants}
+    llama: list[tuple[float, float]] = []
+    for i in range(rounds):
+        msgs, ids = prompts.next("short")
+        for name, llm in variants.items():
+            runs[name].append(helper_run(llm, msgs, n))
+        row = llama_row(exe, len(ids), n, threads, 1)
+        if row["status"] == "ok":
+            short = row["prompts"]["short"]
+            llama.append((short["ttft_ms"]["median"], short["ms_per_token"]["median"]))
+        print(f"round {i + 1}: load average {os.getloadavg()}, llama.cpp {row.get('reason') or llama[-1]}", flush=True)
+    if llama:
+        runs["llama.cpp Q4_1 (llama-bench)"] = [Run(t, m, n, 0.0) for t, m in llama]
+    _table("CPU paths, short prompt", runs, f"{n} tokens, {threads} threads; llama.cpp: pp TTFT, tg ms/token")
 
 
 def _mib(folder) -> str:

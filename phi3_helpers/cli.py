@@ -186,6 +186,8 @@ def add_bench(p) -> None:
                    f"--quick {QUICK.long_tokens}; capped by the model)")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help=f"folder for bench.json and bench.png ({DEFAULT_OUTPUT})")
     p.add_argument("--model", help="phi3-mini, smollm2-135m-phi3 or a folder (default: as load() chooses)")
+    p.add_argument("--llama-cpp", action="store_true", help="also llama.cpp's llama-bench on the same GGUF (built "
+                   "once into the cache from llama-cpp-python's sdist, about 7 minutes; skipped, saying why, if not)")
 
 
 def cmd_bench(args) -> int:
@@ -196,7 +198,8 @@ def cmd_bench(args) -> int:
     if args.chat:
         return _chat_bench(args)
     try:
-        keys = ("backends", "precisions", "devices", "quick", "runs", "tokens", "long_tokens", "output", "model")
+        keys = ("backends", "precisions", "devices", "quick", "runs", "tokens", "long_tokens", "output", "model",
+                "llama_cpp")
         doc = bench.run(**{k: getattr(args, k) for k in keys})
     except OSError as exc:  # e.g. the disk filled up while writing the results
         raise InvalidOption(

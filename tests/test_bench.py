@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from phi3_helpers.bench.worker import Prompts, median_interval
+from phi3_helpers.bench import llama_cpp
+from phi3_helpers.bench.worker import Prompts
 from phi3_helpers.cli import main as cli_main
 
 
@@ -163,7 +164,62 @@ def test_prompts_are_fresh_each_run_and_the_long_one_fits(load_backend):
     assert 900 <= len(long) <= min(1000, llm.max_prompt_tokens)
 
 
-def test_median_interval_counts_tokens_not_callbacks():
-    # callbacks at 0.1 s (1 token), 0.2 s (1), 0.4 s (2 tokens at once), 0.5 s (1): 100 ms per token throughout
-    assert median_interval([(0.1, 1), (0.2, 2), (0.4, 4), (0.5, 5)]) == pytest.approx(100.0)
-    assert median_interval([(0.0, 1)]) is None
+# The example output of `llama-bench -o json` in llama.cpp's tools/llama-bench/README.md (the copy vendored in
+# llama-cpp-python 0.3.36), trimmed to the fields the parser reads and two neighbours: llama.cpp's documented
+# shape, not a measurement. A real run here (build 0c1e570) printed these fields too, among 40 others.
+LLAMA_BENCH_README_JSON = """[
+  {"build_commit": "8cf427ff", "build_number": 5163, "cpu_info": "AMD Ryzen 7 7800X3D 8-Core Processor",
+   "n_threads": 8, "n_prompt": 512, "n_gen": 0, "n_depth": 0, "avg_ns": 72135640, "avg_ts": 7100.002165,
+   "stddev_ts": 140.341520, "samples_ns": [74601900, 71632900, 71745200, 71952700, 70745500],
+   "samples_ts": [6863.1, 7147.55, 7136.37, 7115.79, 7237.21]},
+  {"build_commit": "8cf427ff", "build_number": 5163, "cpu_info": "AMD Ryzen 7 7800X3D 8-Core Processor",
+   "n_threads": 8, "n_prompt": 0, "n_gen": 128, "n_depth": 0, "avg_ns": 1076767880, "avg_ts": 118.881588,
+   "stddev_ts": 1.041811, "samples_ns": [1075361300, 1065089400, 1071761200, 1081934900, 1089692600],
+   "samples_ts": [119.03, 120.178, 119.43, 118.307, 117.464]}
+]"""
+
+
+def test_llama_bench_json_gives_ttft_from_the_prompt_test_and_decode_from_the_generation_test():
+    row = llama_cpp.parse(LLAMA_BENCH_README_JSON)
+    short = row["prompts"]["short"]
+    assert (short["prompt_tokens"], short["new_tokens"], short["threads"]) == (512, 128, 8)
+    assert short["ttft_ms"]["median"] == pytest.approx(1000 * 512 / 7100.002165)  # 72.1 ms for the 512 tokens
+    assert short["ttft_ms"]["min"] == pytest.approx(1000 * 512 / 7237.21)
+    assert short["ttft_ms"]["max"] == pytest.approx(1000 * 512 / 6863.1)
+    assert short["tokens_per_s"] == pytest.approx(118.881588)
+    assert short["ms_per_token"]["median"] == pytest.approx(1000 / 118.881588)
+    assert "8cf427ff" in row["build"]
+    with pytest.raises(StopIteration):  # no generation test: the row is skipped, with the reason
+        llama_cpp.parse(LLAMA_BENCH_README_JSON.split(",\n  {")[0] + "]")
+
+
+def test_llama_cpp_command_lines(tmp_path):
+    assert llama_cpp.download_command(tmp_path)[1:] == [
+        "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "llama-cpp-python==0.3.36", "-d", str(tmp_path),
+    ]
+    assert llama_cpp.build_commands() == [
+        ["cmake", "-B", "build", "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF"],
+        ["cmake", "--build", "build", "--target", "llama-bench", "-j2"],
+    ]
+    exe, gguf = tmp_path / "llama-bench", tmp_path / "m.gguf"
+    assert llama_cpp.bench_command(exe, gguf, 49, 64, 2, 5) == [
+        str(exe), "-m", str(gguf), "-p", "49", "-n", "64", "-t", "2", "-r", "5", "-o", "json",
+    ]
+
+
+def test_without_cmake_the_llama_cpp_row_is_skipped_with_the_reason_and_the_bench_succeeds(
+    offline_model, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(llama_cpp, "folder", lambda: tmp_path / "llama.cpp")  # nothing built there
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no cmake, no compiler
+    reason = llama_cpp.built_or_reason(progress=lambda s: None)
+    assert isinstance(reason, str) and "cmake" in reason and "install" in reason
+    code = main(["--quick", "--backends", "onnx", "--runs", "1", "--tokens", "4", "--long-tokens", "64",
+                 "--model", "smollm2-135m-phi3", "--output", str(tmp_path / "out"), "--llama-cpp"])
+    out = capsys.readouterr().out
+    doc = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert code == 0 and doc["peers"] == [] and [r["status"] for r in doc["results"]] == ["ok"]
+    row = next(s for s in doc["skipped"] if s["backend"] == "llama.cpp")
+    assert "cmake" in row["reason"] and "not found on PATH" in row["reason"] and len(row["reason"].splitlines()) == 1
+    assert "- llama.cpp Q4_1 CPU: skipped (llama.cpp: cmake" in out
+    assert not (tmp_path / "llama.cpp").exists()  # nothing downloaded or built

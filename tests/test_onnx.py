@@ -291,6 +291,7 @@ def test_a_damaged_cached_build_is_built_again(load_backend, offline_model, tmp_
     with open(copy / "model.onnx.data", "r+b") as fh:
         fh.truncate(want // 2)
     assert damaged_files(copy) == ["model.onnx.data"]
+    assert json.loads((copy / BUILD_RECORD).read_text())["options"] == ["prune_lm_head=true"]  # last-token logits
     folder = build_onnx_model(offline_model, "int4", "cpu")  # built again, atomically
     assert folder == copy and not damaged_files(folder)
     assert (folder / "model.onnx.data").stat().st_size == want

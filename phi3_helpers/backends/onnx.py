@@ -1,8 +1,7 @@
 """Backend ``onnx``: Phi-3 on ONNX Runtime GenAI (DirectML or Windows ML on Windows, CUDA on NVIDIA, CPU anywhere).
 
-The provider follows what is installed (``onnx_provider.py``, Windows ML's EPs: ``winml.py``); the folder is built
-by the runtime's model builder or Microsoft's prebuilt one is fetched (``onnx_build.py``). Generation is the
-runtime's own pull loop (og.Generator) in the reader's thread: Stop is checked before every token.
+The provider follows what is installed (``onnx_provider.py``, ``winml.py``); the folder is built or Microsoft's
+prebuilt one fetched (``onnx_build.py``). Generation is og.Generator's pull loop in the reader's thread.
 """
 
 from __future__ import annotations
@@ -13,29 +12,17 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import (
-    BackendUnavailable, DeviceUnavailable, InvalidOption, ModelFolderError, UnknownDevice, UnknownPrecision,
-)
+from ..errors import BackendUnavailable, DeviceUnavailable, InvalidOption, ModelFolderError, UnknownDevice
+from ..errors import UnknownPrecision
 from ..models import MODEL_ENV, PHI3_MINI, ModelSource, fetch_source, hub_reachable, notice, resolve_model
 from ..models.catalog import hub_folder
 from ..options import GenerationOptions
 from . import winml
 from .base import Backend, Plan, positive_int
-from .onnx_build import (
-    PRECISIONS_BY_TARGET, PREBUILT_REPO, TARGET_NAMES, build_onnx_model, build_record, built_for,
-    check_combination, check_onnx_folder, is_onnx_folder, onnx_folder,
-)
-from .onnx_provider import (  # noqa: F401  (re-exported: chapter 2 shows the provider choice)
-    _DEVICE_NAMES,
-    GENAI_PACKAGES,
-    INSTALL_HINTS,
-    ProviderChoice,
-    choose_provider,
-    device_report,
-    installed_packages,
-    normalize_device,
-    package_conflicts,
-)
+from .onnx_build import PRECISIONS_BY_TARGET, PREBUILT_REPO, TARGET_NAMES, build_onnx_model, build_record
+from .onnx_build import built_for, check_combination, check_onnx_folder, is_onnx_folder, onnx_folder
+from .onnx_provider import _DEVICE_NAMES, GENAI_PACKAGES, INSTALL_HINTS, ProviderChoice, choose_provider  # noqa: F401
+from .onnx_provider import device_report, installed_packages, normalize_device, package_conflicts  # noqa: F401
 
 
 def _first_line(exc: Exception) -> str:
@@ -57,35 +44,29 @@ def pick_target(target: str | None, choice: ProviderChoice) -> str:
 
 
 def use_prebuilt(model, precision: str | None, target: str, prebuilt: bool | None) -> bool:
-    """phi3-mini int4 for the CPU or DirectML: Microsoft's prebuilt folder (2.1-2.7 GB) beats 7.6 GB of weights and
-    a build; ``prebuilt=False`` (or ``source="export"``) builds instead."""
+    """phi3-mini int4 for the CPU or DirectML: Microsoft's prebuilt folder (2.1-2.7 GB), not 7.6 GB and a build."""
     if prebuilt is False:
         return False
     if hub_folder("onnx", (precision or "int4").lower(), target) is None:
         if prebuilt:
-            raise InvalidOption(
-                "prebuilt=True is only for phi3-mini at int4 for the CPU or DirectML; drop it to build the model."
-            )
+            raise InvalidOption("prebuilt=True is only for phi3-mini at int4 for the CPU or DirectML; drop it to "
+                                "build the model.")
         return False
     name = model.name if isinstance(model, ModelSource) else model if model is not None else os.environ.get(MODEL_ENV)
     if name is None:  # the default model: the real Phi-3 when the hub is reachable
         name = PHI3_MINI if hub_reachable()[0] else None
     if prebuilt and name != PHI3_MINI:
-        raise InvalidOption(
-            f"prebuilt=True is only for {PHI3_MINI} (int4, CPU or DirectML), not {name!r}; drop it to build the model."
-        )
+        raise InvalidOption(f"prebuilt=True is only for {PHI3_MINI} (int4, CPU or DirectML), not {name!r}; drop it "
+                            "to build the model.")
     return name == PHI3_MINI
 
 
 class OnnxGenAIBackend(Backend):
-    """Phi-3 through ONNX Runtime GenAI.
+    """Phi-3 through ONNX Runtime GenAI; ``model`` may be a ready GenAI folder.
 
-    ``model`` may also be a ready GenAI folder (with genai_config.json). Options: ``target`` the
-    provider to build the model for (default: the device asked, else the one chosen),
-    ``fallback_to_cpu`` (default True), ``prebuilt`` (phi3-mini int4 on DirectML: use Microsoft's
-    prebuilt folder; default yes), ``threads`` (CPU threads; default one per physical core),
-    ``rebuild`` (build the folder again). ``plan.settings`` records the provider ``choice``, the
-    ``target`` and what the folder is ``built_for``.
+    Options: ``target`` (the provider to build for; default the device asked, else the one chosen),
+    ``fallback_to_cpu`` (True), ``prebuilt`` (phi3-mini int4: Microsoft's folder; default yes), ``threads``
+    (CPU threads; default one per core), ``rebuild``, ``source`` ("hub" or "export").
     """
 
     name = "onnx"
@@ -124,9 +105,8 @@ class OnnxGenAIBackend(Backend):
             prebuilt_here = PREBUILT_REPO.split("/")[1] in str(folder)
             built = str(build_record(folder).get("precision") or ("int4" if prebuilt_here else ""))
             if precision and built and precision.lower() != built.lower():
-                raise UnknownPrecision(
-                    f"{folder} holds a {built} model; drop precision= or build a {precision} folder."
-                )
+                raise UnknownPrecision(f"{folder} holds a {built} model; drop precision= or build a {precision} "
+                                       "folder.")
             precision = (precision or built or "as built").lower()
             s["built_for"] = built_for(check_onnx_folder(folder))
         elif use_prebuilt(model, precision, target, s["prebuilt"]):
@@ -268,9 +248,8 @@ class OnnxGenAIBackend(Backend):
                 f"ONNX Runtime GenAI could not start the model's execution provider ({msg}); check `python -m "
                 "phi3_helpers devices` and that only one ONNX Runtime GenAI package is installed, or use device='cpu'."
             )
-        return ModelFolderError(
-            f"ONNX Runtime GenAI could not load {folder} ({msg}); delete the folder and build it again."
-        )
+        return ModelFolderError(f"ONNX Runtime GenAI could not load {folder} ({msg}); delete the folder and build it "
+                                "again.")
 
     @property
     def context_length(self) -> int:
@@ -284,13 +263,13 @@ class OnnxGenAIBackend(Backend):
         return f"{self.name} | {self.device}{via} | {self.precision} (built for {built}) | {self.model.name}"
 
     # -- generate ----------------------------------------------------------------------------
-    def stream_tokens(
-        self, input_ids: list[int], options: GenerationOptions, stop: threading.Event
-    ) -> Iterator[list[int]]:
+    def stream_tokens(self, input_ids: list[int], options: GenerationOptions, stop: threading.Event
+                      ) -> Iterator[list[int]]:
         # One og.Generator is kept between answers (as in onnxruntime-genai's model-chat.py): a new
         # prompt rewinds it to the part it shares with what the generator holds and appends the rest.
         generator, keep = self._generator(options, input_ids)
         held = list(input_ids[:keep])  # the tokens whose keys and values the generator has computed
+        prefilled: list[int] = []  # held, when all of it was computed in prefills
         try:
             if stop.is_set():
                 return
@@ -310,6 +289,13 @@ class OnnxGenAIBackend(Backend):
                 yield pending
                 if produced >= options.max_new_tokens or any(i in self.eos_token_ids for i in pending):
                     break
+            if self.kv.enabled and not self.kv.decoded_reusable and len(held) + len(pending) > len(input_ids) + 1:
+                # the answer's keys and values in a prefill, as a chat without reuse computes them, now that
+                # the reader has its last token: the next turn prefills only its own new tokens
+                answer = held[len(input_ids):] + pending
+                generator.rewind_to(len(input_ids))
+                generator.append_tokens(answer)
+                held = prefilled = list(input_ids) + answer
         except GeneratorExit:  # the reader stopped (Stop): what the generator holds is still right
             raise
         except BaseException:
@@ -317,7 +303,7 @@ class OnnxGenAIBackend(Backend):
             raise
         finally:
             if self.kv.enabled and self.kv.runtime is not None:
-                self.kv.hold(held, prefilled=min(len(held), len(input_ids)))
+                self.kv.hold(held, prefilled=len(prefilled) if prefilled else min(len(held), len(input_ids)))
             else:
                 self.kv.reset()  # reuse off: frees the KV cache now, not at the next garbage collection
             del generator

@@ -1,15 +1,9 @@
-"""Model folders for ONNX Runtime GenAI: built with its model builder, or Microsoft's prebuilt one.
+"""Model folders for ONNX Runtime GenAI (model.onnx, genai_config.json, tokenizer), built once per model,
+precision and target into ``<cache>/onnx/<model>-<precision>-<target>``, atomically.
 
-A GenAI folder holds ``model.onnx`` (+ ``model.onnx.data``), ``genai_config.json`` (the model's
-shape, its search defaults and the execution provider it was built for) and the tokenizer.
-It is built once per model, precision and target provider, into
-``<cache>/onnx/<model>-<precision>-<target>``, atomically (an interrupted build leaves nothing
-a later run could mistake for a good folder).
-
-The builder runs in a child process (``python -m onnxruntime_genai.models.builder``), because:
-it loads the whole model with PyTorch (many GB for Phi-3-mini), and that memory goes back to the
-system the moment the child ends instead of staying in a notebook kernel; its verbose output goes
-to a log file, shown only when it fails; and Ctrl-C or a kernel interrupt ends it cleanly.
+The builder runs in a child process (``python -m onnxruntime_genai.models.builder``): its PyTorch memory
+(many GB for Phi-3-mini) goes back to the system when it ends, its output goes to a log shown only on
+failure, and Ctrl-C ends it cleanly. int4 for the CPU gets int8 activations (accuracy level 4).
 """
 
 from __future__ import annotations
@@ -25,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..errors import BuildInterrupted, ModelFolderError, Phi3Error, UnknownPrecision
-from ..models import KNOWN_MODELS, PHI3_MINI, ModelSource, notice
+from ..models import KNOWN_MODELS, ModelSource, notice
 from ..models import cache
 from ..models.cache import atomic_folder, cache_root, folder_size
 
@@ -35,23 +29,22 @@ PRECISIONS_BY_TARGET: dict[str, tuple[str, ...]] = {
 }
 TARGET_NAMES = {"cpu": "CPU", "dml": "DirectML", "cuda": "CUDA"}
 BUILD_RECORD = "phi3_helpers_build.json"
+#: the prefill computes only the last position's logits (docs/tuning.md, "Ahead of llama.cpp"); a cached
+#: folder built without these options is built again
+BUILDER_OPTIONS = ("prune_lm_head=true",)
 
-#: Microsoft's prebuilt Phi-3-mini for DirectML (int4, AWQ): only this subfolder is downloaded.
+#: Microsoft's prebuilt Phi-3-mini (int4, AWQ), fetched instead of a build (models/catalog.py)
 PREBUILT_REPO = "microsoft/Phi-3-mini-4k-instruct-onnx"
-PREBUILT_DML_INT4 = "directml/directml-int4-awq-block-128"
 
 
 def check_combination(precision: str, target: str) -> None:
     """Refuse a precision the builder cannot make for that provider, naming the ones it can."""
     ok = PRECISIONS_BY_TARGET.get(target, ())
     if precision not in ok:
-        alt = [t for t, ps in PRECISIONS_BY_TARGET.items() if precision in ps]
-        raise UnknownPrecision(
-            f"ONNX Runtime GenAI builds {precision} models for "
-            f"{', '.join(TARGET_NAMES[t] for t in alt) or 'no provider'}, "
-            f"not for {TARGET_NAMES.get(target, target)}; on {TARGET_NAMES.get(target, target)} use precision "
-            f"{' or '.join(ok)}, or pick another device."
-        )
+        alt = ", ".join(TARGET_NAMES[t] for t, ps in PRECISIONS_BY_TARGET.items() if precision in ps)
+        name = TARGET_NAMES.get(target, target)
+        raise UnknownPrecision(f"ONNX Runtime GenAI builds {precision} models for {alt or 'no provider'}, not for "
+                               f"{name}; on {name} use precision {' or '.join(ok)}, or pick another device.")
 
 
 def onnx_folder(model: ModelSource, precision: str, target: str) -> Path:
@@ -62,34 +55,29 @@ def onnx_folder(model: ModelSource, precision: str, target: str) -> Path:
     return cache_root() / "onnx" / f"{name}-{precision}-{target}"
 
 
-def builder_command(
-    source: Path | str, out: Path | str, precision: str, target: str, cache: Path | str = "cache"
-) -> list[str]:
+def builder_command(source: Path | str, out: Path | str, precision: str, target: str,
+                    cache: Path | str = "cache") -> list[str]:
     """The model-builder command line (also shown to learners)."""
-    return [
-        sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out), "-p", precision,
-        "-e", target, "-c", str(cache),
-    ]
+    return [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
+            "-p", precision, "-e", target, "-c", str(cache), "--extra_options", *BUILDER_OPTIONS]
 
 
-def build_onnx_model(
-    model: ModelSource, precision: str = "int4", target: str = "cpu", rebuild: bool = False, progress=notice
-) -> Path:
+def build_onnx_model(model: ModelSource, precision: str = "int4", target: str = "cpu", rebuild: bool = False,
+                     progress=notice) -> Path:
     """Build (once) the GenAI folder of ``model`` for ``precision`` on ``target``; returns it."""
     check_combination(precision, target)
     out = onnx_folder(model, precision, target)
     damaged = damaged_files(out) if out.is_dir() else []
-    if out.is_dir() and not rebuild and not damaged:
+    stale = out.is_dir() and build_record(out).get("options", []) != list(BUILDER_OPTIONS)
+    if out.is_dir() and not rebuild and not damaged and not stale:
         check_onnx_folder(out)
         return out
-    if damaged:
-        progress(f"The cached ONNX folder {out} is damaged ({damaged[0]} is missing or truncated); building it again.")
+    if damaged or stale:
+        why = f"{damaged[0]} is missing or truncated" if damaged else f"built without {' '.join(BUILDER_OPTIONS)}"
+        progress(f"The cached ONNX folder {out} is out of date ({why}); building it again.")
     show = shlex.join(["python"] + builder_command(model.folder, out, precision, target)[1:])
-    progress(
-        f"Building {model.name} for ONNX Runtime GenAI, {precision} for {TARGET_NAMES[target]} (once; cached in "
-        f"{out}) ..."
-    )
-    progress("Same as: " + show)
+    progress(f"Building {model.name} for ONNX Runtime GenAI, {precision} for {TARGET_NAMES[target]} (once; cached "
+             f"in {out}) ...\nSame as: {show}")
     t0 = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_folder(out) as tmp, tempfile.TemporaryDirectory(prefix=".builder-cache-", dir=out.parent) as scratch:
@@ -98,16 +86,8 @@ def build_onnx_model(
         _run_builder(cmd, log)
         if not (tmp / "genai_config.json").is_file():
             raise Phi3Error(f"the ONNX model builder wrote no genai_config.json; see its log: {_tail(log)}")
-        record = {
-            "model": model.name, "source": str(model.folder), "precision": precision, "target": target, "command": show,
-        }
-        try:
-            import importlib.metadata as md
-
-            record["onnxruntime_genai"] = md.version("onnxruntime-genai")
-        except Exception:  # the DirectML/CUDA builds have other package names; the record is informative only
-            pass
-        record["sizes"] = cache.file_sizes(tmp)
+        record = {"model": model.name, "source": str(model.folder), "precision": precision, "target": target,
+                  "command": show, "options": list(BUILDER_OPTIONS), "sizes": cache.file_sizes(tmp)}
         (tmp / BUILD_RECORD).write_text(json.dumps(record, indent=2))
     progress(f"Built in {time.perf_counter() - t0:.0f} s: {folder_size(out) / 2**20:.0f} MiB in {out}")
     return out
@@ -130,9 +110,8 @@ def _run_builder(cmd: list[str], log: Path) -> None:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            raise BuildInterrupted(
-                "the ONNX model build was interrupted; nothing was kept - run it again to rebuild."
-            ) from None
+            raise BuildInterrupted("the ONNX model build was interrupted; nothing was kept - run it again to "
+                                   "rebuild.") from None
     if rc != 0:
         raise Phi3Error(f"the ONNX model builder failed (exit code {rc}): {_tail(log)}")
 
@@ -145,16 +124,6 @@ def _tail(log: Path, lines: int = 3) -> str:
     return " | ".join(text[-lines:]) or "(empty log)"
 
 
-def fetch_prebuilt_phi3_dml(progress=notice) -> Path:
-    """Microsoft's prebuilt Phi-3-mini DirectML int4 folder, only that subfolder (~2 GB; models/catalog.py)."""
-    from ..models import fetch_source
-    from ..models.catalog import ONNX
-
-    folder = fetch_source(ONNX[("int4", "dml")]).folder
-    check_onnx_folder(folder)
-    return folder
-
-
 # -- reading a GenAI folder ---------------------------------------------------------------------
 def is_onnx_folder(path: Path | str) -> bool:
     """True for a folder that looks like a GenAI model (genai_config.json or an .onnx file)."""
@@ -165,11 +134,9 @@ def is_onnx_folder(path: Path | str) -> bool:
 def check_onnx_folder(folder: Path | str) -> dict:
     """Read genai_config.json; refuse a folder that lacks it or the model file it names."""
     folder = Path(folder)
-    fix = (
-        "delete the folder and build it again (python -m phi3_helpers prepare --backend onnx)"
-        if cache_root() in folder.resolve().parents
-        else "point at a complete ONNX Runtime GenAI folder, or at a Hugging Face folder to build one"
-    )
+    fix = ("delete the folder and build it again (python -m phi3_helpers prepare --backend onnx)"
+           if cache_root() in folder.resolve().parents
+           else "point at a complete ONNX Runtime GenAI folder, or at a Hugging Face folder to build one")
     cfg_file = folder / "genai_config.json"
     if not cfg_file.is_file():
         raise ModelFolderError(f"{folder} has no genai_config.json, so ONNX Runtime GenAI cannot load it; {fix}.")
@@ -194,14 +161,7 @@ def built_for(cfg: dict) -> str:
 
 
 def build_record(folder: Path | str) -> dict:
-    f = Path(folder) / BUILD_RECORD
     try:
-        return json.loads(f.read_text())
+        return json.loads((Path(folder) / BUILD_RECORD).read_text())
     except (OSError, ValueError):
         return {}
-
-
-__all__ = [
-    "PRECISIONS_BY_TARGET", "build_onnx_model", "builder_command", "check_combination", "check_onnx_folder",
-    "built_for", "fetch_prebuilt_phi3_dml", "is_onnx_folder", "onnx_folder", "PHI3_MINI",
-]

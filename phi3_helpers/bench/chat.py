@@ -1,11 +1,6 @@
-"""Chat benchmark: time to first token per turn of a 10-turn chat, KV-cache reuse on and off, and the
-speedup of speculative decoding. ``python -m phi3_helpers bench --chat`` (or ``python -m
-phi3_helpers.bench.chat``) writes ``chat.json`` and ``chat.png``; chapter 4 draws the chart with
-:func:`plot_chat`.
-
-Every turn goes through :class:`phi3_helpers.ChatSession`, as a learner's chat does: the whole
-history is sent each turn, and with reuse on the backend prefills only what its cache lacks. Greedy,
-fixed questions, answers of up to ``max_new_tokens`` tokens.
+"""Chat benchmark (``python -m phi3_helpers bench --chat``): time to first token per turn of a 10-turn chat
+through :class:`phi3_helpers.ChatSession`, KV-cache reuse on and off, and the speedup of speculative decoding.
+Greedy, fixed questions; writes ``chat.json`` and ``chat.png`` (chapter 4 draws it with :func:`plot_chat`).
 """
 
 from __future__ import annotations
@@ -14,21 +9,14 @@ import datetime as _dt
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
 SYSTEM = "You are a helpful assistant. Answer in a short paragraph."
 QUESTIONS = [
-    "What is the capital of France?",
-    "Tell me about its most famous tower.",
-    "How tall is it, roughly?",
-    "Who designed it?",
-    "What other landmarks are in that city?",
-    "Which river runs through it?",
-    "Name three famous museums there.",
-    "What food is the city known for?",
-    "What is the best season to visit?",
+    "What is the capital of France?", "Tell me about its most famous tower.", "How tall is it, roughly?",
+    "Who designed it?", "What other landmarks are in that city?", "Which river runs through it?",
+    "Name three famous museums there.", "What food is the city known for?", "What is the best season to visit?",
     "Summarize our conversation in two sentences.",
 ]
 #: backend, precision, device, extra load options, label
@@ -47,13 +35,11 @@ PARAGRAPH = (
 
 
 def _chat_row(config: tuple, reuse: bool, turns: int, tokens: int, model) -> dict:
-    """One backend's 10-turn chat through ChatSession: per turn, prompt size, TTFT, tokens reused."""
+    """One backend's chat: per turn, prompt size, TTFT, tokens/s and tokens reused."""
     from .. import load
 
     backend, precision, device, options, label = config
-    t0 = time.perf_counter()
     llm = load(backend, model=model, precision=precision, device=device, reuse_cache=reuse, **options)
-    load_s = time.perf_counter() - t0
     chat = llm.chat(system=SYSTEM, max_new_tokens=tokens)
     chat.print_notices = False
     rows = []
@@ -61,38 +47,30 @@ def _chat_row(config: tuple, reuse: bool, turns: int, tokens: int, model) -> dic
         resp = chat.ask(QUESTIONS[i % len(QUESTIONS)])
         resp.text()
         m = resp.metrics
-        rows.append(
-            {
-                "turn": i + 1,
-                "prompt_tokens": m.prompt_tokens,
-                "ttft_ms": round(m.ttft_s * 1000, 1) if m.ttft_s is not None else None,
-                "tokens": m.tokens,
-                "tokens_per_s": round(m.tokens_per_s, 1) if m.tokens_per_s else None,
-                "reused_tokens": llm.kv.last_reused if llm.kv.runtime is not None else None,
-            }
-        )
-    desc = llm.describe()
+        rows.append({"turn": i + 1, "prompt_tokens": m.prompt_tokens, "tokens": m.tokens,
+                     "ttft_ms": round(m.ttft_s * 1000, 1) if m.ttft_s is not None else None,
+                     "tokens_per_s": round(m.tokens_per_s, 1) if m.tokens_per_s else None,
+                     "reused_tokens": llm.kv.last_reused if llm.kv.runtime is not None else None})
+    row = {"label": label, "backend": backend, "reuse": reuse, "describe": llm.describe(), "turns": rows}
     llm.close()
-    return {"label": label, "backend": backend, "reuse": reuse, "describe": desc, "load_s": round(load_s, 2),
-            "turns": rows}
+    return row
 
 
 def _speculative_rows(model, tokens: int, runs: int) -> list[dict]:
-    """Plain vs prompt-lookup (and a draft model where one fits) on openvino int4, same prompt."""
+    """Plain vs prompt lookup vs a draft model on openvino int4, same prompt: speedup and same tokens."""
     from .. import load
     from ..backends.openvino import export_folder
     from ..backends.speculative import DRAFT_MODELS
     from ..models import PHI3_MINI, resolve_model
 
-    src = model if model is not None else resolve_model(None)
-    src = resolve_model(src) if isinstance(src, str) else src
-    # the real Phi-3 has Intel's FastDraft; offline, the model's own int4 export stands in (same
-    # tokenizer), which shows the mechanics but not a real speedup: its label says so
-    draft = "phi3-mini-draft" if src.name == PHI3_MINI else str(export_folder(src, "int4"))
-    variants = [("plain", {}), ("prompt lookup", {"prompt_lookup": True})]
-    label = f"draft {DRAFT_MODELS['phi3-mini-draft']}" if src.name == PHI3_MINI else "draft: own int4 (stand-in)"
-    variants.append((label, {"draft_model": draft}))
+    src = resolve_model(model) if model is None or isinstance(model, str) else model
+    # the real Phi-3 has Intel's FastDraft; offline, the model's own int4 export stands in (same tokenizer):
+    # the mechanics, not a real speedup, and its label says so
+    real = src.name == PHI3_MINI
+    draft = ("phi3-mini-draft", f"draft {DRAFT_MODELS['phi3-mini-draft']}") if real else \
+        (str(export_folder(src, "int4")), "draft: own int4 (stand-in)")
     out, base = [], None
+    variants = (("plain", {}), ("prompt lookup", {"prompt_lookup": True}), (draft[1], {"draft_model": draft[0]}))
     for name, opts in variants:
         try:
             llm = load("openvino", model=src, precision="int4", device="CPU", **opts)
@@ -100,59 +78,41 @@ def _speculative_rows(model, tokens: int, runs: int) -> list[dict]:
             out.append({"variant": name, "skipped": f"{type(exc).__name__}: {exc}"})
             continue
         llm.generate(PARAGRAPH, max_new_tokens=8).text()  # warm-up
-        times, ids = [], None
+        times = []
         for _ in range(runs):
             resp = llm.generate(PARAGRAPH, max_new_tokens=tokens)
             resp.text()
             times.append(resp.metrics.total_s)
-            ids = resp.token_ids
         llm.close()
-        total = sorted(times)[len(times) // 2]
-        row = {"variant": name, "total_s": round(total, 3), "tokens": len(ids),
-               "tokens_per_s": round(len(ids) / total, 1)}
-        if base is None:
-            base = (total, ids)
-        row["speedup"] = round(base[0] / total, 2)
-        row["same_tokens_as_plain"] = ids == base[1]
-        out.append(row)
+        total, ids = sorted(times)[len(times) // 2], resp.token_ids
+        base = base or (total, ids)
+        out.append({"variant": name, "total_s": round(total, 3), "tokens": len(ids),
+                    "tokens_per_s": round(len(ids) / total, 1), "speedup": round(base[0] / total, 2),
+                    "same_tokens_as_plain": ids == base[1]})
     return out
 
 
-def run_chat(
-    turns: int = 10,
-    max_new_tokens: int = 64,
-    configs: Sequence[tuple] = tuple(CHAT_CONFIGS),
-    model=None,
-    speculative: bool = True,
-    spec_runs: int = 3,
-    progress=print,
-) -> dict:
+def run_chat(turns: int = 10, max_new_tokens: int = 64, configs: Sequence[tuple] = tuple(CHAT_CONFIGS), model=None,
+             speculative: bool = True, spec_runs: int = 3, progress=print) -> dict:
     """TTFT per turn for each backend with reuse on and off, and the speculative speedup, as a dict."""
     from ..backends import available_backends
 
     usable = available_backends()
     rows, skipped = [], []
     for config in configs:
-        backend, label = config[0], config[4]
-        reason = usable.get(backend, f"unknown backend {backend!r}")
+        reason = usable.get(config[0], f"unknown backend {config[0]!r}")
         if reason:
-            skipped.append({"label": label, "reason": reason})
+            skipped.append({"label": config[4], "reason": reason})
             continue
         for reuse in (True, False):
-            progress(f"chat bench: {label}, reuse {'on' if reuse else 'off'} ...")
+            progress(f"chat bench: {config[4]}, reuse {'on' if reuse else 'off'} ...")
             try:
                 rows.append(_chat_row(tuple(config), reuse, turns, max_new_tokens, model))
             except Exception as exc:  # report the row, keep measuring the others
-                skipped.append({"label": f"{label} reuse={reuse}", "reason": f"{type(exc).__name__}: {exc}"})
-    doc = {
-        "kind": "chat",
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "python": platform.python_version()},
-        "turns": turns,
-        "max_new_tokens": max_new_tokens,
-        "rows": rows,
-        "skipped": skipped,
-    }
+                skipped.append({"label": f"{config[4]} reuse={reuse}", "reason": f"{type(exc).__name__}: {exc}"})
+    doc = {"kind": "chat", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "machine": {"platform": platform.platform(), "python": platform.python_version()}, "turns": turns,
+           "max_new_tokens": max_new_tokens, "rows": rows, "skipped": skipped}
     if speculative and not usable.get("openvino"):
         progress("chat bench: speculative decoding (openvino int4) ...")
         doc["speculative"] = _speculative_rows(model, max_new_tokens, spec_runs)
@@ -162,29 +122,23 @@ def run_chat(
 def turn_ratio(row: dict, late: int = 10, early: int = 2) -> float | None:
     """TTFT of turn ``late`` over turn ``early`` (the target is at most 1.5)."""
     by = {t["turn"]: t["ttft_ms"] for t in row["turns"]}
-    if by.get(late) and by.get(early):
-        return round(by[late] / by[early], 2)
-    return None
+    return round(by[late] / by[early], 2) if by.get(late) and by.get(early) else None
 
 
 def chat_table(doc: dict) -> str:
-    """A Markdown table: TTFT at turns 2 and 10 per backend, reuse on/off; then the speculative rows."""
+    """A Markdown table: TTFT at turns 2 and the last per backend, reuse on/off; then the speculative rows."""
     last = doc["turns"]
     lines = [f"| backend | reuse | turn 2 TTFT (prompt) | turn {last} TTFT (prompt) | ratio |", "|---|---|---|---|---|"]
     for r in doc["rows"]:
         t = {x["turn"]: x for x in r["turns"]}
-        cell = lambda n: f"{t[n]['ttft_ms']:.0f} ms ({t[n]['prompt_tokens']})" if n in t else "-"  # noqa: E731
-        reuse = "on" if r["reuse"] else "off"
-        lines.append(f"| {r['label']} | {reuse} | {cell(2)} | {cell(last)} | {turn_ratio(r, last) or '-'} |")
-    spec = doc.get("speculative") or []
-    if spec:
+        cells = [f"{t[n]['ttft_ms']:.0f} ms ({t[n]['prompt_tokens']})" if n in t else "-" for n in (2, last)]
+        lines.append(f"| {r['label']} | {'on' if r['reuse'] else 'off'} | {' | '.join(cells)} | "
+                     f"{turn_ratio(r, last) or '-'} |")
+    if doc.get("speculative"):
         lines += ["", "| openvino int4 | tokens/s | speedup | same tokens as plain |", "|---|---|---|---|"]
-        for s in spec:
-            if "skipped" in s:
-                lines.append(f"| {s['variant']} | skipped: {s['skipped'][:80]} | | |")
-            else:
-                same = s["same_tokens_as_plain"]
-                lines.append(f"| {s['variant']} | {s['tokens_per_s']} | {s['speedup']}x | {same} |")
+        for s in doc["speculative"]:
+            lines.append(f"| {s['variant']} | skipped: {s['skipped'][:80]} | | |" if "skipped" in s else
+                         f"| {s['variant']} | {s['tokens_per_s']} | {s['speedup']}x | {s['same_tokens_as_plain']} |")
     return "\n".join(lines)
 
 
@@ -192,19 +146,14 @@ def plot_chat(doc: dict, ax=None):
     """Turn on x, time to first token on y: one line per backend, solid with reuse, dashed without."""
     import matplotlib.pyplot as plt
 
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4))
-    colors = {}
+    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    colors: dict[str, str] = {}
     for r in doc["rows"]:
-        color = colors.setdefault(r["label"], f"C{len(colors)}")
-        xs = [t["turn"] for t in r["turns"]]
-        ys = [t["ttft_ms"] for t in r["turns"]]
-        ax.plot(xs, ys, marker="o", color=color, linestyle="-" if r["reuse"] else "--",
+        ax.plot([t["turn"] for t in r["turns"]], [t["ttft_ms"] for t in r["turns"]], marker="o",
+                color=colors.setdefault(r["label"], f"C{len(colors)}"), linestyle="-" if r["reuse"] else "--",
                 label=f"{r['label']} (reuse {'on' if r['reuse'] else 'off'})")
-    ax.set_xlabel("chat turn")
-    ax.set_ylabel("time to first token (ms)")
-    ax.set_title("Time to first token per chat turn")
-    ax.set_xticks(range(1, doc["turns"] + 1))
+    ax.set(xlabel="chat turn", ylabel="time to first token (ms)", title="Time to first token per chat turn",
+           xticks=range(1, doc["turns"] + 1))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax.figure
@@ -214,10 +163,7 @@ def write(doc: dict, output: Path | str) -> Path:
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "chat.json").write_text(json.dumps(doc, indent=2))
-    try:
-        plot_chat(doc).savefig(out / "chat.png", dpi=120, bbox_inches="tight")
-    except ImportError:
-        pass
+    plot_chat(doc).savefig(out / "chat.png", dpi=120, bbox_inches="tight")
     return out / "chat.json"
 
 

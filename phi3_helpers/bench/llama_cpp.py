@@ -1,0 +1,106 @@
+"""llama.cpp beside the helpers (``bench --llama-cpp``, opt-in): ``llama-bench`` built once from the vendored
+llama.cpp of llama-cpp-python's sdist into ``<cache>/llama.cpp``, run on the GGUF the offline model is made from.
+
+Whatever stops it (no cmake or compiler, no PyPI, a failed build or run) turns its row into a skipped one with
+a one-line reason; the bench goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ..models.cache import cache_root
+
+SDIST = "llama-cpp-python==0.3.36"
+
+
+class Unavailable(Exception):
+    """Why llama.cpp cannot run here (one line)."""
+
+
+def folder() -> Path:
+    return cache_root() / "llama.cpp"
+
+
+def download_command(dest: Path) -> list[str]:
+    return [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST, "-d", str(dest)]
+
+
+def build_commands() -> list[list[str]]:
+    """Run in the sdist's vendor/llama.cpp (about 7 minutes on 2 cores)."""
+    return [["cmake", "-B", "build", "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF"],
+            ["cmake", "--build", "build", "--target", "llama-bench", "-j2"]]
+
+
+def bench_command(exe: Path, gguf: Path, prompt_tokens: int, tokens: int, threads: int, runs: int) -> list[str]:
+    return [str(exe), "-m", str(gguf), "-p", str(prompt_tokens), "-n", str(tokens), "-t", str(threads),
+            "-r", str(runs), "-o", "json"]
+
+
+def _run(cmd: list[str], cwd: Path, what: str, timeout: float = 3600) -> str:
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise Unavailable(f"{what} failed ({type(exc).__name__}: {exc})") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+        raise Unavailable(f"{what} failed (exit {proc.returncode}): {tail.strip()[:200]}")
+    return proc.stdout
+
+
+def built_or_reason(progress=print) -> Path | str:
+    """The llama-bench program, built on first use; or the one-line reason it cannot be."""
+    home = folder()
+    exe = next(home.glob("llama_cpp_python-*/vendor/llama.cpp/build/bin/llama-bench"), None)
+    if exe is not None:
+        return exe
+    missing = [tool for tool in ("cmake", "c++") if shutil.which(tool) is None]
+    if missing:
+        return f"{' and '.join(missing)} not found on PATH; install them (e.g. apt install cmake g++) to build it"
+    progress(f"building llama.cpp's llama-bench from {SDIST} into {home} (once, about 7 minutes) ...")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        if not any(home.glob("llama_cpp_python-*.tar.gz")):
+            _run(download_command(home), home, f"downloading the {SDIST} sdist")
+        _run(["tar", "xzf", next(home.glob("llama_cpp_python-*.tar.gz")).name], home, "unpacking the sdist")
+        src = next(home.glob("llama_cpp_python-*/vendor/llama.cpp"))
+        for cmd in build_commands():
+            _run(cmd, src, "building llama-bench")
+    except (Unavailable, OSError, StopIteration) as exc:
+        return str(exc) or "the sdist has no vendor/llama.cpp"
+    return src / "build" / "bin" / "llama-bench"
+
+
+def parse(stdout: str) -> dict:
+    """llama-bench ``-o json``: a list of tests, a prompt test (n_gen 0) and a generation test (n_prompt 0),
+    each with avg_ts (tokens/s) and samples_ts (each run's tokens/s)."""
+    tests = json.loads(stdout)
+    pp = next(t for t in tests if t["n_prompt"] > 0 and t["n_gen"] == 0)
+    tg = next(t for t in tests if t["n_gen"] > 0 and t["n_prompt"] == 0)
+
+    def spread(ms: list[float], mean_ts: float, n: int) -> dict:
+        return {"median": 1000.0 * n / mean_ts, "min": min(ms), "max": max(ms), "n": len(ms)}
+
+    short = {"prompt_tokens": pp["n_prompt"], "new_tokens": tg["n_gen"], "threads": pp["n_threads"],
+             "ttft_ms": spread([1000.0 * pp["n_prompt"] / ts for ts in pp["samples_ts"]], pp["avg_ts"], pp["n_prompt"]),
+             "ms_per_token": spread([1000.0 / ts for ts in tg["samples_ts"]], tg["avg_ts"], 1),
+             "tokens_per_s": tg["avg_ts"]}
+    return {"prompts": {"short": short}, "build": f"{tg.get('build_commit')} {tg.get('cpu_info')}"}
+
+
+def llama_row(built: Path | str, prompt_tokens: int, tokens: int, threads: int, runs: int) -> dict:
+    """llama.cpp's row: TTFT from the prompt test (pp), decode from the generation test (tg); or skipped, why."""
+    from ..models.offline import gguf_path
+
+    row = {"backend": "llama.cpp", "precision": "Q4_1", "device": "CPU", "runtime": "llama.cpp (llama-bench)"}
+    try:
+        if isinstance(built, str):
+            raise Unavailable(built)
+        cmd = bench_command(built, gguf_path(), prompt_tokens, tokens, threads, runs)
+        return {**row, "status": "ok", "command": " ".join(cmd), **parse(_run(cmd, built.parent, "llama-bench"))}
+    except Exception as exc:  # Unavailable, no GGUF, output it cannot read: the bench goes on without it
+        return {**row, "status": "skipped", "reason": f"llama.cpp: {exc}"}
