@@ -24,13 +24,10 @@ DEFAULT_BACKEND = "openvino"
 def load(
     backend: str = DEFAULT_BACKEND, model=None, device: str | None = None, precision: str | None = None, **options
 ):
-    """Load a model on a backend (transformers, openvino, openvino-optimum, npu, npu-classic, onnx).
+    """Load a model (a name, a folder, or None: $PHI3_MODEL, else Phi-3, else the offline model) on a backend.
 
-    ``model`` is a name (phi3-mini, smollm2-135m-phi3), a folder, or None for the default ($PHI3_MODEL, else the
-    real Phi-3 when the hub is reachable, else the offline model); ``options`` are the backend's own (npu:
-    max_prompt_tokens; onnx: threads...). Every choice is made first (``plan_load``), then the folder is prepared
-    (downloaded or exported once), then the runtime loads. A second real Phi-3 in memory is said in a notice
-    (``close_previous=True`` closes the open one first).
+    Every choice is made first (``plan_load``), then the folder is prepared (downloaded or exported once), then the
+    runtime loads. A second real Phi-3 in memory is said in a notice; ``close_previous=True`` closes the first.
     """
     from .backends import backend_class
     from .models import loaded

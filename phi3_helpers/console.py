@@ -1,9 +1,7 @@
-"""How phi3_helpers talks to you: its own notices read as information, third-party noise stays out of sight.
+"""Notices read as information (``notice``); third-party noise of exports and loads held back (``quiet``).
 
-``notice(message)`` prints one line ``[phi3_helpers] message``: to stdout in a Jupyter kernel (a plain output line,
-not a red stderr box), to stderr in a terminal (stdout keeps only the answer). ``quiet()`` holds back third-party
-output of exports and loads (TracerWarnings, deprecation lines, NNCF tables, progress bars, logging) and collapses
-it into one notice; if the block raises, all of it is written to stderr first. ``PHI3_VERBOSE=1`` turns it off.
+``quiet()`` collapses TracerWarnings, NNCF tables, progress bars and log lines into one notice, and writes all of
+them to stderr if the block raises; ``PHI3_VERBOSE=1`` turns it off.
 """
 
 from __future__ import annotations
@@ -41,11 +39,8 @@ def notice(message: str) -> None:
 
 
 class _Switch(io.TextIOBase):
-    """Stands in for stdout/stderr: writes go to the capture of the quiet() block running now, else to the stream.
-
-    Code that grabs ``sys.stdout`` inside a block (a logging handler, a progress bar) keeps a working stream
-    afterwards, and is quiet again in any later block.
-    """
+    """stdout/stderr during quiet(): writes go to the capture of the block running now, else to the real stream,
+    so code that grabbed ``sys.stdout`` inside a block (a logging handler) still works after it, quiet in the next."""
 
     def __init__(self, real):
         self._real = real

@@ -32,7 +32,6 @@ class Metrics:
         return 1000.0 / self.tokens_per_s if self.tokens_per_s else None
 
     def __str__(self) -> str:
-        """One line; the total, the prompt and how it ended once the answer is over."""
         ttft = f"{self.ttft_s * 1000:.0f} ms" if self.ttft_s is not None else "-"
         speed = f"{self.tokens_per_s:.1f} tok/s" if self.tokens_per_s else "- tok/s"
         parts = [f"time to first token {ttft}", f"{self.tokens} tokens", speed]
@@ -42,13 +41,7 @@ class Metrics:
 
 
 class Response:
-    """A streamed answer.
-
-    >>> for piece in response: print(piece, end="")   # streams
-    >>> response.text()                               # the whole answer (waits for the end)
-    >>> response.metrics                              # time to first token, tokens, tokens/s
-    >>> response.stop()                               # ends generation inside the runtime
-    """
+    """A streamed answer: iterate it for pieces; ``text()`` waits for the whole; ``stop()`` ends it in the runtime."""
 
     def __init__(
         self, token_stream: Iterator[list[int]], tokenizer, stop_event: threading.Event, prompt_tokens: int,
@@ -63,7 +56,7 @@ class Response:
         self._pieces: list[str] = []
         self._stopped = False  # by stop(), or by the reader leaving the loop
         self._started = False
-        self._reader: Optional[int] = None  # the thread that iterates the stream
+        self._reader: Optional[int] = None  # the thread that reads the stream
         self._finished = threading.Event()
         self._t0 = 0.0
         self.done = False

@@ -11,15 +11,11 @@ from .response import Response
 
 
 class ChatSession:
-    """History of one conversation.
-
-    >>> chat = llm.chat(system="You are a concise assistant.")
-    >>> for piece in chat.ask("What is the capital of France?"): print(piece, end="")
-    >>> chat.ask("And of Italy?").text()
+    """History of one conversation: ``llm.chat(system=...).ask(question)`` returns a Response.
 
     When the history no longer fits the context (prompt plus max_new_tokens), the oldest turns are dropped with a
-    one-line notice. Each answer keeps the ids the model produced (``token_ids`` in its history entry); the next
-    prompt is built from them, so the backend reuses its KV cache for everything already read.
+    one-line notice. Each answer keeps the ids the model produced (``token_ids``); the next prompt is built from
+    them, so the backend reuses its KV cache for everything already read.
     """
 
     def __init__(self, backend, system: str | None = None, options: GenerationOptions | None = None):

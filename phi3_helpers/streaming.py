@@ -1,9 +1,5 @@
-"""From callback runtimes to a plain iterator of token ids (``bridge``), and from ids to text pieces.
-
-A callback runtime (a transformers streamer, an OpenVINO GenAI streamer) runs in a worker thread that queues ids;
-the reader waits with a timeout, and the worker's exception is re-raised in the reader, so a crashed or stuck
-runtime never hangs it. Closing the iterator early sets the stop event, so the runtime really stops.
-"""
+"""From a callback runtime to an iterator of token ids (``bridge``: a queue read with a timeout, the worker's
+exception re-raised in the reader, a stop event for early ends), and from ids to text pieces."""
 
 from __future__ import annotations
 
@@ -64,11 +60,8 @@ def bridge(
 
 
 class IncrementalDecoder:
-    """Token ids in, text pieces out, never splitting a multi-byte character.
-
-    Only the tokens since the last safe point are decoded (as in transformers' TextStreamer), so the cost per
-    token stays the same however long the answer gets.
-    """
+    """Token ids in, text pieces out, never splitting a character; decodes a short window (as transformers'
+    TextStreamer does), so the cost per token stays the same however long the answer gets."""
 
     def __init__(self, tokenizer):
         self._tok = tokenizer

@@ -1,9 +1,6 @@
-"""The course's chat widget (ipywidgets): a multi-turn, streaming chat over any backend's ChatSession.
+"""The course's chat widget: a multi-turn, streaming chat over any backend's ChatSession (STYLE.md, "Widgets").
 
-State ``idle`` -> ``generating`` -> (``stopping``) -> ``idle``, the controls disabled meanwhile. A background thread
-reads the answer and only sets widget values, painting it in place at most every ``paint_interval`` s; Stop ends
-generation inside the runtime; an error shows next to the partial answer; the model's text goes through
-``safe_markdown``.
+A background thread reads the answer and only sets widget values; Stop ends generation inside the runtime.
 """
 
 from __future__ import annotations
@@ -31,11 +28,8 @@ _SCRIPT_URL = re.compile(r"(?i)\b(javascript|vbscript)\s*:")
 
 
 def safe_markdown(text: str) -> str:
-    """The model's answer as Markdown that cannot run code in the page (Output renders Markdown as trusted).
-
-    Outside fenced blocks each ``<`` gets a zero-width space after it (no tag or autolink can start) and
-    ``javascript:`` links are broken; a fence ends on any line the renderer (marked) would end it on.
-    """
+    """The answer as Markdown that cannot run code in the page: outside fenced blocks (which end where marked ends
+    them) each ``<`` gets a zero-width space after it, so no tag can start, and ``javascript:`` links are broken."""
     out = []
     fence: Optional[str] = None
     for line in text.splitlines(keepends=True):
@@ -53,6 +47,12 @@ def safe_markdown(text: str) -> str:
                 fence = None
             out.append(line)
     return "".join(out)
+
+
+def _named(name: str, widget: widgets.Widget) -> widgets.Widget:
+    """``widget`` with the class ``phi3-chat-<name>``: a stable name for the page (and the browser test)."""
+    widget.add_class(f"phi3-chat-{name}")
+    return widget
 
 
 def _as_session(llm_or_session: Any, system: Optional[str]) -> ChatSession:
@@ -79,15 +79,13 @@ class Turn:
             f"padding:4px 8px'><b>You:</b> {html.escape(question)}</div>"
         )
         self.notices = widgets.HTML()
-        self.answer = widgets.Output(layout=widgets.Layout(padding="0 8px"))
+        self.answer = _named("answer", widgets.Output(layout=widgets.Layout(padding="0 8px")))
         self.error = widgets.HTML()
-        self.metrics = widgets.HTML()
+        self.metrics = _named("metrics", widgets.HTML())
         # flex 0 0 auto: a turn keeps its full height in the scrolling conversation (never squeezed)
-        self.box = widgets.VBox(
+        self.box = _named("turn", widgets.VBox(
             [self.user, self.notices, self.answer, self.error, self.metrics], layout=widgets.Layout(flex="0 0 auto")
-        )
-        for name, w in {"turn": self.box, "answer": self.answer, "metrics": self.metrics}.items():
-            w.add_class(f"phi3-chat-{name}")
+        ))
         self.pieces: list[str] = []
         self.response: Optional[Response] = None
 
@@ -145,35 +143,36 @@ class ChatWidget(widgets.VBox):
         about = {"backend": backend.name, "device": backend.device, "precision": backend.precision,
                  "model": backend.model.name}
         self.model_label = widgets.HTML(" · ".join(f"<b>{k}</b> {html.escape(str(v))}" for k, v in about.items()))
-        self.system_prompt = widgets.Text(
+        self.system_prompt = _named("system", widgets.Text(
             self.session.system or "", placeholder="System prompt (optional), e.g. You are a concise assistant.",
             description="System", layout=widgets.Layout(width="100%"),
-        )
+        ))
         initial = {"description_width": "initial"}
-        self.temperature = widgets.BoundedFloatText(
+        self.temperature = _named("temperature", widgets.BoundedFloatText(
             opts.temperature if temperature is None else float(temperature), min=0.0, max=2.0, step=0.1,
             description="Temperature", style=initial, layout=widgets.Layout(width="200px"),
-        )
-        self.max_new_tokens = widgets.BoundedIntText(
+        ))
+        self.max_new_tokens = _named("max-new-tokens", widgets.BoundedIntText(
             opts.max_new_tokens if max_new_tokens is None else int(max_new_tokens), min=1,
             max=max(1, backend.context_length - 1), step=32, description="Max new tokens", style=initial,
             layout=widgets.Layout(width="220px"),
-        )
+        ))
         # Newest turn first, shown bottom-up (column-reverse): the browser keeps the view pinned to the newest
         # text as it streams in, and still lets the reader scroll back.
-        self.conversation = widgets.VBox(layout=widgets.Layout(
+        self.conversation = _named("conversation", widgets.VBox(layout=widgets.Layout(
             height=height, overflow_y="auto", flex_flow="column-reverse", padding="4px",
             border="1px solid var(--jp-border-color1,#ccc)",
-        ))
+        )))
         # continuous_update=False: the page sends the text once, right after Enter (or on blur), not per keystroke
-        self.input = widgets.Text(placeholder="Ask something and press Enter", continuous_update=False,
-                                  layout=widgets.Layout(flex="1 1 auto", width="auto"))
-        self.send_button = widgets.Button(description="Send", button_style="primary", icon="paper-plane")
-        self.stop_button = widgets.Button(description="Stop", button_style="warning", icon="stop", disabled=True)
-        self.clear_button = widgets.Button(description="Clear", icon="trash")
+        self.input = _named("input", widgets.Text(placeholder="Ask something and press Enter", continuous_update=False,
+                                                  layout=widgets.Layout(flex="1 1 auto", width="auto")))
+        send = widgets.Button(description="Send", button_style="primary", icon="paper-plane")
+        self.send_button = _named("send", send)
+        self.stop_button = _named("stop", widgets.Button(description="Stop", button_style="warning", icon="stop"))
+        self.clear_button = _named("clear", widgets.Button(description="Clear", icon="trash"))
         self.status = widgets.HTML()
         self.hint = widgets.HTML()
-        self.legend = widgets.HTML(f"<span style='{_QUIET}'>{html.escape(LEGEND)}</span>")
+        self.legend = _named("legend", widgets.HTML(f"<span style='{_QUIET}'>{html.escape(LEGEND)}</span>"))
 
         # Enter sends: the submit event (deprecated in ipywidgets 8), then the value (see _on_submit); the value
         # alone also changes when the box merely loses focus, which would send half-typed questions.
@@ -191,12 +190,7 @@ class ChatWidget(widgets.VBox):
             self.conversation, widgets.HBox([self.input, self.send_button, self.stop_button, self.clear_button]),
             widgets.HBox([self.status, self.hint]), self.legend,
         ]
-        self.add_class("phi3-chat")  # stable names for the page (and the browser test)
-        named = {"conversation": self.conversation, "input": self.input, "send": self.send_button,
-                 "stop": self.stop_button, "clear": self.clear_button, "max-new-tokens": self.max_new_tokens,
-                 "temperature": self.temperature, "system": self.system_prompt, "legend": self.legend}
-        for name, w in named.items():
-            w.add_class(f"phi3-chat-{name}")
+        self.add_class("phi3-chat")
         self._on_state({"new": IDLE})
 
     # -- actions -------------------------------------------------------------------------------
