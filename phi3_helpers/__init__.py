@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from .errors import Phi3Error
+from .errors import Phi3Error, one_line
 from .models import KNOWN_MODELS, ModelSource, resolve_model
 from .options import GenerationOptions
 from .response import Metrics, Response
@@ -24,20 +24,15 @@ DEFAULT_BACKEND = "openvino"
 def load(
     backend: str = DEFAULT_BACKEND, model=None, device: str | None = None, precision: str | None = None, **options
 ):
-    """Load a model on a backend (transformers, openvino, openvino-optimum, npu, npu-classic, onnx).
+    """Load a model (a name, a folder, or None: $PHI3_MODEL, else Phi-3, else the offline model) on a backend.
 
-    ``model`` is a name (phi3-mini, smollm2-135m-phi3), a folder, or None for the default
-    ($PHI3_MODEL, else the real Phi-3 when the hub is reachable, else the offline model).
-    ``options`` are the backend's own (e.g. npu: max_prompt_tokens; onnx: threads). Every choice is
-    made first (``plan``), then the folder is prepared (export/build, once), then the runtime loads.
-    For phi3-mini the backend's prequantized folder is downloaded (``source="export"``: a local export
-    from the checkpoint). Loading a real Phi-3 while another is open says that two copies are in
-    memory (``close_previous=True`` closes the open one first).
+    Every choice is made first (``plan_load``), then the folder is prepared (downloaded or exported once), then the
+    runtime loads. A second real Phi-3 in memory is said in a notice; ``close_previous=True`` closes the first.
     """
     from .backends import backend_class
     from .models import loaded
 
-    close = bool(options.pop("close_previous", False))  # a second real Phi-3: said, or the first closed
+    close = bool(options.pop("close_previous", False))
     plan = plan_load(backend, model, device, precision, **options)
     loaded.before_load(plan.model.name, close=close)
     cls = backend_class(plan.backend)
@@ -49,17 +44,15 @@ def load(
 def plan_load(
     backend: str = DEFAULT_BACKEND, model=None, device: str | None = None, precision: str | None = None, **options
 ):
-    """What ``load`` would do, as a frozen Plan (backend, model, device, precision, folder, notices);
+    """What ``load`` would do, as a frozen Plan (backend, model, device, precision, folder, notices, settings);
     nothing is exported or loaded. Its notices are shown once, here."""
     from .backends import backend_class, resolve_name
-    from .models import notice
-
     from .backends.speculative import refuse_elsewhere
+    from .models import notice
 
     name = resolve_name(backend, device, options.pop("path", None))
     refuse_elsewhere(name, options)
-    cls = backend_class(name)
-    plan = cls.plan(model, device, precision, **options)
+    plan = backend_class(name).plan(model, device, precision, **options)
     for line in plan.notices:
         notice(line)
     return plan
@@ -71,15 +64,13 @@ def _install_notebook_errors() -> None:
         from IPython import get_ipython
     except ImportError:
         return
-    ip = get_ipython()
-    if ip is None:
-        return
 
-    def _show(shell, etype, value, tb, tb_offset=None):
-        print(f"{etype.__name__}: {value}", file=sys.stderr)
-        return None
+    def show(_shell, _etype, value, _tb, tb_offset=None) -> None:
+        print(one_line(value), file=sys.stderr)
 
-    ip.set_custom_exc((Phi3Error,), _show)
+    shell = get_ipython()
+    if shell is not None:
+        shell.set_custom_exc((Phi3Error,), show)
 
 
 _install_notebook_errors()

@@ -23,11 +23,11 @@ def report() -> list[dict]:
 
 
 def format_report(rows: list[dict]) -> str:
-    w_b = max([len("backend")] + [len(r["backend"]) for r in rows])
-    w_d = max([len("device")] + [len(r["device"]) for r in rows])
-    lines = [f"{'backend':<{w_b}}  {'device':<{w_d}}  ok   detail"]
+    """The rows as an aligned table: backend, device, ok, detail."""
+    width_b = max(len(r["backend"]) for r in [{"backend": "backend"}, *rows])
+    width_d = max(len(r["device"]) for r in [{"device": "device"}, *rows])
+    lines = [f"{'backend':<{width_b}}  {'device':<{width_d}}  ok   detail"]
     for r in rows:
-        lines.append(
-            f"{r['backend']:<{w_b}}  {r['device']:<{w_d}}  {'yes' if r['available'] else 'no ':<3}  {r['detail']}"
-        )
+        ok = "yes" if r["available"] else "no"
+        lines.append(f"{r['backend']:<{width_b}}  {r['device']:<{width_d}}  {ok:<3}  {r['detail']}")
     return "\n".join(lines)

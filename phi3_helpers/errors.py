@@ -10,6 +10,11 @@ class Phi3Error(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+def one_line(exc: BaseException) -> str:
+    """``"ErrorType: message"`` on one line: how the notebooks, the chat and the demo show an error."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
 class UnknownModel(Phi3Error):
     pass
 
@@ -63,4 +68,4 @@ class BuildInterrupted(Phi3Error):
 
 
 class ExportFailed(Phi3Error):
-    """Building a model folder (an export, a build) failed; the message names the fix."""
+    """Building a model folder (an export, a build) failed."""

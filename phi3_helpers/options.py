@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .errors import InvalidOption
 
 
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
-    """How to generate. Greedy by default, so answers are reproducible.
-
-    ``temperature`` 0 means greedy decoding; a temperature above 0 turns sampling on unless
-    ``do_sample=False`` is given explicitly.
-    """
+    """How to generate: greedy by default (reproducible answers); a temperature above 0 samples unless
+    ``do_sample=False`` is given."""
 
     max_new_tokens: int = 256
     temperature: float = 0.0
@@ -24,16 +25,14 @@ class GenerationOptions:
     do_sample: bool | None = None
 
     def __post_init__(self) -> None:
-        m = self.max_new_tokens
+        m, t, p = self.max_new_tokens, self.temperature, self.top_p
         if isinstance(m, bool) or not isinstance(m, int) or m <= 0:
             raise InvalidOption(f"max_new_tokens must be a whole number above 0 (got {m!r}); try max_new_tokens=256.")
-        t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+        if not _real(t) or t < 0:
             raise InvalidOption(
                 f"temperature must be 0 or more (got {t!r}); use 0 for greedy answers or about 0.7 for varied ones."
             )
-        p = self.top_p
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or not 0 < p <= 1:
+        if not _real(p) or not 0 < p <= 1:
             raise InvalidOption(f"top_p must be in (0, 1] (got {p!r}); use 1.0 to turn it off.")
         if self.do_sample is not None and not isinstance(self.do_sample, bool):
             raise InvalidOption(f"do_sample must be True or False (got {self.do_sample!r}).")
@@ -51,14 +50,10 @@ class GenerationOptions:
 
     @classmethod
     def make(cls, base: "GenerationOptions | Mapping[str, Any] | None" = None, **overrides: Any) -> "GenerationOptions":
-        """Build options from a base (options or dict) plus keyword overrides; unknown names are refused."""
-        values: dict[str, Any] = {}
-        if isinstance(base, GenerationOptions):
-            values.update(dataclasses.asdict(base))
-        elif base is not None:
-            values.update(dict(base))
+        """Options from a base (options or dict) plus keyword overrides; unknown names are refused."""
+        values = dataclasses.asdict(base) if isinstance(base, GenerationOptions) else dict(base or {})
         values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise InvalidOption(f"unknown option {unknown[0]!r}; valid options are: {', '.join(sorted(known))}.")

@@ -1,4 +1,4 @@
-"""The response object every backend returns: iterate it for text pieces; metrics come after."""
+"""The response every backend returns: iterate it for text pieces; its metrics fill in as it streams."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Callable, Iterator, Optional
 
 from .streaming import IncrementalDecoder
 
-#: Why an answer ended: one word set for metrics, the chat widget, the CLI and the docs.
+#: How an answer ended: one word set for the metrics, the chat widget's legend, the CLI and the docs.
 FINISH_REASONS = {
     "ended": "the model ended its answer", "length": "max_new_tokens was reached",
-    "stopped": "you pressed Stop (or Ctrl-C)", "error": "the runtime failed; the error is on response.error",
+    "stopped": "you pressed Stop (or Ctrl-C)", "error": "the runtime failed (the error is shown with the answer)",
 }
 
 
@@ -34,20 +34,14 @@ class Metrics:
     def __str__(self) -> str:
         ttft = f"{self.ttft_s * 1000:.0f} ms" if self.ttft_s is not None else "-"
         speed = f"{self.tokens_per_s:.1f} tok/s" if self.tokens_per_s else "- tok/s"
-        return (
-            f"time to first token {ttft} | {self.tokens} tokens | {speed} | "
-            f"{self.total_s:.2f} s total | prompt {self.prompt_tokens} tokens | {self.finish_reason}"
-        )
+        parts = [f"time to first token {ttft}", f"{self.tokens} tokens", speed]
+        if self.finish_reason != "running":
+            parts += [f"{self.total_s:.2f} s total", f"prompt {self.prompt_tokens} tokens", self.finish_reason]
+        return " · ".join(parts)
 
 
 class Response:
-    """A streamed answer.
-
-    >>> for piece in response: print(piece, end="")   # streams
-    >>> response.text()                               # the whole answer (waits for the end)
-    >>> response.metrics                              # time to first token, tokens, tokens/s
-    >>> response.stop()                               # ends generation inside the runtime
-    """
+    """A streamed answer: iterate it for pieces; ``text()`` waits for the whole; ``stop()`` ends it in the runtime."""
 
     def __init__(
         self, token_stream: Iterator[list[int]], tokenizer, stop_event: threading.Event, prompt_tokens: int,
@@ -57,42 +51,28 @@ class Response:
         self._stream = token_stream
         self._decoder = IncrementalDecoder(tokenizer)
         self._stop_event = stop_event
-        self._user_stopped = False
         self._on_done = on_done
         self._eos = eos_token_ids
         self._pieces: list[str] = []
+        self._stopped = False  # by stop(), or by the reader leaving the loop
         self._started = False
-        self._done = False
-        self._lock = threading.Lock()
+        self._reader: Optional[int] = None  # the thread that reads the stream
         self._finished = threading.Event()
-        self._reader: Optional[int] = None  # thread that iterates the stream
+        self._t0 = 0.0
+        self.done = False
         self.max_new_tokens = max_new_tokens
         self.token_ids: list[int] = []
         self.notices: list[str] = list(notices or [])
         self.error: Optional[BaseException] = None
         self.metrics = Metrics(prompt_tokens=prompt_tokens)
-        self._t0 = 0.0
-        self._t_first: Optional[float] = None
-        self._t_last: Optional[float] = None
 
-    # -- control ---------------------------------------------------------------------------
     def stop(self) -> None:
         """Ask the runtime to end generation; the iterator finishes after at most a token or so."""
-        self._user_stopped = True
+        self._stopped = True
         self._stop_event.set()
 
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    @property
-    def stopped(self) -> bool:
-        return self._user_stopped
-
-    # -- streaming -------------------------------------------------------------------------
     def __iter__(self) -> Iterator[str]:
-        if self._started:
-            # Already consumed (or being consumed): give back what was produced.
+        if self._started:  # already read (or being read): what was produced
             yield from list(self._pieces)
             return
         self._started = True
@@ -100,14 +80,10 @@ class Response:
         self._t0 = time.perf_counter()
         try:
             for ids in self._stream:
-                now = time.perf_counter()
-                if self._t_first is None:
-                    self._t_first = now
-                self._t_last = now
                 self.token_ids.extend(ids)
+                self._measure()
                 visible = [i for i in ids if i not in self._eos]
                 piece = self._decoder.push(visible) if visible else ""
-                self._update(running=True)
                 if piece:
                     self._pieces.append(piece)
                     yield piece
@@ -116,7 +92,7 @@ class Response:
                 self._pieces.append(tail)
                 yield tail
         except GeneratorExit:  # the reader stopped iterating: that is a Stop
-            self._user_stopped = True
+            self._stopped = True
             raise
         except BaseException as exc:
             self.error = exc
@@ -125,12 +101,11 @@ class Response:
             self._finish()
 
     def text(self) -> str:
-        """The full answer. Consumes the stream if nobody iterated it yet."""
+        """The full answer; reads the stream if nobody did yet, or waits for the thread that reads it."""
         if not self._started:
-            for _ in self:
-                pass
-        elif self._reader != threading.get_ident():
-            self._finished.wait()  # another thread (a chat widget) is reading: wait for the end
+            return "".join(self)
+        if self._reader != threading.get_ident():
+            self._finished.wait()
         return "".join(self._pieces)
 
     def __str__(self) -> str:
@@ -139,35 +114,28 @@ class Response:
     def _repr_markdown_(self) -> str:
         return self.text()
 
-    # -- bookkeeping -----------------------------------------------------------------------
-    def _update(self, running: bool) -> None:
+    def _measure(self) -> None:
         m = self.metrics
+        m.total_s = time.perf_counter() - self._t0
+        if m.ttft_s is None:
+            m.ttft_s = m.total_s
         m.tokens = len(self.token_ids)
-        now = time.perf_counter()
-        m.total_s = now - self._t0
-        if self._t_first is not None:
-            m.ttft_s = self._t_first - self._t0
-            if m.tokens > 1 and self._t_last and self._t_last > self._t_first:
-                m.tokens_per_s = (m.tokens - 1) / (self._t_last - self._t_first)
+        if m.tokens > 1 and m.total_s > m.ttft_s:
+            m.tokens_per_s = (m.tokens - 1) / (m.total_s - m.ttft_s)
 
     def _finish(self) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self._done = True
-        self._stop_event.set()  # a consumer that stops reading stops the runtime too
+        self.done = True
+        self._stop_event.set()  # a reader that stops reading stops the runtime too
         close = getattr(self._stream, "close", None)
         if close:
             close()
-        self._update(running=False)
-        if self.error is not None:
-            self.metrics.finish_reason = "error"
-        elif self._user_stopped:
-            self.metrics.finish_reason = "stopped"
-        elif len(self.token_ids) >= self.max_new_tokens:
-            self.metrics.finish_reason = "length"
-        else:
-            self.metrics.finish_reason = "ended"
+        m = self.metrics
+        m.tokens = len(self.token_ids)
+        m.total_s = time.perf_counter() - self._t0
+        m.finish_reason = (
+            "error" if self.error is not None else "stopped" if self._stopped
+            else "length" if m.tokens >= self.max_new_tokens else "ended"
+        )
         try:
             if self._on_done is not None:
                 self._on_done(self)

@@ -11,17 +11,11 @@ from .response import Response
 
 
 class ChatSession:
-    """History of one conversation.
+    """History of one conversation: ``llm.chat(system=...).ask(question)`` returns a Response.
 
-    >>> chat = llm.chat(system="You are a concise assistant.")
-    >>> for piece in chat.ask("What is the capital of France?"): print(piece, end="")
-    >>> chat.ask("And of Italy?").text()
-
-    When the history no longer fits the model's context (prompt plus the answer's
-    max_new_tokens), the oldest turns are dropped and a one-line notice says so.
-
-    Each answer keeps the token ids the model produced (``token_ids`` in its history entry), and the
-    next prompt is built from them, so the backend can reuse its KV cache for everything already read.
+    When the history no longer fits the context (prompt plus max_new_tokens), the oldest turns are dropped with a
+    one-line notice. Each answer keeps the ids the model produced (``token_ids``); the next prompt is built from
+    them, so the backend reuses its KV cache for everything already read.
     """
 
     def __init__(self, backend, system: str | None = None, options: GenerationOptions | None = None):
@@ -29,11 +23,10 @@ class ChatSession:
         self.system = system
         self.options = options or GenerationOptions()
         self.history: list[dict] = []  # user/assistant turns, oldest first
-        #: Print trimming notices to stderr; a UI that shows ``response.notices`` itself sets False.
+        #: Print trimming notices; a UI that shows ``response.notices`` itself sets False.
         self.print_notices = True
         self._response: Response | None = None
 
-    # -- the conversation -----------------------------------------------------------------
     def messages(self, extra_user: str | None = None) -> list[dict]:
         msgs = [{"role": "system", "content": self.system}] if self.system else []
         msgs += self.history
@@ -46,26 +39,22 @@ class ChatSession:
         b = self.backend
         budget = min(b.max_prompt_tokens, b.context_length - max_new_tokens)
         dropped = 0
-        while True:
-            n = b.count_tokens(self.messages(question))
-            if n <= budget or not self.history:
-                break
-            # drop the oldest user turn and the answer that followed it
-            self.history.pop(0)
+        while (n := b.count_tokens(self.messages(question))) > budget and self.history:
+            self.history.pop(0)  # the oldest question ...
             if self.history and self.history[0]["role"] == "assistant":
-                self.history.pop(0)
+                self.history.pop(0)  # ... and the answer that followed it
             dropped += 1
         if n > b.max_prompt_tokens:
             raise PromptTooLong(
                 f"this message alone is {n} tokens with the system prompt, but the model accepts at most "
                 f"{b.max_prompt_tokens}; shorten it."
             )
-        if dropped:
-            msg = f"dropped the {dropped} oldest turn(s) to fit the context of {b.context_length} tokens."
-            if self.print_notices:
-                notice(msg)
-            return [msg]
-        return []
+        if not dropped:
+            return []
+        msg = f"dropped the {dropped} oldest turn(s) to fit the context of {b.context_length} tokens."
+        if self.print_notices:
+            notice(msg)
+        return [msg]
 
     def ask(self, question: str, **overrides: Any) -> Response:
         """Send a user message; returns the streamed answer. The turn is recorded when it ends."""
@@ -78,15 +67,15 @@ class ChatSession:
             self._response = None
             answer = "".join(resp._pieces)
             if resp.error is not None and not answer:
-                return  # nothing came back: leave the history as it was, so the user can retry
-            self.history.append({"role": "user", "content": question})
-            # the ids the model really produced: the next prompt is built from them, so the runtime's
-            # cache of this answer is reused even where re-tokenizing its text would split it otherwise
-            self.history.append({"role": "assistant", "content": answer, "token_ids": list(resp.token_ids)})
+                return  # nothing came back: the history stays as it was, so the user can retry
+            # the ids the model really produced: the next prompt reuses the runtime's cache of this answer
+            self.history += [
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": answer, "token_ids": list(resp.token_ids)},
+            ]
 
-        resp = self.backend.generate(self.messages(question), opts, on_done=record, notices=notices)
-        self._response = resp
-        return resp
+        self._response = self.backend.generate(self.messages(question), opts, on_done=record, notices=notices)
+        return self._response
 
     def stop(self) -> None:
         """End the answer being generated; the partial answer stays in the history."""
@@ -94,14 +83,10 @@ class ChatSession:
             self._response.stop()
 
     def clear(self) -> None:
-        """Forget the conversation (and any runtime cache)."""
+        """Forget the conversation and the runtime's KV cache."""
         self.stop()
         self.history.clear()
         self.backend.reset()
-
-    @property
-    def busy(self) -> bool:
-        return self._response is not None and not self._response.done
 
     def __repr__(self) -> str:
         return f"<ChatSession {len(self.history) // 2} turns on {self.backend.describe()}>"

@@ -1,10 +1,5 @@
-"""Bridges from callback-style runtimes to a plain iterator, and incremental detokenization.
-
-Every backend produces token ids. Callback runtimes (transformers streamers, OpenVINO GenAI
-streamers) run in a worker thread that pushes ids into a queue; the consumer reads them with a
-timeout, and an exception in the worker is re-raised in the consumer, so a crashed worker never
-hangs the reader. Closing the iterator early sets the stop event, so the runtime really stops.
-"""
+"""From a callback runtime to an iterator of token ids (``bridge``: a queue read with a timeout, the worker's
+exception re-raised in the reader, a stop event for early ends), and from ids to text pieces."""
 
 from __future__ import annotations
 
@@ -16,25 +11,15 @@ from .errors import GenerationTimeout
 
 _DONE = object()
 
-#: Seconds the reader waits for the next token before giving up (first token included:
-#: compiling a model for an NPU can take a while, so this is generous).
+#: Seconds the reader waits for the next token, the first included (compiling for an NPU takes a while).
 DEFAULT_STALL_TIMEOUT = 600.0
-
-
-class _WorkerFailed:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
 
 
 def bridge(
     run: Callable[[Callable[[Sequence[int]], bool]], object], stop: threading.Event,
     timeout: float = DEFAULT_STALL_TIMEOUT, name: str = "phi3-generate",
 ) -> Iterator[list[int]]:
-    """Run ``run(emit)`` in a thread and yield what it emits.
-
-    ``emit(token_ids)`` queues ids and returns True when the runtime should stop (the stop
-    event is set). ``run`` returns when generation ends.
-    """
+    """Run ``run(emit)`` in a thread and yield what it emits; ``emit(ids)`` returns True when it should stop."""
     q: "queue.Queue[object]" = queue.Queue()
 
     def emit(ids: Sequence[int]) -> bool:
@@ -45,8 +30,8 @@ def bridge(
     def worker() -> None:
         try:
             run(emit)
-        except BaseException as exc:  # re-raised in the consumer
-            q.put(_WorkerFailed(exc))
+        except BaseException as exc:  # re-raised in the reader
+            q.put(exc)
         finally:
             q.put(_DONE)
 
@@ -66,30 +51,25 @@ def bridge(
                 ) from None
             if item is _DONE:
                 break
-            if isinstance(item, _WorkerFailed):
-                raise item.exc
+            if isinstance(item, BaseException):
+                raise item
             yield item  # type: ignore[misc]
-    finally:
-        # Reached on normal end, on error, and when the consumer closes the iterator early.
+    finally:  # a normal end, an error, or the reader closing the iterator early
         stop.set()
         thread.join(timeout=grace)
 
 
 class IncrementalDecoder:
-    """Turns a stream of token ids into text pieces without splitting multi-byte characters.
+    """Token ids in, text pieces out, never splitting a character; decodes a short window (as transformers'
+    TextStreamer does), so the cost per token stays the same however long the answer gets."""
 
-    Decodes only the tokens since the last safe point (like transformers' TextStreamer), so the
-    cost per token stays constant however long the answer gets.
-    """
-
-    def __init__(self, tokenizer, skip_special_tokens: bool = True):
+    def __init__(self, tokenizer):
         self._tok = tokenizer
-        self._skip = skip_special_tokens
         self._ids: list[int] = []
-        self._printed = 0  # characters of the current window already emitted
+        self._printed = 0  # characters of the current window already given out
 
     def _decode(self) -> str:
-        return self._tok.decode(self._ids, skip_special_tokens=self._skip, clean_up_tokenization_spaces=False)
+        return self._tok.decode(self._ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def push(self, ids: Sequence[int]) -> str:
         self._ids.extend(ids)
@@ -98,8 +78,7 @@ class IncrementalDecoder:
             return ""  # an incomplete UTF-8 sequence: wait for the next token
         piece = text[self._printed :]
         if len(self._ids) > 32:
-            # Start a new window, keeping the last token as context so that tokenizers that
-            # drop a leading space at the start of a decode (SentencePiece) stay correct.
+            # a new window that keeps the last token as context (SentencePiece drops a leading space otherwise)
             self._ids = self._ids[-1:]
             self._printed = len(self._decode())
         else:
@@ -108,8 +87,7 @@ class IncrementalDecoder:
 
     def flush(self) -> str:
         """Text still held back at the end (an unfinished character), if any."""
-        text = self._decode()
-        piece = text[self._printed :]
+        piece = self._decode()[self._printed :]
         self._ids.clear()
         self._printed = 0
         return piece.replace("\ufffd", "")

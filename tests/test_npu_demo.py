@@ -71,7 +71,7 @@ def test_keep_busy_prints_a_final_line(load_backend, capsys):
 @pytest.mark.parametrize("seconds", [0, -5, "60", True])
 def test_bad_seconds_are_refused(seconds):
     with pytest.raises(InvalidOption, match="seconds"):
-        demo.check_seconds(seconds)
+        demo.Demo(None, seconds=seconds)
 
 
 def test_demo_command_line(capsys):

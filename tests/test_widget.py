@@ -263,7 +263,7 @@ def test_context_overflow_drops_oldest_turns_with_a_notice(llm):
     noticed = None
     for q in questions:
         turn = ask(w, q, max_new_tokens=max_new)
-        assert turn.error_text == "", turn.error_text
+        assert turn.error.value == "", turn.error.value
         if turn.response.notices:
             noticed = turn
             break

@@ -1,8 +1,4 @@
-"""The course's chat widget: one line at the end of every chapter.
-
->>> from phi3_helpers.widgets import chat_widget
->>> chat_widget(llm)          # llm = phi3_helpers.load(...), or a ChatSession
-"""
+"""The course's chat widget, at the end of every chapter: ``chat_widget(llm)`` (a loaded model or a session)."""
 
 from __future__ import annotations
 
