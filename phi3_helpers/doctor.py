@@ -221,7 +221,7 @@ def device_checks(rows: list[dict], npu, system: str, kernel: str = "") -> list[
     """CPU and GPU rows from the openvino backend's device report; the NPU row from the npu backend's detection."""
     if npu.problem:
         uses = tuple(c.number for c in CHAPTERS if "openvino" in c.packages)
-        return [Check("devices", FAIL, npu.absent_reason(), "", "python -m pip install -r requirements.txt", uses)]
+        return [Check("devices", FAIL, npu.describe(), "", "python -m pip install -r requirements.txt", uses)]
     found = [r for r in rows if r["backend"] == "openvino" and r["available"] and r["device"] != "NPU"]
     out = [Check(f"{r['device']} {r['detail']}", OK, "OpenVINO device") for r in found]
     if npu.present:
