@@ -103,6 +103,8 @@ class Demo:
 
     def start(self, on_update: Optional[Callable[[DemoStats], None]] = None, every: float = 0.25) -> threading.Thread:
         """Run in a background thread (for widgets); ``stop()`` ends it."""
+        if self._thread is not None and self._thread.is_alive():
+            raise InvalidOption("the demo is already running; stop it first.")
         self.stats.running = True
         self._thread = threading.Thread(target=self.run, args=(on_update, every), name="phi3-demo", daemon=True)
         self._thread.start()

@@ -141,3 +141,19 @@ def test_classic_path_from_environment(stand_in_library, offline_model, monkeypa
     assert plan.backend == "npu-classic" and plan.precision == "fp16"
     monkeypatch.setenv(NPU_PATH_ENV, "maintained")
     assert plan_load("npu", offline_model).backend == "npu"
+
+
+def test_a_library_that_is_installed_but_does_not_import_is_not_offered(tmp_path, monkeypatch):
+    """A broken install (e.g. neural-compressor at the wrong version) is named, not shown as usable."""
+    broken = tmp_path / "intel_npu_acceleration_library"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('neural_compressor 3.8 has no attribute X')\n")
+    forget("intel_npu_acceleration_library")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        reason = npu_classic.ClassicNPUBackend.missing()
+        assert "does not import here" in reason and "neural_compressor 3.8" in reason and "\n" not in reason
+        status = npu_classic.classic_status()
+        assert not status.installed and "neural_compressor 3.8" in status.describe()
+    finally:
+        forget("intel_npu_acceleration_library")

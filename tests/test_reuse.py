@@ -199,3 +199,17 @@ def test_npu_prefix_caching_refuses_a_non_bool():
 
     with pytest.raises(Phi3Error, match="prefix_caching must be True or False"):
         NPUBackend.check_options({"prefix_caching": "yes"})
+
+
+def test_onnx_prefills_a_finished_answer_at_once_and_leaves_a_stopped_one_to_the_next_turn(pair):
+    """After the last token the answer's keys and values are computed again (off the next turn's first-token
+    time); after a Stop they are not, so that Stop ends the answer at once."""
+    on, _ = pair("onnx", "int4")
+    on.reset()
+    stopped = on.generate(QUESTIONS[STOP_AT], max_new_tokens=48)
+    _read(stopped, stop_after=5)
+    assert stopped.metrics.finish_reason == "stopped"
+    assert on.kv.prefilled == stopped.metrics.prompt_tokens
+    whole = on.generate(QUESTIONS[0], max_new_tokens=12)
+    _read(whole)
+    assert on.kv.prefilled == whole.metrics.prompt_tokens + len(whole.token_ids)

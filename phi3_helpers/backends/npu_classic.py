@@ -8,6 +8,7 @@ GenAI) and installs on Windows only: ``load("npu-classic")`` or PHI3_NPU_PATH=cl
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import threading
 import warnings
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ class ClassicStatus:
 
     def describe(self) -> str:
         if not self.installed:
-            return f"{PACKAGE} not installed (Windows only, archived); maintained path: --backend npu"
+            return self.problem or f"{PACKAGE} not installed (Windows only, archived); maintained path: --backend npu"
         text = f"{PACKAGE} {self.version or '?'}: npu_available() = {self.npu_available}"
         if self.driver_version:
             text += f", NPU driver {self.driver_version}"
@@ -72,10 +73,12 @@ class ClassicStatus:
 
 def classic_status() -> ClassicStatus:
     """Ask the library (if installed) whether it sees an NPU and which driver it runs on."""
+    if importlib.util.find_spec(LIBRARY) is None:
+        return ClassicStatus(installed=False)
     try:
         lib = import_library()
-    except BackendUnavailable:
-        return ClassicStatus(installed=False)
+    except BackendUnavailable as exc:  # installed but broken (e.g. a dependency at the wrong version)
+        return ClassicStatus(installed=False, problem=str(exc))
     version = str(getattr(lib, "__version__", ""))
     try:
         backend = _quiet_import(f"{LIBRARY}.backend")
@@ -105,6 +108,18 @@ class ClassicNPUBackend(NPUFallback, Backend):
     requires = ("torch", "transformers", LIBRARY)
     install = INSTALL  # the base class says it when the library is missing
     precisions = ("int4", "int8", "fp16")
+
+    @classmethod
+    def missing(cls) -> str:
+        """Also '' only when the library really imports: an installed but broken one says why."""
+        reason = super().missing()
+        if reason:
+            return reason
+        try:
+            import_library()
+        except BackendUnavailable as exc:
+            return str(exc)
+        return ""
 
     @classmethod
     def devices_here(cls) -> list[str | None]:

@@ -289,13 +289,17 @@ class OnnxGenAIBackend(Backend):
                 yield pending
                 if produced >= options.max_new_tokens or any(i in self.eos_token_ids for i in pending):
                     break
-            if self.kv.enabled and not self.kv.decoded_reusable and len(held) + len(pending) > len(input_ids) + 1:
+            answer = held[len(input_ids):] + pending
+            if self.kv.enabled and not self.kv.decoded_reusable and len(answer) > 1 and not stop.is_set():
                 # the answer's keys and values in a prefill, as a chat without reuse computes them, now that
-                # the reader has its last token: the next turn prefills only its own new tokens
-                answer = held[len(input_ids):] + pending
-                generator.rewind_to(len(input_ids))
-                generator.append_tokens(answer)
-                held = prefilled = list(input_ids) + answer
+                # the reader has its last token: the next turn prefills only its own new tokens (after a Stop,
+                # the next turn does it, so that Stop ends the answer at once)
+                try:
+                    generator.rewind_to(len(input_ids))
+                    generator.append_tokens(answer)
+                    held = prefilled = list(input_ids) + answer
+                except Exception:  # the answer is complete; only the cache is lost: a fresh one next time
+                    self.kv.reset()
         except GeneratorExit:  # the reader stopped (Stop): what the generator holds is still right
             raise
         except BaseException:

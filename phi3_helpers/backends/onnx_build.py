@@ -77,7 +77,8 @@ def build_onnx_model(model: ModelSource, precision: str = "int4", target: str = 
         progress(f"The cached ONNX folder {out} is out of date ({why}); building it again.")
     show = shlex.join(["python"] + builder_command(model.folder, out, precision, target)[1:])
     progress(f"Building {model.name} for ONNX Runtime GenAI, {precision} for {TARGET_NAMES[target]} (once; cached "
-             f"in {out}) ...\nSame as: {show}")
+             f"in {out}) ...")
+    progress(f"Same as: {show}")
     t0 = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_folder(out) as tmp, tempfile.TemporaryDirectory(prefix=".builder-cache-", dir=out.parent) as scratch:

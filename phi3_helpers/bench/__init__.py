@@ -1,7 +1,7 @@
 """Benchmark every backend available here: ``python -m phi3_helpers bench [--quick] [--llama-cpp]``.
 
 Per backend x precision x device: load time, time to first token (TTFT) and ms per output token at a short
-(~49 tokens) and a long (~1,000, or the model's limit) prompt, peak memory and size on disk; warm-up, then
+(about 40 tokens) and a long (~1,000, or the model's limit) prompt, peak memory and size on disk; warm-up, then
 median (min-max) of several runs, all through the backends (``load`` and ``generate``), beside the runtime's own
 timings where it reports them and the helper's own cost per token. Each configuration runs in a fresh process
 (``worker.py``; --quick: one per backend). ``--llama-cpp`` adds llama.cpp on the same GGUF (``llama_cpp.py``).
@@ -99,6 +99,13 @@ def plan(backends, precisions, devices, quick: bool) -> tuple[list[Config], list
         raise InvalidOption("nothing to measure with these choices; run `python -m phi3_helpers devices` to see what "
                             "is available.")
     return configs, skipped
+
+
+def physical_cores() -> int:
+    """The threads ONNX Runtime and OpenVINO use by default: one per physical core (llama.cpp gets the same)."""
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
 def export_ready(cfg: Config, model) -> bool | None:
@@ -223,7 +230,7 @@ def run(backends=None, precisions=None, devices=None, quick: bool = False, runs:
     if llama_cpp:  # a row beside the helpers' (doc["peers"]), or a skipped one saying why
         short = [r["prompts"]["short"]["prompt_tokens"] for r in results if r.get("status") == "ok"]
         row = llama_row(built, round(sum(short) / len(short)) if short else 49, settings.max_new_tokens,
-                        os.cpu_count() or 1, settings.runs)
+                        physical_cores(), settings.runs)
         (peers if row["status"] == "ok" else skipped).append(row)
         progress(summary_line(row))
     doc = {"started": started.isoformat(timespec="seconds"), "duration_s": time.perf_counter() - t0, "quick": quick,

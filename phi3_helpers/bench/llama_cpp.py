@@ -8,9 +8,12 @@ a one-line reason; the bench goes on.
 from __future__ import annotations
 
 import json
+import os
+import statistics
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from ..models.cache import cache_root
@@ -33,7 +36,7 @@ def download_command(dest: Path) -> list[str]:
 def build_commands() -> list[list[str]]:
     """Run in the sdist's vendor/llama.cpp (about 7 minutes on 2 cores)."""
     return [["cmake", "-B", "build", "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF"],
-            ["cmake", "--build", "build", "--target", "llama-bench", "-j2"]]
+            ["cmake", "--build", "build", "--config", "Release", "--target", "llama-bench", "-j2"]]
 
 
 def bench_command(exe: Path, gguf: Path, prompt_tokens: int, tokens: int, threads: int, runs: int) -> list[str]:
@@ -55,24 +58,33 @@ def _run(cmd: list[str], cwd: Path, what: str, timeout: float = 3600) -> str:
 def built_or_reason(progress=print) -> Path | str:
     """The llama-bench program, built on first use; or the one-line reason it cannot be."""
     home = folder()
-    exe = next(home.glob("llama_cpp_python-*/vendor/llama.cpp/build/bin/llama-bench"), None)
+    exe = _program(home)
     if exe is not None:
         return exe
-    missing = [tool for tool in ("cmake", "c++") if shutil.which(tool) is None]
+    windows = os.name == "nt"
+    missing = [tool for tool in ("cmake", "cl" if windows else "c++") if shutil.which(tool) is None]
     if missing:
-        return f"{' and '.join(missing)} not found on PATH; install them (e.g. apt install cmake g++) to build it"
+        how = "CMake and Visual Studio Build Tools, in a Developer PowerShell" if windows else "apt install cmake g++"
+        return f"{' and '.join(missing)} not found on PATH; install them ({how}) to build it"
     progress(f"building llama.cpp's llama-bench from {SDIST} into {home} (once, about 7 minutes) ...")
     try:
         home.mkdir(parents=True, exist_ok=True)
         if not any(home.glob("llama_cpp_python-*.tar.gz")):
             _run(download_command(home), home, f"downloading the {SDIST} sdist")
-        _run(["tar", "xzf", next(home.glob("llama_cpp_python-*.tar.gz")).name], home, "unpacking the sdist")
+        with tarfile.open(next(home.glob("llama_cpp_python-*.tar.gz"))) as sdist:
+            sdist.extractall(home, filter="data")
         src = next(home.glob("llama_cpp_python-*/vendor/llama.cpp"))
         for cmd in build_commands():
             _run(cmd, src, "building llama-bench")
     except (Unavailable, OSError, StopIteration) as exc:
         return str(exc) or "the sdist has no vendor/llama.cpp"
-    return src / "build" / "bin" / "llama-bench"
+    return _program(home) or "the build finished but wrote no llama-bench program"
+
+
+def _program(home: Path) -> Path | None:
+    """build/bin/llama-bench, or build/bin/Release/llama-bench.exe where the build is multi-config (MSVC)."""
+    found = home.glob("llama_cpp_python-*/vendor/llama.cpp/build/bin/**/llama-bench*")
+    return next((p for p in found if p.is_file() and p.suffix in ("", ".exe")), None)
 
 
 def parse(stdout: str) -> dict:
@@ -82,12 +94,12 @@ def parse(stdout: str) -> dict:
     pp = next(t for t in tests if t["n_prompt"] > 0 and t["n_gen"] == 0)
     tg = next(t for t in tests if t["n_gen"] > 0 and t["n_prompt"] == 0)
 
-    def spread(ms: list[float], mean_ts: float, n: int) -> dict:
-        return {"median": 1000.0 * n / mean_ts, "min": min(ms), "max": max(ms), "n": len(ms)}
+    def spread(ms: list[float]) -> dict:
+        return {"median": statistics.median(ms), "min": min(ms), "max": max(ms), "n": len(ms)}
 
     short = {"prompt_tokens": pp["n_prompt"], "new_tokens": tg["n_gen"], "threads": pp["n_threads"],
-             "ttft_ms": spread([1000.0 * pp["n_prompt"] / ts for ts in pp["samples_ts"]], pp["avg_ts"], pp["n_prompt"]),
-             "ms_per_token": spread([1000.0 / ts for ts in tg["samples_ts"]], tg["avg_ts"], 1),
+             "ttft_ms": spread([1000.0 * pp["n_prompt"] / ts for ts in pp["samples_ts"]]),
+             "ms_per_token": spread([1000.0 / ts for ts in tg["samples_ts"]]),
              "tokens_per_s": tg["avg_ts"]}
     return {"prompts": {"short": short}, "build": f"{tg.get('build_commit')} {tg.get('cpu_info')}"}
 

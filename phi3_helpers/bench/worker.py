@@ -54,7 +54,7 @@ class Run:
 
 
 class Prompts:
-    """The short prompt (~49 tokens) and a long one of about ``long_target`` tokens (or the limit).
+    """The short prompt (about 40 tokens) and a long one of about ``long_target`` tokens (or the limit).
 
     Every run gets its own prompt (``Run 7.`` in the system message): OpenVINO GenAI caches prompt
     prefixes, and a repeated prompt would measure the cache, not the prefill.

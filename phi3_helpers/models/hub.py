@@ -181,7 +181,7 @@ def fetch(folder: HubFolder, progress=None) -> Path:
     try:
         plan = make_plan(folder)
     except HubError as exc:  # offline, or the hub away or failing: a complete cached copy will do
-        found = cached_folder(folder)
+        found = cached_folder(folder, strict=isinstance(exc, HubUnreachable))  # a hub error is shown as such
         if found is None:
             raise
         if not constants.is_offline_mode():
