@@ -76,6 +76,10 @@ def plan(backends, precisions, devices, quick: bool) -> tuple[list[Config], list
                if b not in names and why]
     wanted = {d.upper() for d in devices or []}
     configs: list[Config] = []
+
+    def skip(reason: str, **where) -> None:
+        skipped.append({**where, "status": "skipped", "reason": reason})
+
     for name in names:
         cls = backend_class(name)
         if precisions:
@@ -83,18 +87,16 @@ def plan(backends, precisions, devices, quick: bool) -> tuple[list[Config], list
         else:  # quick: every precision of the default backend, the default of the others
             chosen = list(cls.precisions) if not quick or name == DEFAULT_BACKEND else [cls.precisions[0]]
         if not chosen:
-            skipped.append({"backend": name, "status": "skipped",
-                            "reason": f"none of the precisions asked for; it has {', '.join(cls.precisions)}"})
+            skip(f"none of the precisions asked for; it has {', '.join(cls.precisions)}", backend=name)
         for device in cls.devices_here() if chosen else []:
             if wanted and (device or "CPU") not in wanted:  # None: the backend's own choice, the CPU here
-                skipped.append({"backend": name, "device": device, "status": "skipped", "reason": "not asked for"})
+                skip("device not asked for", backend=name, device=device)
                 continue
             for p in chosen:
                 if p in cls.precisions_on(device):
                     configs.append(Config(name, p, device))
                 else:
-                    skipped.append({"backend": name, "precision": p, "device": device, "status": "skipped",
-                                    "reason": f"{name} has no {p} on {device}"})
+                    skip(f"{name} has no {p} on {device}", backend=name, precision=p, device=device)
     if not configs:
         raise InvalidOption("nothing to measure with these choices; run `python -m phi3_helpers devices` to see what "
                             "is available.")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import tarfile
 from pathlib import Path
 
 from ..models.cache import cache_root
+from .worker import spread
 
 SDIST = "llama-cpp-python==0.3.36"
 
@@ -93,9 +93,6 @@ def parse(stdout: str) -> dict:
     tests = json.loads(stdout)
     pp = next(t for t in tests if t["n_prompt"] > 0 and t["n_gen"] == 0)
     tg = next(t for t in tests if t["n_gen"] > 0 and t["n_prompt"] == 0)
-
-    def spread(ms: list[float]) -> dict:
-        return {"median": statistics.median(ms), "min": min(ms), "max": max(ms), "n": len(ms)}
 
     short = {"prompt_tokens": pp["n_prompt"], "new_tokens": tg["n_gen"], "threads": pp["n_threads"],
              "ttft_ms": spread([1000.0 * pp["n_prompt"] / ts for ts in pp["samples_ts"]]),
