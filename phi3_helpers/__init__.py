@@ -17,7 +17,6 @@ from .response import Metrics, Response
 from .session import ChatSession
 
 __version__ = "0.1.0"
-#: The backend ``load()`` uses when none is named.
 DEFAULT_BACKEND = "openvino"
 
 
@@ -26,8 +25,8 @@ def load(
 ):
     """Load a model (a name, a folder, or None: $PHI3_MODEL, else Phi-3, else the offline model) on a backend.
 
-    Every choice is made first (``plan_load``), then the folder is prepared (downloaded or exported once), then the
-    runtime loads. A second real Phi-3 in memory is said in a notice; ``close_previous=True`` closes the first.
+    Choices first (``plan_load``), then the folder is prepared (downloaded or exported once), then the runtime loads.
+    A second real Phi-3 in memory is said in a notice; ``close_previous=True`` closes the first.
     """
     from .backends import backend_class
     from .models import loaded
@@ -44,8 +43,7 @@ def load(
 def plan_load(
     backend: str = DEFAULT_BACKEND, model=None, device: str | None = None, precision: str | None = None, **options
 ):
-    """What ``load`` would do, as a frozen Plan (backend, model, device, precision, folder, notices, settings);
-    nothing is exported or loaded. Its notices are shown once, here."""
+    """What ``load`` would do, as a frozen Plan, with its notices shown; nothing is exported or loaded."""
     from .backends import backend_class, resolve_name
     from .backends.speculative import refuse_elsewhere
     from .models import notice

@@ -1,10 +1,8 @@
 """One small family of errors. Every message says what went wrong and how to fix it, in one line."""
 
-from __future__ import annotations
-
 
 class Phi3Error(Exception):
-    """Base error of phi3_helpers. ``str(err)`` is a single line that names the fix."""
+    """Base error of phi3_helpers; ``str(err)`` is one line that names the fix."""
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
@@ -68,4 +66,4 @@ class BuildInterrupted(Phi3Error):
 
 
 class ExportFailed(Phi3Error):
-    """Building a model folder (an export, a build) failed."""
+    pass

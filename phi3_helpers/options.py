@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .errors import InvalidOption
@@ -14,10 +13,9 @@ def _real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class GenerationOptions:
-    """How to generate: greedy by default (reproducible answers); a temperature above 0 samples unless
-    ``do_sample=False`` is given."""
+    """Greedy by default (reproducible answers); a temperature above 0 samples unless ``do_sample=False``."""
 
     max_new_tokens: int = 256
     temperature: float = 0.0
@@ -46,15 +44,15 @@ class GenerationOptions:
     @property
     def sampling(self) -> bool:
         """True when tokens are sampled, False for greedy decoding."""
-        return self.do_sample if self.do_sample is not None else self.temperature > 0
+        return self.temperature > 0 if self.do_sample is None else self.do_sample
 
     @classmethod
-    def make(cls, base: "GenerationOptions | Mapping[str, Any] | None" = None, **overrides: Any) -> "GenerationOptions":
+    def make(cls, base: GenerationOptions | Mapping[str, Any] | None = None, **overrides: Any) -> GenerationOptions:
         """Options from a base (options or dict) plus keyword overrides; unknown names are refused."""
         values = dataclasses.asdict(base) if isinstance(base, GenerationOptions) else dict(base or {})
         values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        known = sorted(f.name for f in dataclasses.fields(cls))
+        unknown = sorted(set(values) - set(known))
         if unknown:
-            raise InvalidOption(f"unknown option {unknown[0]!r}; valid options are: {', '.join(sorted(known))}.")
+            raise InvalidOption(f"unknown option {unknown[0]!r}; valid options are: {', '.join(known)}.")
         return cls(**values)

@@ -1,7 +1,5 @@
-"""Reusing the KV cache between chat turns: :class:`PrefixCache` knows which token ids the runtime's cache
-holds and how many a new prompt keeps (their common prefix); :func:`chat_ids` builds the prompt with the ids
-the model produced for earlier answers, so re-tokenizing an answer's text cannot defeat the reuse.
-"""
+"""Reusing the KV cache between chat turns: which token ids the runtime's cache holds and how many a new prompt
+keeps, and a chat prompt built with the ids the model produced for earlier answers (so they stay reusable)."""
 
 from __future__ import annotations
 
@@ -10,23 +8,23 @@ from typing import Callable, Iterable, Sequence
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading token ids ``a`` and ``b`` share."""
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 class PrefixCache:
-    """The token ids a runtime's KV cache holds, and what a new prompt can keep of them."""
+    """The token ids a runtime's KV cache holds, and what a new prompt can keep of them.
+
+    ``decoded_reusable=False`` where a decode step computes keys and values slightly differently than a prefill
+    (onnx int4 kernels): an answer is then prefilled again with the next turn, so reuse never changes a token.
+    """
 
     def __init__(self, enabled: bool = True, decoded_reusable: bool = True):
         self.enabled = enabled
-        #: False where a one-token decode step computes keys and values slightly differently than a prefill
-        #: (onnx int4 kernels): then an answer is prefilled again with the next turn, so reuse never changes
-        #: a greedy token
         self.decoded_reusable = decoded_reusable
         self.ids: list[int] = []
         self.prefilled = 0  # how many of ``ids`` were computed in a prefill
         self.runtime = None  # the runtime's own cache object (a DynamicCache, an og.Generator)
-        self.last_reused = self.last_prefilled = 0  # prompt tokens of the last answer (metrics, tests)
+        self.last_reused = self.last_prefilled = 0
 
     def plan(self, prompt: Sequence[int]) -> int:
         """How many cached tokens the prompt keeps; its last token is always fed (it gives the first logits)."""
@@ -41,33 +39,27 @@ class PrefixCache:
         self.prefilled = len(self.ids) if prefilled is None else min(prefilled, len(self.ids))
 
     def reset(self) -> None:
-        """Forget the cache: the next prompt is prefilled whole."""
         self.ids, self.prefilled, self.runtime = [], 0, None
-
-
-def _answer_ids(tokenizer, message: dict) -> list[int] | None:
-    """The ids recorded for an assistant message, if they still spell its text (it was not edited)."""
-    ids = list(message.get("token_ids") or [])
-    text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-    return ids if ids and text == message["content"] else None
 
 
 def chat_ids(
     tokenizer, messages: Sequence[dict], render: Callable[[list[dict]], str], eos_ids: frozenset[int] = frozenset()
 ) -> list[int] | None:
-    """The prompt's token ids with the recorded ids of earlier answers, or None to tokenize the text.
+    """The prompt's ids with the recorded ``token_ids`` of earlier answers, or None to tokenize the text.
 
-    The template is rendered with a marker in place of each answer and the text between answers is
-    tokenized on its own. That split is checked: with each answer's text in place of its recorded ids,
-    the pieces must give exactly the ids of the whole prompt tokenized at once.
+    The template is rendered with a marker in place of each answer and the text between them tokenized alone;
+    the split is used only if, with each answer's text in place of its ids, it gives the whole prompt's ids.
     """
 
     def encode(text: str) -> list[int]:
         return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
     msgs = [{k: v for k, v in m.items() if k != "token_ids"} for m in messages]
-    recorded = {i: _answer_ids(tokenizer, m) for i, m in enumerate(messages) if m["role"] == "assistant"}
-    recorded = {i: ids for i, ids in recorded.items() if ids}
+    recorded = {}
+    for i, m in enumerate(messages):
+        ids = list(m.get("token_ids") or []) if m["role"] == "assistant" else []
+        if ids and tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False) == m["content"]:
+            recorded[i] = ids  # still the answer's text (it was not edited)
     if not recorded:
         return None
     marks = {i: f"@@answer-{i}-{uuid.uuid4().hex}@@" for i in recorded}
@@ -88,5 +80,4 @@ def chat_ids(
             else:
                 ids = ids[:-1]
         out += ids + after
-    # tokens that merge across an answer's edges with this tokenizer: tokenize the text
-    return out if as_text == encode(render(msgs)) else None
+    return out if as_text == encode(render(msgs)) else None  # else tokens merge across an answer's edges

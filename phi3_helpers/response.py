@@ -45,7 +45,7 @@ class Response:
 
     def __init__(
         self, token_stream: Iterator[list[int]], tokenizer, stop_event: threading.Event, prompt_tokens: int,
-        max_new_tokens: int, on_done: Optional[Callable[["Response"], None]] = None,
+        max_new_tokens: int, on_done: Optional[Callable[[Response], None]] = None,
         notices: Optional[list[str]] = None, eos_token_ids: frozenset[int] = frozenset(),
     ):
         self._stream = token_stream
@@ -55,8 +55,7 @@ class Response:
         self._eos = eos_token_ids
         self._pieces: list[str] = []
         self._stopped = False  # by stop(), or by the reader leaving the loop
-        self._started = False
-        self._reader: Optional[int] = None  # the thread that reads the stream
+        self._reader: Optional[int] = None  # the thread that reads the stream, once it started
         self._finished = threading.Event()
         self._t0 = 0.0
         self.done = False
@@ -72,10 +71,9 @@ class Response:
         self._stop_event.set()
 
     def __iter__(self) -> Iterator[str]:
-        if self._started:  # already read (or being read): what was produced
+        if self._reader is not None:  # already read (or being read): what was produced
             yield from list(self._pieces)
             return
-        self._started = True
         self._reader = threading.get_ident()
         self._t0 = time.perf_counter()
         try:
@@ -83,14 +81,8 @@ class Response:
                 self.token_ids.extend(ids)
                 self._measure()
                 visible = [i for i in ids if i not in self._eos]
-                piece = self._decoder.push(visible) if visible else ""
-                if piece:
-                    self._pieces.append(piece)
-                    yield piece
-            tail = self._decoder.flush()
-            if tail:
-                self._pieces.append(tail)
-                yield tail
+                yield from self._keep(self._decoder.push(visible) if visible else "")
+            yield from self._keep(self._decoder.flush())
         except GeneratorExit:  # the reader stopped iterating: that is a Stop
             self._stopped = True
             raise
@@ -100,19 +92,20 @@ class Response:
         finally:
             self._finish()
 
+    def _keep(self, piece: str) -> Iterator[str]:
+        if piece:
+            self._pieces.append(piece)
+            yield piece
+
     def text(self) -> str:
         """The full answer; reads the stream if nobody did yet, or waits for the thread that reads it."""
-        if not self._started:
+        if self._reader is None:
             return "".join(self)
         if self._reader != threading.get_ident():
             self._finished.wait()
         return "".join(self._pieces)
 
-    def __str__(self) -> str:
-        return self.text()
-
-    def _repr_markdown_(self) -> str:
-        return self.text()
+    __str__ = _repr_markdown_ = text
 
     def _measure(self) -> None:
         m = self.metrics
@@ -126,9 +119,8 @@ class Response:
     def _finish(self) -> None:
         self.done = True
         self._stop_event.set()  # a reader that stops reading stops the runtime too
-        close = getattr(self._stream, "close", None)
-        if close:
-            close()
+        if hasattr(self._stream, "close"):
+            self._stream.close()
         m = self.metrics
         m.tokens = len(self.token_ids)
         m.total_s = time.perf_counter() - self._t0

@@ -11,11 +11,10 @@ from .response import Response
 
 
 class ChatSession:
-    """History of one conversation: ``llm.chat(system=...).ask(question)`` returns a Response.
+    """One conversation: ``llm.chat(system=...).ask(question)`` returns a Response.
 
-    When the history no longer fits the context (prompt plus max_new_tokens), the oldest turns are dropped with a
-    one-line notice. Each answer keeps the ids the model produced (``token_ids``); the next prompt is built from
-    them, so the backend reuses its KV cache for everything already read.
+    When the history no longer fits (prompt plus max_new_tokens), the oldest turns are dropped with a notice.
+    Each answer keeps the ids the model produced (``token_ids``), so the backend reuses its KV cache for them.
     """
 
     def __init__(self, backend, system: str | None = None, options: GenerationOptions | None = None):
@@ -23,8 +22,7 @@ class ChatSession:
         self.system = system
         self.options = options or GenerationOptions()
         self.history: list[dict] = []  # user/assistant turns, oldest first
-        #: Print trimming notices; a UI that shows ``response.notices`` itself sets False.
-        self.print_notices = True
+        self.print_notices = True  # a UI that shows ``response.notices`` itself sets False
         self._response: Response | None = None
 
     def messages(self, extra_user: str | None = None) -> list[dict]:
@@ -40,9 +38,7 @@ class ChatSession:
         budget = min(b.max_prompt_tokens, b.context_length - max_new_tokens)
         dropped = 0
         while (n := b.count_tokens(self.messages(question))) > budget and self.history:
-            self.history.pop(0)  # the oldest question ...
-            if self.history and self.history[0]["role"] == "assistant":
-                self.history.pop(0)  # ... and the answer that followed it
+            del self.history[: 2 if len(self.history) > 1 and self.history[1]["role"] == "assistant" else 1]
             dropped += 1
         if n > b.max_prompt_tokens:
             raise PromptTooLong(
@@ -66,13 +62,11 @@ class ChatSession:
         def record(resp: Response) -> None:
             self._response = None
             answer = "".join(resp._pieces)
-            if resp.error is not None and not answer:
-                return  # nothing came back: the history stays as it was, so the user can retry
-            # the ids the model really produced: the next prompt reuses the runtime's cache of this answer
-            self.history += [
-                {"role": "user", "content": question},
-                {"role": "assistant", "content": answer, "token_ids": list(resp.token_ids)},
-            ]
+            if resp.error is None or answer:  # nothing came back: the history stays, so the user can retry
+                self.history += [
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": answer, "token_ids": list(resp.token_ids)},
+                ]
 
         self._response = self.backend.generate(self.messages(question), opts, on_done=record, notices=notices)
         return self._response

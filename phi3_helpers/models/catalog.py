@@ -1,9 +1,5 @@
-"""Which hub folder each backend loads for phi3-mini, and where each fact comes from.
-
-Publishers ship the folders the runtimes load as they are (the OpenVINO organisation's ``-ov`` exports,
-Microsoft's ONNX Runtime GenAI folders); only the files a runtime needs are fetched, never remote code such
-as configuration_phi3.py. ``models/hub.py`` plans and downloads them.
-"""
+"""Which hub folder each backend loads for phi3-mini as it is (OpenVINO's ``-ov`` exports, Microsoft's ONNX
+Runtime GenAI folders), and where each fact comes from. Only a runtime's files are fetched, never remote code."""
 
 from __future__ import annotations
 
@@ -18,8 +14,7 @@ REVISION_ENV = "PHI3_HUB_REVISION"
 
 @dataclass(frozen=True)
 class HubFolder:
-    """One folder on the hub that a runtime loads as it is; ``published_bytes`` is what its model page lists
-    for the files we fetch (shown offline; the plan asks the hub itself)."""
+    """A folder on the hub; ``published_bytes``: what its page lists for our files (shown offline)."""
 
     repo_id: str
     patterns: tuple[str, ...]
@@ -47,12 +42,8 @@ class HubFolder:
 _OV_FILES = ("openvino_model.*", "openvino_tokenizer.*", "openvino_detokenizer.*", "*.json", "*.jinja")
 _ORT_FILES = ("*.onnx", "*.onnx.data", "*.json", "*.jinja")  # not configuration_phi3.py: no remote code
 
-# Facts from the publishers' pages (file listings of the pinned commits; "main" where no full id was published):
-# OpenVINO int4-ov (head 4f81253): openvino_model.bin 2.15 GB, .xml 2.66 MB, tokenizers 1.6 MB; int8-ov at 8141b65
-# (Nov 5, 2024): .bin 3.82 GB; fp16-ov (head 0bf3f98): .bin 7.64 GB. microsoft/Phi-3-mini-4k-instruct-onnx at 24fd626
-# (May 19, 2024): the cpu-int4 folder holds a 231 kB .onnx + 2.72 GB .onnx.data, the directml-int4 folder 2.11 MB +
-# 2.13 GB, each with genai_config and tokenizer files. No NPU-ready (symmetric int4, ratio 1.0) Phi-3-mini-4k export
-# is published by either organisation: the npu backend exports locally, its cost said first.
+# Sizes: the publishers' file listings at the pinned commits ("main" where no full id was published). No NPU-ready
+# (symmetric int4) Phi-3-mini-4k export is published: the npu backend exports locally, its cost said first.
 CHECKPOINT = HubFolder("microsoft/Phi-3-mini-4k-instruct", ("*.json", "*.safetensors", "*.model", "*.txt"),
                        published_bytes=int(7.64 * GB),
                        source="huggingface.co/microsoft/Phi-3-mini-4k-instruct (two safetensors shards, about 7.6 GB)")

@@ -1,9 +1,8 @@
 """The real Phi-3 from the Hugging Face hub: the plan and the checked download of a catalog folder.
 
-huggingface_hub does the work (its cache, HF_ENDPOINT, HF_HUB_OFFLINE), fetching only a runtime's files. A
-download is complete when every planned file has the size the hub reported; then the sizes are recorded in
-``<HF cache>/models--ORG--NAME/phi3_helpers/<commit>.json``. A cached folder without that record, or with a file
-missing or truncated, is never used as it is: online it is completed, offline a one-line error names the fix.
+huggingface_hub does the work (its cache, HF_ENDPOINT, HF_HUB_OFFLINE). A download is complete when every planned
+file has the size the hub reported; the sizes are then recorded in ``<HF cache>/models--ORG--NAME/phi3_helpers/``.
+A cached folder without that record, or with a file missing or truncated, is completed online, refused offline.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ class HubUnreachable(HubError):
 
 
 class DiskTooSmall(Phi3Error):
-    """The download does not fit on the disk; refused before it starts."""
+    pass
 
 
 class DownloadIncomplete(ModelFolderError):
@@ -52,7 +51,6 @@ def _storage(folder: HubFolder) -> Path:
     return Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=folder.repo_id, repo_type="model")
 
 
-# -- the plan ------------------------------------------------------------------------------------
 @dataclass
 class Plan:
     """What a download would fetch: files and sizes as the hub reports them, the part cached, the disk free."""
@@ -106,15 +104,6 @@ def make_plan(folder: HubFolder) -> Plan:
     return plan
 
 
-def check_disk(plan: Plan, margin: int = 200 * 10**6) -> None:
-    """Refuse a download that does not fit, before any byte is fetched."""
-    if plan.free_bytes < plan.to_download + margin:
-        raise DiskTooSmall(
-            f"{plan.folder.label} needs {gb(plan.to_download)} but only {gb(plan.free_bytes)} is free in "
-            f"{constants.HF_HUB_CACHE}; free some space (hf cache rm) or set HF_HOME to a bigger disk."
-        )
-
-
 def explain(exc: BaseException, folder: HubFolder) -> Phi3Error:
     """A huggingface_hub/httpx error as one line that names the fix."""
     from huggingface_hub import errors as hf
@@ -133,18 +122,9 @@ def explain(exc: BaseException, folder: HubFolder) -> Phi3Error:
                           "or use PHI3_MODEL=smollm2-135m-phi3.")
 
 
-# -- the cache ----------------------------------------------------------------------------------
 def _record_path(folder: HubFolder, commit: str) -> Path:
     sub = folder.subfolder.replace("/", "--")
     return _storage(folder) / "phi3_helpers" / (f"{commit}--{sub}.json" if sub else f"{commit}.json")
-
-
-def _write_record(plan: Plan) -> None:
-    record = _record_path(plan.folder, plan.commit)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"repo": plan.folder.repo_id, "commit": plan.commit, "files": plan.files}, indent=1))
-    os.replace(tmp, record)
 
 
 def problems(snapshot: Path, files: dict[str, int]) -> list[str]:
@@ -153,8 +133,8 @@ def problems(snapshot: Path, files: dict[str, int]) -> list[str]:
 
 
 def cached_folder(folder: HubFolder, strict: bool = True) -> Path | None:
-    """The complete cached folder; None when nothing was downloaded (or, unless ``strict``, when it is damaged:
-    ``strict`` raises DownloadIncomplete with the fix)."""
+    """The complete cached folder; None when nothing was downloaded, or when it is damaged and not ``strict``
+    (``strict``: raise DownloadIncomplete with the fix)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -189,9 +169,17 @@ def fetch(folder: HubFolder, progress=None) -> Path:
         return found
     if plan.to_download:
         say(f"Downloading {folder.label}@{plan.commit[:7]}, {len(plan.files)} files: {plan.lines()[-1]}")
-        check_disk(plan)
+        if plan.free_bytes < plan.to_download + 200 * 10**6:  # refused before any byte is fetched
+            raise DiskTooSmall(
+                f"{folder.label} needs {gb(plan.to_download)} but only {gb(plan.free_bytes)} is free in "
+                f"{constants.HF_HUB_CACHE}; free some space (hf cache rm) or set HF_HOME to a bigger disk."
+            )
         _download(plan, say)
-    _write_record(plan)
+    record = _record_path(folder, plan.commit)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"repo": folder.repo_id, "commit": plan.commit, "files": plan.files}, indent=1))
+    os.replace(tmp, record)
     return plan.snapshot / folder.subfolder
 
 

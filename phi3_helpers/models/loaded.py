@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import weakref
 
-#: A model is large when it is the real Phi-3 or its prepared folder holds this much or more.
-LARGE_BYTES = 2 * 2**30
-_open: "weakref.WeakSet" = weakref.WeakSet()
+_open: weakref.WeakSet = weakref.WeakSet()
+register = _open.add
+forget = _open.discard
 
 
 def is_large(backend) -> bool:
+    """The real Phi-3, or a prepared folder of 2 GiB or more."""
     from . import PHI3_MINI
     from .cache import folder_size
 
@@ -21,7 +22,7 @@ def is_large(backend) -> bool:
         return True
     folder = getattr(backend, "prepared_folder", None)
     try:
-        return folder is not None and folder_size(folder) >= LARGE_BYTES
+        return folder is not None and folder_size(folder) >= 2 * 2**30
     except OSError:
         return False
 
@@ -44,7 +45,3 @@ def before_load(model_name: str | None, close: bool = False, say=None) -> list:
         _open.discard(b)
     say(f"closed {names} to free memory for the next model.")
     return big
-
-
-register = _open.add
-forget = _open.discard

