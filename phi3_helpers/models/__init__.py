@@ -119,6 +119,16 @@ def _local_model(name: str) -> ModelSource:
     return ModelSource(folder.name, folder)
 
 
+def _default_model(*folders) -> str:
+    """phi3-mini when one of its folders is complete in the cache or the hub answers; else the offline model."""
+    if any(f is not None and hub.cached_folder(f, strict=False) is not None for f in folders):
+        return PHI3_MINI
+    ok, why = hub_reachable()
+    if not ok:
+        notice(f"{why}: using the offline model {OFFLINE_MODEL} (set {MODEL_ENV}=phi3-mini for the real Phi-3).")
+    return PHI3_MINI if ok else OFFLINE_MODEL
+
+
 def fetch_source(folder, by_default: bool = False) -> ModelSource:
     """phi3-mini's hub ``folder``, downloaded or complete in the cache; ``by_default``, a failed download gives
     the offline model instead."""
@@ -135,11 +145,10 @@ def fetch_source(folder, by_default: bool = False) -> ModelSource:
 
 
 def plan_source(model, backend: str, precision: str, target: str | None = None, source: str | None = None):
-    """Where ``backend``'s folder comes from, as ``(model, hub_folder, notices)``; no prequantized folder is fetched.
+    """Where ``backend``'s folder comes from, as ``(model, hub_folder, notices)``; nothing prequantized is fetched.
 
-    phi3-mini with a prequantized folder for this backend: its cached folder (or a placeholder until
-    :func:`fetch_source` gets it) and that HubFolder. Otherwise the model ready (phi3-mini: the checkpoint, with a
-    notice of the export's cost) and None. ``source="export"``: the checkpoint, exported here.
+    phi3-mini with a prequantized folder for this backend (catalog.py): its cached folder or a placeholder, and
+    that folder. Else the model ready (phi3-mini: the checkpoint, with a notice of the export's cost), and None.
     """
     if isinstance(model, ModelSource):
         return model, None, []
@@ -161,17 +170,6 @@ def plan_source(model, backend: str, precision: str, target: str | None = None, 
         return fetch_source(hub.CHECKPOINT, by_default=chosen is None), None, notices
     placeholder = Path(folder.repo_id) / folder.subfolder  # fetched by the backend's prepare step
     return ModelSource(PHI3_MINI, hub.cached_folder(folder, strict=False) or placeholder, folder.repo_id), folder, []
-
-
-def _default_model(*folders) -> str:
-    """phi3-mini when one of its folders is complete in the cache or the hub answers; else the offline model."""
-    if any(f is not None and hub.cached_folder(f, strict=False) is not None for f in folders):
-        return PHI3_MINI
-    ok, why = hub_reachable()
-    if ok:
-        return PHI3_MINI
-    notice(f"{why}: using the offline model {OFFLINE_MODEL} (set {MODEL_ENV}=phi3-mini for the real Phi-3).")
-    return OFFLINE_MODEL
 
 
 def resolve_prepared(model, backend: str, precision: str, target: str | None = None, source: str | None = None):

@@ -1,8 +1,5 @@
-"""Where built models live, how a folder is built atomically, and the size record that tells damage later.
-
-A build writes into a temporary sibling folder renamed into place only when complete, so an interrupted build
-never leaves a folder a later run mistakes for a good one; the next build removes such leftovers.
-"""
+"""Where built models live, how a folder is built atomically (an interrupted build never leaves a folder a later
+run takes for a good one), and the file sizes a build records to tell damage later."""
 
 from __future__ import annotations
 

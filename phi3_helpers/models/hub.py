@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import constants
@@ -53,32 +53,28 @@ def _storage(folder: HubFolder) -> Path:
 
 @dataclass
 class Plan:
-    """What a download would fetch: files and sizes as the hub reports them, the part cached, the disk free."""
+    """What a download would fetch: files and sizes as the hub reports them, those not cached, the disk free."""
 
     folder: HubFolder
     commit: str
     files: dict[str, int]  # repo path -> bytes
-    cached: dict[str, int] = field(default_factory=dict)
-    free_bytes: int = 0
+    missing: list[str]  # missing or damaged in the cache
+    free_bytes: int
 
     @property
     def snapshot(self) -> Path:
         return _storage(self.folder) / "snapshots" / self.commit
 
     @property
-    def total(self) -> int:
-        return sum(self.files.values())
-
-    @property
     def to_download(self) -> int:
-        return self.total - sum(self.cached.values())
+        return sum(self.files[p] for p in self.missing)
 
     def lines(self) -> list[str]:
         sub = f"  folder {self.folder.subfolder}" if self.folder.subfolder else ""
         out = [f"repo {self.folder.repo_id}  revision {self.commit}{sub}"]
-        out += [f"  {'cached' if p in self.cached else 'get':6} {n:>14,d}  {p}" for p, n in sorted(self.files.items())]
-        return out + [f"total {gb(self.total)}, to download {gb(self.to_download)}, free {gb(self.free_bytes)} "
-                      f"in {constants.HF_HUB_CACHE} (sizes from the hub)"]
+        out += [f"  {'get' if p in self.missing else 'cached':6} {n:>14,d}  {p}" for p, n in sorted(self.files.items())]
+        return out + [f"total {gb(sum(self.files.values()))}, to download {gb(self.to_download)}, "
+                      f"free {gb(self.free_bytes)} in {constants.HF_HUB_CACHE} (sizes from the hub)"]
 
 
 def make_plan(folder: HubFolder) -> Plan:
@@ -98,10 +94,8 @@ def make_plan(folder: HubFolder) -> Plan:
             f"{', '.join(folder.patterns)}; check the repo and folder on {constants.ENDPOINT} (or set {REVISION_ENV})."
         )
     files = {i.path: int(i.size) for i in infos if getattr(i, "size", None) is not None}
-    plan = Plan(folder, str(info.sha), files, free_bytes=free_bytes(constants.HF_HUB_CACHE))
-    damaged = damaged_files(plan.snapshot, files)  # the snapshot's symlinks lead to the blobs
-    plan.cached = {p: n for p, n in files.items() if p not in damaged}
-    return plan
+    snapshot = _storage(folder) / "snapshots" / str(info.sha)  # its symlinks lead to the blobs
+    return Plan(folder, str(info.sha), files, damaged_files(snapshot, files), free_bytes(constants.HF_HUB_CACHE))
 
 
 def explain(exc: BaseException, folder: HubFolder) -> Phi3Error:

@@ -1,8 +1,6 @@
-"""One large model in memory at a time, or a notice saying that two are (a 16 GB laptop holds one Phi-3-mini).
-
-load() registers each backend here, weakly. ``close_previous=True`` closes the open large ones instead of the
-notice; it is not the default because every chapter goes back to its first model after trying a second one.
-"""
+"""One large model in memory, or a notice that two are (a 16 GB laptop holds one Phi-3-mini); load() registers
+each backend here, weakly. ``close_previous=True`` closes the others: not the default, as chapters go back to
+their first model after trying a second one."""
 
 from __future__ import annotations
 
