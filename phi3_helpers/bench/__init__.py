@@ -82,11 +82,13 @@ def plan(backends, precisions, devices, quick: bool) -> tuple[list[Config], list
     for p in set(precisions or []) - known:
         raise UnknownPrecision(f"unknown precision {p!r}; use one or more of {', '.join(sorted(known))}.")
     names = list(dict.fromkeys(backends)) if backends else [b for b in BACKENDS if not status[b]]
-    skipped = [{"backend": b, "status": "skipped", "reason": why} for b, why in status.items() if b not in names and why]
-    configs = []
+    skipped, configs = [], []
 
     def skip(reason: str, **where) -> None:
         skipped.append({**where, "status": "skipped", "reason": reason})
+
+    for b in (b for b, why in status.items() if why and b not in names):
+        skip(status[b], backend=b)
 
     for name in names:
         cls = backend_class(name)
@@ -118,14 +120,12 @@ def physical_cores() -> int:
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
-def export_ready(cfg: Config, model) -> bool | None:
-    """Whether the export this config loads is built (folders appear complete); None: it needs none."""
+def export_ready(cfg: Config, model) -> bool:
+    """Whether the folder this config loads is there: the model's own, or an export (folders appear complete)."""
     from ..backends import backend_class
 
     plan = backend_class(cfg.backend).plan(model, cfg.device, cfg.precision)
-    if plan.folder == plan.model.folder:
-        return None
-    return plan.folder is not None and plan.folder.is_dir()
+    return plan.folder == plan.model.folder or (plan.folder is not None and plan.folder.is_dir())
 
 
 def _last_line(text: str) -> str:
@@ -218,7 +218,7 @@ def run(backends=None, precisions=None, devices=None, quick: bool = False, runs:
     started = datetime.datetime.now(datetime.timezone.utc)
     exports = []
     for cfg in configs:  # exports (and llama.cpp's build) first, outside every timing
-        if export_ready(cfg, source) is False:
+        if not export_ready(cfg, source):
             progress(f"building the export for {cfg.label} first (once; not part of the timing) ...")
             exports.append({"config": cfg.label, "seconds": prepare(cfg, model_arg, 3600)})
     built = built_or_reason(progress) if llama_cpp else None

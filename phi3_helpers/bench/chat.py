@@ -68,7 +68,8 @@ def _speculative_rows(model, tokens: int, runs: int) -> list[dict]:
     else:  # offline, the model's own int4 export stands in (same tokenizer): the mechanics, not a real speedup
         draft = (str(export_folder(src, "int4")), "draft: own int4 (stand-in)")
     out, base = [], None
-    for name, opts in (("plain", {}), ("prompt lookup", {"prompt_lookup": True}), (draft[1], {"draft_model": draft[0]})):
+    variants = (("plain", {}), ("prompt lookup", {"prompt_lookup": True}), (draft[1], {"draft_model": draft[0]}))
+    for name, opts in variants:
         try:
             llm = load("openvino", model=src, precision="int4", device="CPU", **opts)
         except Exception as exc:  # e.g. the draft model cannot be downloaded offline
