@@ -5,7 +5,6 @@ llama.cpp on the same GGUF (``llama_cpp.py``). Writes ``bench.json`` and ``bench
 """
 
 import datetime
-import importlib.metadata
 import itertools
 import json
 import os
@@ -175,19 +174,14 @@ def run_group(cfgs: list[Config], model_arg: str | None, settings: Settings, wor
 
 
 def machine() -> dict:
+    from ..doctor import installed_version
+
     cpu = platform.processor() or platform.machine()
     if Path("/proc/cpuinfo").is_file():
         cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                     if ln.startswith("model name")), cpu)
     return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(),
-            "versions": {name: version for name in VERSIONS if (version := _version(name))}}
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+            "versions": {name: version for name in VERSIONS if (version := installed_version(name))}}
 
 
 def load_avg() -> list[float] | None:

@@ -19,8 +19,10 @@ SYSTEM = "You are a helpful assistant."
 SHORT_QUESTION = "Tell me a long story about a robot who learns to paint."
 LONG_ASK = "Continue this story with many more details."
 STORY = (  # repeated until the long prompt reaches its token target
-    "The workshop smelled of oil and cedar. Every morning the robot rolled to the window, measured the light, and "
-    "wrote the numbers in a notebook. One day the old painter handed it a brush and a jar of blue paint. "
+    "The workshop smelled of oil and cedar. Every morning the robot rolled to the window, "
+    "measured the light, and wrote the numbers in a notebook with a careful, blocky hand. "
+    "The old painter who owned the workshop watched it for weeks before she said a word. "
+    "One day she handed it a brush and a jar of blue paint and walked away without explaining. "
 )
 
 
@@ -141,13 +143,13 @@ def measure(spec: dict) -> dict:
 
 def import_runtimes(backends: set[str]) -> float:
     """Import the backends' Python packages (so load_s measures the model); returns the seconds."""
-    from ..backends import BACKENDS, backend_class
+    from ..backends import backend_class
 
     t0 = time.perf_counter()
     for name in sorted(backends):
-        for pkg in (*backend_class(name, check=False).requires, BACKENDS[name].split(":")[0]):
+        for module in backend_class(name, check=False).requires:  # backend_class imports the backend's module
             with contextlib.suppress(Exception):  # the load that follows reports the problem properly
-                importlib.import_module(pkg)
+                importlib.import_module(module)
     return time.perf_counter() - t0
 
 
