@@ -1,17 +1,11 @@
-"""Benchmark every backend available here: ``python -m phi3_helpers bench [--quick] [--llama-cpp]``.
+"""Benchmark every backend available here through the backends themselves: ``python -m phi3_helpers bench``.
 
-Per backend x precision x device: load time, time to first token (TTFT) and ms per output token at a short
-(about 40 tokens) and a long (~1,000, or the model's limit) prompt, peak memory and size on disk; warm-up, then
-median (min-max) of several runs, all through the backends (``load`` and ``generate``), beside the runtime's own
-timings where it reports them and the helper's own cost per token. Each configuration runs in a fresh process
-(``worker.py``; --quick: one per backend). ``--llama-cpp`` adds llama.cpp on the same GGUF (``llama_cpp.py``).
-Writes ``bench.json`` and ``bench.png`` into ``output``.
+Each configuration runs in a fresh process (``worker.py``; --quick: one per backend); ``--llama-cpp`` adds
+llama.cpp on the same GGUF (``llama_cpp.py``). Writes ``bench.json`` and ``bench.png`` into ``output``.
 """
 
-from __future__ import annotations
-
-import datetime as _dt
-import importlib.metadata as md
+import datetime
+import itertools
 import json
 import os
 import platform
@@ -27,16 +21,30 @@ from .llama_cpp import built_or_reason, llama_row
 from .report import markdown_table, plot, summary_line
 
 DEFAULT_OUTPUT = "artifacts/bench"
+VERSIONS = ("torch", "transformers", "openvino", "openvino-genai", "optimum-intel", "onnxruntime",
+            "onnxruntime-genai", "onnxruntime-genai-directml")
+NOTES = {  # what the fields of a result mean
+    "ttft_ms": "start of generation to the first token, tokenization excluded; llama.cpp: its prompt test (pp)",
+    "ms_per_token": "decode time per token after the first",
+    "tokens_per_s": "1000 / median ms_per_token; llama.cpp: its generation test (tg)",
+    "peak_rss_mb": "peak resident memory (VmHWM) after the runs, MiB",
+    "model_rss_mb": "peak_rss_mb minus the resident memory just before load()",
+    "size_on_disk_mb": "the folder the runtime loads (weights, configs, tokenizer), MiB",
+    "load_s": "phi3_helpers.load() with the runtime imported and the exports built",
+    "import_s": "importing the runtime's Python packages, once per process",
+    "runtime": "the runtime's own TTFT and time per output token (OpenVINO GenAI perf_metrics)",
+    "helper_cost_us_per_token": "CPU microseconds the helper adds per token, on a replay with no runtime behind",
+}
 
 
 @dataclass(frozen=True)
 class Settings:
-    runs: int  # timed runs at the short prompt
+    runs: int  # timed, after ``warmup`` untimed ones (short prompt)
     long_runs: int
-    warmup: int  # untimed runs before the short ones
+    warmup: int
     long_warmup: int
     max_new_tokens: int
-    long_tokens: int  # target length of the long prompt
+    long_tokens: int  # the long prompt's length
     timeout_s: float  # per configuration
 
 
@@ -56,7 +64,7 @@ class Config:
 
 
 def plan(backends, precisions, devices, quick: bool) -> tuple[list[Config], list[dict]]:
-    """The configurations to measure, and the skipped ones with their reasons (read from the backend classes)."""
+    """The configurations to measure, and the skipped ones with their reasons, asked of the backend classes."""
     from .. import DEFAULT_BACKEND
     from ..backends import BACKENDS, available_backends, backend_class
 
@@ -66,19 +74,20 @@ def plan(backends, precisions, devices, quick: bool) -> tuple[list[Config], list
             raise UnknownBackend(f"unknown backend {b!r}; use one or more of {', '.join(BACKENDS)} (comma-separated).")
         if status[b]:
             raise BackendUnavailable(f"backend {b!r} is not usable here: {status[b]}")
-    for d in sorted({d.upper() for d in devices or []} - {"CPU", "GPU", "NPU", "DML", "CUDA"}):
+    wanted = {d.upper() for d in devices or []}
+    for d in sorted(wanted - {"CPU", "GPU", "NPU", "DML", "CUDA"}):
         raise UnknownDevice(f"unknown device {d!r}; use CPU, GPU, NPU (or DML/CUDA for onnx), comma-separated.")
     known = {p for b in BACKENDS for p in backend_class(b, check=False).precisions}
     for p in set(precisions or []) - known:
         raise UnknownPrecision(f"unknown precision {p!r}; use one or more of {', '.join(sorted(known))}.")
     names = list(dict.fromkeys(backends)) if backends else [b for b in BACKENDS if not status[b]]
-    skipped = [{"backend": b, "status": "skipped", "reason": why} for b, why in status.items()
-               if b not in names and why]
-    wanted = {d.upper() for d in devices or []}
-    configs: list[Config] = []
+    skipped, configs = [], []
 
     def skip(reason: str, **where) -> None:
         skipped.append({**where, "status": "skipped", "reason": reason})
+
+    for b in (b for b, why in status.items() if why and b not in names):
+        skip(status[b], backend=b)
 
     for name in names:
         cls = backend_class(name)
@@ -110,19 +119,20 @@ def physical_cores() -> int:
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
-def export_ready(cfg: Config, model) -> bool | None:
-    """True/False when the folder this config loads is (not) prepared yet (folders appear only when complete);
-    None when it needs none."""
+def export_ready(cfg: Config, model) -> bool:
+    """Whether the folder this config loads is there: the model's own, or an export (folders appear complete)."""
     from ..backends import backend_class
 
     plan = backend_class(cfg.backend).plan(model, cfg.device, cfg.precision)
-    if plan.folder == plan.model.folder:
-        return None
-    return plan.folder is not None and plan.folder.is_dir()
+    return plan.folder == plan.model.folder or (plan.folder is not None and plan.folder.is_dir())
+
+
+def _last_line(text: str) -> str:
+    return (text.strip().splitlines() or ["(no output)"])[-1].strip()[:300]
 
 
 def prepare(cfg: Config, model_arg: str | None, timeout: float) -> float:
-    """Build the export in its own process (not part of any timing); returns the seconds it took."""
+    """Build the export in its own process (outside every timing); returns the seconds it took."""
     cmd = [sys.executable, "-m", "phi3_helpers", "prepare", "--backend", cfg.backend, "--precision", cfg.precision]
     cmd += ["--device", cfg.device] if cfg.device else []
     cmd += ["--model", model_arg] if model_arg else []
@@ -133,15 +143,13 @@ def prepare(cfg: Config, model_arg: str | None, timeout: float) -> float:
     except subprocess.TimeoutExpired:
         raise ExportFailed(f"export failed for {cfg.label}: timed out after {timeout:.0f} s; {fix}.") from None
     if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1].strip()
-        raise ExportFailed(f"export failed for {cfg.label}: {tail[:300]}; {fix}.")
+        raise ExportFailed(f"export failed for {cfg.label}: {_last_line(proc.stderr)}; {fix}.")
     return time.perf_counter() - t0
 
 
 def run_group(cfgs: list[Config], model_arg: str | None, settings: Settings, workdir: Path, progress) -> list[dict]:
     """Measure configurations in one fresh Python process; a crash costs only the config it hit."""
-    results: list[dict] = []
-    todo = list(cfgs)
+    results, todo = [], list(cfgs)
     while todo:
         spec, out, log = (workdir / f"{todo[0].label.replace(' ', '_')}{x}" for x in (".json", ".jsonl", ".log"))
         spec.write_text(json.dumps([{**asdict(c), **asdict(settings), "model": model_arg} for c in todo]))
@@ -156,8 +164,8 @@ def run_group(cfgs: list[Config], model_arg: str | None, settings: Settings, wor
             problem = f"timed out after {timeout:.0f} s"
         done = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
         if len(done) < len(todo):  # the process died (or hung) on the next config: report it, go on with the rest
-            tail = (log.read_text(errors="replace").strip().splitlines() or ["(no output)"])[-1]
-            done.append({**asdict(todo[len(done)]), "status": "error", "reason": f"{problem}: {tail[:300]}"})
+            tail = _last_line(log.read_text(errors="replace"))
+            done.append({**asdict(todo[len(done)]), "status": "error", "reason": f"{problem}: {tail}"})
         for res in done:
             progress(summary_line(res))
         results += done
@@ -166,21 +174,14 @@ def run_group(cfgs: list[Config], model_arg: str | None, settings: Settings, wor
 
 
 def machine() -> dict:
+    from ..doctor import installed_version
+
     cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    versions = {}
-    for dist in ("torch", "transformers", "openvino", "openvino-genai", "optimum-intel", "onnxruntime",
-                 "onnxruntime-genai", "onnxruntime-genai-directml"):
-        try:
-            versions[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
+    if Path("/proc/cpuinfo").is_file():
+        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name")), cpu)
     return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(),
-            "versions": versions}
+            "versions": {name: version for name in VERSIONS if (version := installed_version(name))}}
 
 
 def load_avg() -> list[float] | None:
@@ -190,47 +191,41 @@ def load_avg() -> list[float] | None:
 def run(backends=None, precisions=None, devices=None, quick: bool = False, runs: int | None = None,
         tokens: int | None = None, long_tokens: int | None = None, output: str | os.PathLike = DEFAULT_OUTPUT,
         model: str | None = None, progress=None, llama_cpp: bool = False) -> dict:
-    """Run the benchmark and write bench.json + bench.png into ``output``; returns the results.
+    """Run the benchmark (``llama_cpp``: and llama-bench on the same GGUF, prompt length, tokens and threads);
+    writes bench.json and bench.png into ``output`` and returns the results."""
+    from ..models import resolve_model
 
-    ``llama_cpp``: also llama.cpp's llama-bench on the same GGUF, same prompt length, tokens and threads."""
     progress = progress or (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     base = QUICK if quick else FULL
     settings = Settings(runs or base.runs, runs or base.long_runs, base.warmup, base.long_warmup,
                         tokens or base.max_new_tokens, long_tokens or base.long_tokens, base.timeout_s)
     configs, skipped = plan(backends, precisions, devices, quick)
-    from ..models import resolve_model
-
     source = resolve_model(model)
     model_arg = model if model is not None else source.name
     out_dir = Path(output)
     try:  # before anything slow: a folder we cannot write is bad input
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / ".phi3-bench-write-test").write_text("")
-        (out_dir / ".phi3-bench-write-test").unlink()
+        tempfile.TemporaryFile(dir=out_dir).close()
     except OSError as exc:
         raise InvalidOption(f"cannot write to --output {str(out_dir)!r} ({exc.strerror or exc}); choose a folder you "
                             f"can write to, e.g. --output {DEFAULT_OUTPUT}") from None
-    started = _dt.datetime.now(_dt.timezone.utc)
+    started = datetime.datetime.now(datetime.timezone.utc)
     exports = []
     for cfg in configs:  # exports (and llama.cpp's build) first, outside every timing
-        if export_ready(cfg, source) is False:
+        if not export_ready(cfg, source):
             progress(f"building the export for {cfg.label} first (once; not part of the timing) ...")
             exports.append({"config": cfg.label, "seconds": prepare(cfg, model_arg, 3600)})
     built = built_or_reason(progress) if llama_cpp else None
     load_before, t0 = load_avg(), time.perf_counter()
-    groups: list[list[Config]] = []  # full: a process per configuration; quick: per backend (imports paid once)
-    for cfg in configs:
-        if quick and groups and groups[-1][0].backend == cfg.backend:
-            groups[-1].append(cfg)
-        else:
-            groups.append([cfg])
+    # full: a process per configuration; quick: one per backend (imports paid once)
+    groups = [list(g) for _, g in itertools.groupby(configs, lambda c: c.backend)] if quick else [[c] for c in configs]
     results = []
     with tempfile.TemporaryDirectory(prefix="phi3-bench-") as tmp:
         for group in groups:
             results += run_group(group, model_arg, settings, Path(tmp), progress)
     peers = []
     if llama_cpp:  # a row beside the helpers' (doc["peers"]), or a skipped one saying why
-        short = [r["prompts"]["short"]["prompt_tokens"] for r in results if r.get("status") == "ok"]
+        short = [r["prompts"]["short"]["prompt_tokens"] for r in results if r["status"] == "ok"]
         row = llama_row(built, round(sum(short) / len(short)) if short else 49, settings.max_new_tokens,
                         physical_cores(), settings.runs)
         (peers if row["status"] == "ok" else skipped).append(row)
@@ -243,20 +238,5 @@ def run(backends=None, precisions=None, devices=None, quick: bool = False, runs:
     plot(doc, out_dir / "bench.png")
     return doc
 
-
-NOTES = {
-    "ttft_ms": "start of generation to the first token (prefill + one decode step); tokenization excluded; "
-               "llama.cpp: its prompt test (pp) time for the same number of tokens",
-    "ms_per_token": "decode time per token after the first: (time of last token - time of first) / (tokens - 1)",
-    "tokens_per_s": "1000 / median ms_per_token (decode speed); llama.cpp: its generation test (tg)",
-    "peak_rss_mb": "peak resident memory (VmHWM) after the runs, MiB (--quick: reset before each load)",
-    "model_rss_mb": "peak_rss_mb minus the resident memory just before load(): what the model added",
-    "size_on_disk_mb": "size of the folder the runtime loads (weights, configs, tokenizer), MiB",
-    "load_s": "phi3_helpers.load() with the runtime imported (exports built beforehand)",
-    "import_s": "importing the runtime's Python packages, once per process",
-    "runtime": "the runtime's own TTFT and time per output token for the same runs (OpenVINO GenAI perf_metrics)",
-    "helper_cost_us_per_token": "CPU microseconds the helper adds per token (bridge + Response + detokenizer), on "
-                                "a replay of the run's real token ids with no runtime behind it",
-}
 
 __all__ = ["run", "plan", "Config", "Settings", "markdown_table", "plot", "DEFAULT_OUTPUT", "QUICK", "FULL"]

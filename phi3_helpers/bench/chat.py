@@ -1,14 +1,9 @@
-"""Chat benchmark (``python -m phi3_helpers bench --chat``): time to first token per turn of a 10-turn chat
-through :class:`phi3_helpers.ChatSession`, KV-cache reuse on and off, and the speedup of speculative decoding.
-Greedy, fixed questions; writes ``chat.json`` and ``chat.png`` (chapter 4 draws it with :func:`plot_chat`).
-"""
+"""``bench --chat``: time to first token per turn of a 10-turn chat through ChatSession, KV-cache reuse on and off,
+and the speedup of speculative decoding; greedy, fixed questions, written to ``chat.json`` and ``chat.png``."""
 
-from __future__ import annotations
-
-import datetime as _dt
+import datetime
 import json
 import platform
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -26,12 +21,16 @@ CHAT_CONFIGS = [
     ("onnx", "int4", None, {}, "onnx int4"),
     ("transformers", "fp32", None, {}, "transformers fp32"),
 ]
-#: an input-grounded task for prompt lookup: most of the answer is copied from the prompt
+#: for prompt lookup, a task whose answer is mostly copied from the prompt
 PARAGRAPH = (
     "Correct the spelling in this paragraph and repeat it: The quick brown fox jumpd over the lazy dog. "
     "The dog was not amused and barkd loudly at the fox, who ran away into the forrest. Later that day the "
     "fox came bak and apologised to the dog, and they becam good frends."
 )
+
+
+def _on(reuse: bool) -> str:
+    return "on" if reuse else "off"
 
 
 def _chat_row(config: tuple, reuse: bool, turns: int, tokens: int, model) -> dict:
@@ -57,18 +56,17 @@ def _chat_row(config: tuple, reuse: bool, turns: int, tokens: int, model) -> dic
 
 
 def _speculative_rows(model, tokens: int, runs: int) -> list[dict]:
-    """Plain vs prompt lookup vs a draft model on openvino int4, same prompt: speedup and same tokens."""
+    """Plain, prompt lookup and a draft model on openvino int4, same prompt: the speedup, and the same tokens?"""
     from .. import load
     from ..backends.openvino import export_folder
     from ..backends.speculative import DRAFT_MODELS
     from ..models import PHI3_MINI, resolve_model
 
     src = resolve_model(model) if model is None or isinstance(model, str) else model
-    # the real Phi-3 has Intel's FastDraft; offline, the model's own int4 export stands in (same tokenizer):
-    # the mechanics, not a real speedup, and its label says so
-    real = src.name == PHI3_MINI
-    draft = ("phi3-mini-draft", f"draft {DRAFT_MODELS['phi3-mini-draft']}") if real else \
-        (str(export_folder(src, "int4")), "draft: own int4 (stand-in)")
+    if src.name == PHI3_MINI:
+        draft = ("phi3-mini-draft", f"draft {DRAFT_MODELS['phi3-mini-draft']}")
+    else:  # offline, the model's own int4 export stands in (same tokenizer): the mechanics, not a real speedup
+        draft = (str(export_folder(src, "int4")), "draft: own int4 (stand-in)")
     out, base = [], None
     variants = (("plain", {}), ("prompt lookup", {"prompt_lookup": True}), (draft[1], {"draft_model": draft[0]}))
     for name, opts in variants:
@@ -100,17 +98,17 @@ def run_chat(turns: int = 10, max_new_tokens: int = 64, configs: Sequence[tuple]
     usable = available_backends()
     rows, skipped = [], []
     for config in configs:
-        reason = usable.get(config[0], f"unknown backend {config[0]!r}")
-        if reason:
-            skipped.append({"label": config[4], "reason": reason})
+        label = config[4]
+        if reason := usable.get(config[0], f"unknown backend {config[0]!r}"):
+            skipped.append({"label": label, "reason": reason})
             continue
         for reuse in (True, False):
-            progress(f"chat bench: {config[4]}, reuse {'on' if reuse else 'off'} ...")
+            progress(f"chat bench: {label}, reuse {_on(reuse)} ...")
             try:
                 rows.append(_chat_row(tuple(config), reuse, turns, max_new_tokens, model))
             except Exception as exc:  # report the row, keep measuring the others
-                skipped.append({"label": f"{config[4]} reuse={reuse}", "reason": f"{type(exc).__name__}: {exc}"})
-    doc = {"kind": "chat", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                skipped.append({"label": f"{label} reuse={reuse}", "reason": f"{type(exc).__name__}: {exc}"})
+    doc = {"kind": "chat", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "machine": {"platform": platform.platform(), "python": platform.python_version()}, "turns": turns,
            "max_new_tokens": max_new_tokens, "rows": rows, "skipped": skipped}
     if speculative and not usable.get("openvino"):
@@ -126,14 +124,13 @@ def turn_ratio(row: dict, late: int = 10, early: int = 2) -> float | None:
 
 
 def chat_table(doc: dict) -> str:
-    """A Markdown table: TTFT at turns 2 and the last per backend, reuse on/off; then the speculative rows."""
+    """Markdown: TTFT at turn 2 and the last per backend, reuse on and off; then the speculative rows."""
     last = doc["turns"]
     lines = [f"| backend | reuse | turn 2 TTFT (prompt) | turn {last} TTFT (prompt) | ratio |", "|---|---|---|---|---|"]
     for r in doc["rows"]:
         t = {x["turn"]: x for x in r["turns"]}
         cells = [f"{t[n]['ttft_ms']:.0f} ms ({t[n]['prompt_tokens']})" if n in t else "-" for n in (2, last)]
-        lines.append(f"| {r['label']} | {'on' if r['reuse'] else 'off'} | {' | '.join(cells)} | "
-                     f"{turn_ratio(r, last) or '-'} |")
+        lines.append(f"| {r['label']} | {_on(r['reuse'])} | {' | '.join(cells)} | {turn_ratio(r, last) or '-'} |")
     if doc.get("speculative"):
         lines += ["", "| openvino int4 | tokens/s | speedup | same tokens as plain |", "|---|---|---|---|"]
         for s in doc["speculative"]:
@@ -151,7 +148,7 @@ def plot_chat(doc: dict, ax=None):
     for r in doc["rows"]:
         ax.plot([t["turn"] for t in r["turns"]], [t["ttft_ms"] for t in r["turns"]], marker="o",
                 color=colors.setdefault(r["label"], f"C{len(colors)}"), linestyle="-" if r["reuse"] else "--",
-                label=f"{r['label']} (reuse {'on' if r['reuse'] else 'off'})")
+                label=f"{r['label']} (reuse {_on(r['reuse'])})")
     ax.set(xlabel="chat turn", ylabel="time to first token (ms)", title="Time to first token per chat turn",
            xticks=range(1, doc["turns"] + 1))
     ax.grid(alpha=0.3)
@@ -165,14 +162,3 @@ def write(doc: dict, output: Path | str) -> Path:
     (out / "chat.json").write_text(json.dumps(doc, indent=2))
     plot_chat(doc).savefig(out / "chat.png", dpi=120, bbox_inches="tight")
     return out / "chat.json"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m phi3_helpers.bench.chat ARGS`` is ``python -m phi3_helpers bench --chat ARGS`` (one parser)."""
-    from ..cli import main as cli_main
-
-    return cli_main(["bench", "--chat", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

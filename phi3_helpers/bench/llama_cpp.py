@@ -1,11 +1,7 @@
-"""llama.cpp beside the helpers (``bench --llama-cpp``, opt-in): ``llama-bench`` built once from the vendored
-llama.cpp of llama-cpp-python's sdist into ``<cache>/llama.cpp``, run on the GGUF the offline model is made from.
-
-Whatever stops it (no cmake or compiler, no PyPI, a failed build or run) turns its row into a skipped one with
-a one-line reason; the bench goes on.
+"""llama.cpp beside the helpers (``bench --llama-cpp``): ``llama-bench`` built once from the llama.cpp vendored in
+llama-cpp-python's sdist into ``<cache>/llama.cpp``, run on the offline model's GGUF. Whatever stops it (no
+compiler, no PyPI, a failed build or run) makes its row a skipped one with a one-line reason.
 """
-
-from __future__ import annotations
 
 import json
 import os
@@ -44,9 +40,9 @@ def bench_command(exe: Path, gguf: Path, prompt_tokens: int, tokens: int, thread
             "-r", str(runs), "-o", "json"]
 
 
-def _run(cmd: list[str], cwd: Path, what: str, timeout: float = 3600) -> str:
+def _run(cmd: list[str], cwd: Path, what: str) -> str:
     try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=3600)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise Unavailable(f"{what} failed ({type(exc).__name__}: {exc})") from None
     if proc.returncode != 0:
@@ -58,8 +54,7 @@ def _run(cmd: list[str], cwd: Path, what: str, timeout: float = 3600) -> str:
 def built_or_reason(progress=print) -> Path | str:
     """The llama-bench program, built on first use; or the one-line reason it cannot be."""
     home = folder()
-    exe = _program(home)
-    if exe is not None:
+    if exe := _program(home):
         return exe
     windows = os.name == "nt"
     missing = [tool for tool in ("cmake", "cl" if windows else "c++") if shutil.which(tool) is None]
@@ -88,21 +83,20 @@ def _program(home: Path) -> Path | None:
 
 
 def parse(stdout: str) -> dict:
-    """llama-bench ``-o json``: a list of tests, a prompt test (n_gen 0) and a generation test (n_prompt 0),
-    each with avg_ts (tokens/s) and samples_ts (each run's tokens/s)."""
+    """llama-bench's ``-o json``: a prompt test (n_gen 0) and a generation test (n_prompt 0), each with each
+    run's tokens/s (samples_ts)."""
     tests = json.loads(stdout)
     pp = next(t for t in tests if t["n_prompt"] > 0 and t["n_gen"] == 0)
     tg = next(t for t in tests if t["n_gen"] > 0 and t["n_prompt"] == 0)
-
     short = {"prompt_tokens": pp["n_prompt"], "new_tokens": tg["n_gen"], "threads": pp["n_threads"],
-             "ttft_ms": spread([1000.0 * pp["n_prompt"] / ts for ts in pp["samples_ts"]]),
-             "ms_per_token": spread([1000.0 / ts for ts in tg["samples_ts"]]),
+             "ttft_ms": spread([1000 * pp["n_prompt"] / ts for ts in pp["samples_ts"]]),
+             "ms_per_token": spread([1000 / ts for ts in tg["samples_ts"]]),
              "tokens_per_s": tg["avg_ts"]}
     return {"prompts": {"short": short}, "build": f"{tg.get('build_commit')} {tg.get('cpu_info')}"}
 
 
 def llama_row(built: Path | str, prompt_tokens: int, tokens: int, threads: int, runs: int) -> dict:
-    """llama.cpp's row: TTFT from the prompt test (pp), decode from the generation test (tg); or skipped, why."""
+    """llama.cpp's row: TTFT from the prompt test, decode from the generation test; or skipped, saying why."""
     from ..models.offline import gguf_path
 
     row = {"backend": "llama.cpp", "precision": "Q4_1", "device": "CPU", "runtime": "llama.cpp (llama-bench)"}

@@ -1,15 +1,13 @@
-"""Measure configurations in this process: ``python -m phi3_helpers.bench.worker SPECS.json OUT.jsonl``.
+"""``python -m phi3_helpers.bench.worker SPECS.json OUT.jsonl``: load each configuration through phi3_helpers, warm
+up, time the short and the long prompt as a user reads them, then peak memory and the helper's own cost per token."""
 
-Order: load through phi3_helpers (load time), warm-up, timed runs at the short and the long prompt (read as a
-user reads them; the runtime's own timings beside them), peak memory, then the helper's own cost per token.
-"""
-
-from __future__ import annotations
-
+import contextlib
 import gc
+import importlib
 import json
 import statistics
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -20,7 +18,7 @@ from ..models.cache import folder_size
 SYSTEM = "You are a helpful assistant."
 SHORT_QUESTION = "Tell me a long story about a robot who learns to paint."
 LONG_ASK = "Continue this story with many more details."
-STORY = (  # filler for the long prompt, repeated until it reaches its token target
+STORY = (  # repeated until the long prompt reaches its token target
     "The workshop smelled of oil and cedar. Every morning the robot rolled to the window, "
     "measured the light, and wrote the numbers in a notebook with a careful, blocky hand. "
     "The old painter who owned the workshop watched it for weeks before she said a word. "
@@ -29,36 +27,33 @@ STORY = (  # filler for the long prompt, repeated until it reaches its token tar
 
 
 def rss_mb(field_name: str = "VmHWM") -> float:
-    """This process's peak (VmHWM) or current (VmRSS) resident memory, MiB; ru_maxrss where /proc is missing."""
+    """This process's peak (VmHWM) or current (VmRSS) resident memory, MiB; psutil's where /proc is missing."""
     try:
         line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith(field_name))
-        return int(line.split()[1]) / 1024.0
+        return int(line.split()[1]) / 1024
     except (OSError, StopIteration):
-        import resource
+        import psutil
 
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return rss / 2**20 if sys.platform == "darwin" else rss / 1024.0
+        info = psutil.Process().memory_info()
+        return getattr(info, "peak_wset" if field_name == "VmHWM" else "rss", info.rss) / 2**20
 
 
 @dataclass
 class Run:
-    """One timed answer, read through the helper; ``runtime_*`` are the runtime's own timings of it."""
+    """One timed answer read through the helper; ``runtime_*``: the runtime's own timings of it."""
 
     ttft_ms: float
-    ms_per_token: float | None  # None when fewer than 2 tokens came out
+    ms_per_token: float | None  # None below 2 tokens
     tokens: int
-    cpu_ms_per_token: float  # process CPU time of the whole call / tokens (threads included)
+    cpu_ms_per_token: float  # the process's CPU time (all threads)
     token_ids: list[int] = field(default_factory=list, repr=False)
     runtime_ttft_ms: float | None = None
     runtime_ms_per_token: float | None = None
 
 
 class Prompts:
-    """The short prompt (about 40 tokens) and a long one of about ``long_target`` tokens (or the limit).
-
-    Every run gets its own prompt (``Run 7.`` in the system message): OpenVINO GenAI caches prompt
-    prefixes, and a repeated prompt would measure the cache, not the prefill.
-    """
+    """A short prompt (about 40 tokens) and a long one of ``long_target`` tokens (or the limit), new every time
+    (``Run 7.`` in the system message): a repeated one would measure OpenVINO GenAI's prefix cache, not prefill."""
 
     def __init__(self, llm, long_target: int, max_new_tokens: int):
         self.llm, self.count = llm, 0
@@ -77,14 +72,14 @@ class Prompts:
         return [{"role": "system", "content": f"Run {tag}. {SYSTEM}"}, {"role": "user", "content": question}]
 
     def next(self, length: str) -> tuple[list[dict], list[int]]:
-        """A fresh prompt of this length: (messages, token ids as the helper will feed them)."""
+        """(messages, their token ids) of a fresh prompt."""
         self.count += 1
         msgs = self._messages(self.questions[length], self.count)
         return msgs, self.llm.encode(msgs)
 
 
 def helper_run(llm, messages, max_new_tokens: int) -> Run:
-    """One answer through phi3_helpers, read as a user reads it (text pieces); timings from its metrics."""
+    """One answer through phi3_helpers, read piece by piece as a user reads it."""
     resp = llm.generate(messages, max_new_tokens=max_new_tokens)  # generation starts when read
     cpu0 = time.process_time()
     for _ in resp:
@@ -93,9 +88,9 @@ def helper_run(llm, messages, max_new_tokens: int) -> Run:
     m = resp.metrics
     if resp.error is not None or not m.tokens or m.ttft_s is None:
         raise RuntimeError(f"the helper produced no tokens ({m.finish_reason})")
-    perf = getattr(llm, "perf_metrics", None)  # OpenVINO GenAI backends keep the last answer's perf_metrics
+    perf = getattr(llm, "perf_metrics", None)  # OpenVINO GenAI backends keep the last answer's
     own = (float(perf.get_ttft().mean), float(perf.get_tpot().mean)) if perf is not None else (None, None)
-    return Run(m.ttft_s * 1000.0, m.ms_per_token, m.tokens, cpu * 1000.0 / m.tokens, list(resp.token_ids), *own)
+    return Run(m.ttft_s * 1000, m.ms_per_token, m.tokens, cpu * 1000 / m.tokens, list(resp.token_ids), *own)
 
 
 def spread(values) -> dict:
@@ -109,7 +104,7 @@ def summarize(runs: list[Run], prompt_tokens: float) -> dict:
     ms = spread(r.ms_per_token for r in runs)
     return {"prompt_tokens": prompt_tokens, "new_tokens": statistics.median(r.tokens for r in runs),
             "ttft_ms": spread(r.ttft_ms for r in runs), "ms_per_token": ms,
-            "tokens_per_s": 1000.0 / ms["median"] if ms["median"] else None,
+            "tokens_per_s": 1000 / ms["median"] if ms["median"] else None,
             "cpu_ms_per_token": spread(r.cpu_ms_per_token for r in runs),
             "runtime": {"ttft_ms": spread(r.runtime_ttft_ms for r in runs),
                         "ms_per_token": spread(r.runtime_ms_per_token for r in runs)},
@@ -119,24 +114,22 @@ def summarize(runs: list[Run], prompt_tokens: float) -> dict:
 def measure(spec: dict) -> dict:
     from .. import load
 
-    n_new = int(spec["max_new_tokens"])
+    n_new = spec["max_new_tokens"]
     gc.collect()
-    try:  # a new peak for this configuration (Linux: 5 resets VmHWM); --quick measures several per process
+    with contextlib.suppress(OSError):  # a new peak for this configuration (Linux: 5 resets VmHWM)
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
     rss_before, t0 = rss_mb("VmRSS"), time.perf_counter()
-    llm = load(spec["backend"], model=spec.get("model"), device=spec.get("device"), precision=spec["precision"])
-    out = {k: spec[k] for k in ("backend", "precision", "device")}
+    llm = load(spec["backend"], model=spec["model"], device=spec["device"], precision=spec["precision"])
+    out = {k: spec[k] for k in ("backend", "precision")}
     out.update(load_s=time.perf_counter() - t0, device=llm.device, fallback=bool(getattr(llm, "fallback", False)),
                runtime=llm.runtime, model=llm.model.name, folder=str(llm.prepared_folder),
                size_on_disk_mb=folder_size(llm.prepared_folder) / 2**20, prompts={})
-    prompts = Prompts(llm, int(spec["long_tokens"]), n_new)
-    for length, warm, count in (("short", "warmup", "runs"), ("long", "long_warmup", "long_runs")):
-        for _ in range(int(spec[warm])):
+    prompts = Prompts(llm, spec["long_tokens"], n_new)
+    for length, warmup, count in (("short", "warmup", "runs"), ("long", "long_warmup", "long_runs")):
+        for _ in range(spec[warmup]):
             helper_run(llm, prompts.next(length)[0], n_new)
         runs, sizes = [], []
-        for _ in range(int(spec[count])):
+        for _ in range(spec[count]):
             msgs, ids = prompts.next(length)
             sizes.append(len(ids))
             runs.append(helper_run(llm, msgs, n_new))
@@ -149,26 +142,19 @@ def measure(spec: dict) -> dict:
 
 
 def import_runtimes(backends: set[str]) -> float:
-    """Import the backends' Python packages (so load_s measures the model); returns the seconds (import_s)."""
-    import importlib
-
-    from ..backends import BACKENDS, backend_class
+    """Import the backends' Python packages (so load_s measures the model); returns the seconds."""
+    from ..backends import backend_class
 
     t0 = time.perf_counter()
     for name in sorted(backends):
-        for pkg in (*backend_class(name, check=False).requires, BACKENDS[name].split(":")[0]):
-            try:
-                importlib.import_module(pkg)
-            except Exception:  # the load that follows reports the problem properly
-                pass
+        for module in backend_class(name, check=False).requires:  # backend_class imports the backend's module
+            with contextlib.suppress(Exception):  # the load that follows reports the problem properly
+                importlib.import_module(module)
     return time.perf_counter() - t0
 
 
 def helper_cost_us(llm, token_ids: list[int], repeat: int = 5) -> float:
-    """CPU microseconds the helper itself spends per token (queue bridge + Response + detokenizer), on a
-    replay of real token ids with no runtime behind it: best of ``repeat``."""
-    import threading
-
+    """CPU microseconds per token the helper spends replaying real token ids, no runtime behind: best of ``repeat``."""
     from ..response import Response
     from ..streaming import bridge
 
@@ -186,11 +172,10 @@ def helper_cost_us(llm, token_ids: list[int], repeat: int = 5) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Measure each spec in SPECS.json in turn; append one JSON line per result to OUT."""
     from ..errors import Phi3Error
 
-    argv = sys.argv[1:] if argv is None else argv
-    specs, out_path = json.loads(Path(argv[0]).read_text()), Path(argv[1])
+    spec_path, out_path = map(Path, sys.argv[1:] if argv is None else argv)
+    specs = json.loads(spec_path.read_text())
     import_s = import_runtimes({s["backend"] for s in specs})
     for spec in specs:
         try:
@@ -199,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             first = (str(exc).strip().splitlines() or [""])[0]
             reason = str(exc) if isinstance(exc, Phi3Error) else f"{type(exc).__name__}: {first}"
-            result = {**{k: spec.get(k) for k in ("backend", "precision", "device")}, "status": "error",
+            result = {**{k: spec[k] for k in ("backend", "precision", "device")}, "status": "error",
                       "reason": reason[:400]}
             if isinstance(exc, KeyboardInterrupt):
                 raise
