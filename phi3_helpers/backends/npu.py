@@ -68,7 +68,6 @@ def read_npu_info(found: Sequence[str], get_property: Callable[[str, str], Any])
 
 
 def detect_npu() -> NPUInfo:
-    """Ask OpenVINO whether this machine has an NPU (and which)."""
     try:
         from .openvino import core
 
@@ -78,11 +77,8 @@ def detect_npu() -> NPUInfo:
 
 
 def pipeline_config(plan: Plan) -> dict:
-    """The LLMPipeline properties of an npu plan, then its ``config`` option (a function of the plan: no load).
-
-    On the NPU: MAX_PROMPT_LEN, MIN_RESPONSE_LEN, CACHE_DIR (OpenVINO's "GenAI on NPU" guide), and with
-    ``prefix_caching`` and ``reuse_cache`` NPUW_LLM_ENABLE_PREFIX_CACHING. On the CPU: the openvino backend's.
-    """
+    """The LLMPipeline properties of an npu plan (OpenVINO's "GenAI on NPU" guide; on the CPU: the openvino
+    backend's), then its ``config`` option."""
     s = plan.settings
     if not plan.device.startswith("NPU"):
         return {**runtime_config(plan.device, plan.folder), **(s["config"] or {})}
@@ -94,7 +90,7 @@ def pipeline_config(plan: Plan) -> dict:
 
 
 class NPUFallback:
-    """What both NPU backends say about running on the CPU because there is no NPU."""
+    """What both NPU backends say about running on the CPU for want of an NPU."""
 
     @property
     def fallback(self) -> bool:

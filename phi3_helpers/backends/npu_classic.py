@@ -46,7 +46,7 @@ def import_library():
 
 @dataclass(frozen=True)
 class ClassicStatus:
-    """What intel-npu-acceleration-library says about this machine."""
+    """What the library says about this machine."""
 
     installed: bool
     version: str = ""
@@ -89,7 +89,6 @@ def classic_status() -> ClassicStatus:
 
 
 def compiler_config(lib, precision: str):
-    """CompilerConfig(dtype=...) for a course precision name, as the library documents it."""
     import torch
 
     dtype = {"int4": lib.int4, "int8": lib.int8, "fp16": torch.float16}[precision]

@@ -52,7 +52,6 @@ def builder_command(source, out, precision: str, target: str, scratch="cache") -
 
 def build_onnx_model(model: ModelSource, precision: str = "int4", target: str = "cpu", rebuild: bool = False,
                      progress=notice) -> Path:
-    """Build (once) the GenAI folder of ``model`` for ``precision`` on ``target``; returns it."""
     check_combination(precision, target)
     out = onnx_folder(model, precision, target)
     damaged = damaged_files(out) if out.is_dir() else []

@@ -50,7 +50,6 @@ def _version(name: str) -> str:
 
 
 def installed_packages() -> frozenset[str]:
-    """The ONNX Runtime (GenAI) distributions installed here, by their PyPI names."""
     names = {*GENAI_PACKAGES.values(), "onnxruntime", "onnxruntime-directml", "onnxruntime-gpu", winml.CATALOG,
              winml.WINML_ORT}
     return frozenset(n for n in names if _version(n))

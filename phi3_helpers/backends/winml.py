@@ -93,9 +93,8 @@ def blocker(installed: Iterable[str], os_name: str, build: int | None) -> str | 
 
 def choose_winml(installed: Iterable[str], os_name: str, build: int | None, catalog: Sequence[str],
                  want: str | None = None, fallback_to_cpu: bool = True) -> WinMLPlan:
-    """The EP Windows ML runs on (pure): for ``want`` None the Intel GPU when the catalog offers the OpenVINO EP,
-    else the CPU; or 'gpu', 'npu', 'cpu'. DeviceUnavailable when Windows ML cannot run here, or when the device
-    asked is not offered and ``fallback_to_cpu`` is False."""
+    """The EP Windows ML runs on (pure): ``want`` 'gpu', 'npu', 'cpu' or None (the Intel GPU if offered, else the
+    CPU). DeviceUnavailable when Windows ML cannot run here, or the device asked is not offered without fallback."""
     why = blocker(installed, os_name, build)
     if why:
         raise DeviceUnavailable(why)
@@ -130,7 +129,6 @@ def first_line(exc: Exception) -> str:
 
 
 def read_catalog() -> list[CatalogEntry]:
-    """Every EP the Windows ML catalog reports here."""
     try:
         from windowsml import EpCatalog
     except ImportError as exc:
