@@ -1,8 +1,6 @@
-"""Backend ``npu``: Phi-3 on an Intel NPU with OpenVINO GenAI's LLMPipeline (the maintained path).
-
-It runs the NPU export (``npu_export.py``) with the NPU pipeline's static shapes (MAX_PROMPT_LEN,
-MIN_RESPONSE_LEN) and a compiled-blob cache; without an NPU the same pipeline runs on the CPU, with a
-notice. The archived intel-npu-acceleration-library is the ``npu-classic`` backend (``npu_classic.py``).
+"""Backend ``npu``: Phi-3 on an Intel NPU with OpenVINO GenAI's LLMPipeline (the maintained path), on the NPU export
+(``npu_export.py``) with the NPU's static shapes and a compiled-blob cache; without an NPU the same pipeline runs on
+the CPU, with a notice. The archived intel-npu-acceleration-library is the ``npu-classic`` backend.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ DRIVER_HELP = (
 
 @dataclass(frozen=True)
 class NPUInfo:
-    """What OpenVINO reports about the NPU of this machine (``problem``: why it could not be asked)."""
+    """What OpenVINO reports about this machine's NPU (``problem``: why it could not be asked)."""
 
     present: bool
     device: str = ""
@@ -44,11 +42,10 @@ class NPUInfo:
             return f"OpenVINO could not list devices ({self.problem})"
         if not self.present:
             return f"OpenVINO found no NPU (found: {', '.join(self.found) or 'no devices'})"
-        parts = [self.name or self.device]
-        parts += [f"driver {self.driver_version}"] if self.driver_version else []
-        parts += [f"architecture {self.architecture}"] if self.architecture else []
-        parts += [f"{self.memory_bytes / 2**30:.1f} GiB addressable"] if self.memory_bytes else []
-        return ", ".join(parts)
+        parts = [self.name or self.device, self.driver_version and f"driver {self.driver_version}",
+                 self.architecture and f"architecture {self.architecture}",
+                 self.memory_bytes and f"{self.memory_bytes / 2**30:.1f} GiB addressable"]
+        return ", ".join(p for p in parts if p)
 
 
 def read_npu_info(found: Sequence[str], get_property: Callable[[str, str], Any]) -> NPUInfo:
@@ -66,14 +63,11 @@ def read_npu_info(found: Sequence[str], get_property: Callable[[str, str], Any])
         return "" if value is None else str(value).strip()
 
     mem = prop("NPU_DEVICE_TOTAL_MEM_SIZE")
-    return NPUInfo(
-        True, npus[0], prop("FULL_DEVICE_NAME"), prop("NPU_DRIVER_VERSION"), prop("DEVICE_ARCHITECTURE"),
-        int(mem) if mem.isdigit() else None, found,
-    )
+    return NPUInfo(True, npus[0], prop("FULL_DEVICE_NAME"), prop("NPU_DRIVER_VERSION"), prop("DEVICE_ARCHITECTURE"),
+                   int(mem) if mem.isdigit() else None, found)
 
 
 def detect_npu() -> NPUInfo:
-    """Ask OpenVINO whether this machine has an NPU (and which)."""
     try:
         from .openvino import core
 
@@ -83,30 +77,23 @@ def detect_npu() -> NPUInfo:
 
 
 def pipeline_config(plan: Plan) -> dict:
-    """The LLMPipeline properties of an npu plan, then its ``config`` option: a function of the plan, no load.
-
-    On the NPU: MAX_PROMPT_LEN, MIN_RESPONSE_LEN and CACHE_DIR (names from OpenVINO's "GenAI on NPU"
-    guide), and with ``prefix_caching`` and ``reuse_cache`` NPUW_LLM_ENABLE_PREFIX_CACHING (else the NPU
-    pipeline re-reads the whole chat every turn). On the CPU fallback: the openvino backend's settings.
-    """
+    """The LLMPipeline properties of an npu plan (OpenVINO's "GenAI on NPU" guide; on the CPU: the openvino
+    backend's), then its ``config`` option."""
     s = plan.settings
     if not plan.device.startswith("NPU"):
         return {**runtime_config(plan.device, plan.folder), **(s["config"] or {})}
-    cfg = {
-        "MAX_PROMPT_LEN": s["max_prompt_tokens"], "MIN_RESPONSE_LEN": s["min_response_tokens"],
-        "CACHE_DIR": str(cache_root() / "npu_compiled" / Path(plan.folder).name),  # the compiled blob, per export
-    }
+    cfg = {"MAX_PROMPT_LEN": s["max_prompt_tokens"], "MIN_RESPONSE_LEN": s["min_response_tokens"],
+           "CACHE_DIR": str(cache_root() / "npu_compiled" / Path(plan.folder).name)}  # one blob cache per export
     if s["prefix_caching"] and s["reuse_cache"]:
         cfg["NPUW_LLM_ENABLE_PREFIX_CACHING"] = "YES"
     return {**cfg, **(s["config"] or {})}
 
 
 class NPUFallback:
-    """What both NPU backends say about running on the CPU because there is no NPU."""
+    """What both NPU backends say about running on the CPU for want of an NPU."""
 
     @property
     def fallback(self) -> bool:
-        """True when the machine has no NPU and the CPU runs instead."""
         return bool(self.plan.settings.get("fallback"))
 
     def describe(self) -> str:
@@ -115,16 +102,14 @@ class NPUFallback:
 
 
 class NPUBackend(NPUFallback, OpenVINOGenAIBackend):
-    """OpenVINO GenAI on the NPU (CPU when there is none). Options: ``max_prompt_tokens`` (MAX_PROMPT_LEN, 1024),
-    ``min_response_tokens`` (MIN_RESPONSE_LEN, 128), ``group_size`` of the export (128 or -1), ``config``
-    (LLMPipeline properties), ``prefix_caching`` (keep a chat's KV cache between turns; off, as upstream)."""
+    """OpenVINO GenAI on the NPU (CPU when there is none). Options: ``max_prompt_tokens`` (MAX_PROMPT_LEN),
+    ``min_response_tokens`` (MIN_RESPONSE_LEN), ``group_size`` of the export (128 or -1), ``config`` (LLMPipeline
+    properties), ``prefix_caching`` (keep a chat's KV cache between turns; off, as upstream)."""
 
     name = "npu"
     precisions = ("int4",)
-    options = {
-        "max_prompt_tokens": None, "min_response_tokens": None, "group_size": DEFAULT_GROUP_SIZE, "config": None,
-        "prefix_caching": False,
-    }
+    options = {"max_prompt_tokens": None, "min_response_tokens": None, "group_size": DEFAULT_GROUP_SIZE,
+               "config": None, "prefix_caching": False}
 
     @classmethod
     def devices_here(cls) -> list[str | None]:
@@ -195,7 +180,6 @@ class NPUBackend(NPUFallback, OpenVINOGenAIBackend):
 
     @property
     def context_length(self) -> int:
-        """MAX_PROMPT_LEN + MIN_RESPONSE_LEN (static shapes)."""
         s = self.plan.settings
         return min(s["max_prompt_tokens"] + s["min_response_tokens"], self.model.context_length)
 

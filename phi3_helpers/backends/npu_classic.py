@@ -1,8 +1,7 @@
 """Backend ``npu-classic``: intel-npu-acceleration-library's NPUModelForCausalLM, the first NPU tutorials' path.
 
-The library quantizes the Hugging Face model (CompilerConfig dtype int4 / int8 / fp16) and compiles its layers
-for the NPU; then ``generate`` works as with any transformers model. It is archived (Intel points to OpenVINO
-GenAI) and installs on Windows only: ``load("npu-classic")`` or PHI3_NPU_PATH=classic, imported only when chosen.
+The library quantizes the Hugging Face model (CompilerConfig dtype) and compiles its layers for the NPU; then
+``generate`` works as in transformers. It is archived and Windows-only: imported only when chosen.
 """
 
 from __future__ import annotations
@@ -28,10 +27,8 @@ WINDOWS_INSTALL = (
 )
 INSTALL = (f"{WINDOWS_INSTALL} (Windows only; the library is archived, the maintained path needs nothing extra: "
            "load('npu') or --backend npu)")
-#: The oldest NPU driver build the library 1.4.0 accepts without warning (get_driver_version()).
-MIN_DRIVER = 2408
-#: Where the library caches compiled models when export=True (relative to the working folder).
-LIBRARY_CACHE = Path("cache") / "models"
+MIN_DRIVER = 2408  # the oldest NPU driver build the library 1.4.0 accepts without warning
+LIBRARY_CACHE = Path("cache") / "models"  # where the library caches compiled models (export=True)
 
 
 def _quiet_import(name: str):
@@ -41,7 +38,6 @@ def _quiet_import(name: str):
 
 
 def import_library():
-    """The library's top-level module, or a BackendUnavailable that says how to install it."""
     try:
         return _quiet_import(LIBRARY)
     except ImportError as exc:
@@ -50,7 +46,7 @@ def import_library():
 
 @dataclass(frozen=True)
 class ClassicStatus:
-    """What intel-npu-acceleration-library says about this machine."""
+    """What the library says about this machine."""
 
     installed: bool
     version: str = ""
@@ -87,13 +83,12 @@ def classic_status() -> ClassicStatus:
         return ClassicStatus(True, version, None, "", f"its backend failed to load: {type(exc).__name__}: {exc}")
     try:
         driver = str(backend.get_driver_version()) if available else ""
-    except Exception:  # raises when the driver cannot be queried
+    except Exception:  # when the driver cannot be queried
         driver = ""
     return ClassicStatus(True, version, available, driver)
 
 
 def compiler_config(lib, precision: str):
-    """CompilerConfig(dtype=...) for a course precision name, as the library documents it."""
     import torch
 
     dtype = {"int4": lib.int4, "int8": lib.int8, "fp16": torch.float16}[precision]
@@ -106,20 +101,19 @@ class ClassicNPUBackend(NPUFallback, Backend):
     name = "npu-classic"
     runtime = PACKAGE
     requires = ("torch", "transformers", LIBRARY)
-    install = INSTALL  # the base class says it when the library is missing
+    install = INSTALL
     precisions = ("int4", "int8", "fp16")
 
     @classmethod
     def missing(cls) -> str:
-        """Also '' only when the library really imports: an installed but broken one says why."""
+        """Also an installed library that does not import says why."""
         reason = super().missing()
-        if reason:
-            return reason
-        try:
-            import_library()
-        except BackendUnavailable as exc:
-            return str(exc)
-        return ""
+        if not reason:
+            try:
+                import_library()
+            except BackendUnavailable as exc:
+                reason = str(exc)
+        return reason
 
     @classmethod
     def devices_here(cls) -> list[str | None]:
@@ -152,8 +146,7 @@ class ClassicNPUBackend(NPUFallback, Backend):
         return plan.model.folder  # the library quantizes in memory: nothing is exported
 
     def _load(self) -> None:
-        """From the Hugging Face folder with ``export=False``: the library's own cache (``./cache/models/*.pt``,
-        a pickled module) cannot be reloaded under torch>=2.6 (``weights_only``)."""
+        # export=False: the library's own cache (./cache/models/*.pt, a pickle) does not reload under torch>=2.6
         lib = import_library()
         try:
             with warnings.catch_warnings():

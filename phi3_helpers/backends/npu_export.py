@@ -19,8 +19,7 @@ FIX = "re-export with --weight-format int4 --sym --ratio 1.0 --group-size 128 (l
 
 
 def npu_export_recipe(model: ModelSource, group_size: int = DEFAULT_GROUP_SIZE) -> ExportRecipe:
-    """int4, symmetric, ratio 1.0, group-wise or channel-wise (-1); layers whose width the group does not divide
-    (576 in the offline model) get an adjusted group size (``--group-size-fallback adjust``)."""
+    """int4, symmetric, ratio 1.0, group-wise or channel-wise (-1); ``--group-size-fallback adjust`` if needed."""
     if isinstance(group_size, bool) or not isinstance(group_size, int) or not (group_size == -1 or group_size > 0):
         raise InvalidOption(
             f"group_size must be a positive whole number or -1 for channel-wise (got {group_size!r}); try 128."
@@ -35,11 +34,7 @@ def npu_export_folder(model: ModelSource, group_size: int = DEFAULT_GROUP_SIZE) 
 
 
 def npu_export_problem(folder: Path) -> str | None:
-    """Why an OpenVINO export is not an NPU export (None when it is, or when it cannot tell).
-
-    The NPU wants every weight layer in symmetric 4-bit; a CPU export (fp16, int8, asymmetric int4, or ratio below
-    1.0, some layers 8-bit) fails to compile there or runs slowly. Checked in the recorded recipe, then in the IR.
-    """
+    """Why an OpenVINO export is not an NPU export, from its record, then its IR (None when it is, or cannot tell)."""
     name = Path(folder).name
     record = recorded_recipe(folder)
     if record is not None:
@@ -64,8 +59,7 @@ def npu_export_problem(folder: Path) -> str | None:
 
 
 def export_for_npu(model: ModelSource, group_size: int = DEFAULT_GROUP_SIZE, progress=notice) -> Path:
-    """The NPU export of ``model``, cached per model and group size; a cached folder made with other settings is
-    exported again, and one whose IR is not NPU-ready gets a one-line notice (a CPU still runs it)."""
+    """The NPU export of ``model``, cached; made again when made with other settings; a notice if not NPU-ready."""
     recipe = npu_export_recipe(model, group_size)
     folder = export_folder(model, recipe.precision, recipe.variant)
     complete = is_complete_export(folder)

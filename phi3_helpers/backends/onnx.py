@@ -22,25 +22,19 @@ from .base import Backend, Plan, positive_int
 from .onnx_build import PRECISIONS_BY_TARGET, PREBUILT_REPO, TARGET_NAMES, build_onnx_model, build_record
 from .onnx_build import built_for, check_combination, check_onnx_folder, is_onnx_folder, onnx_folder
 from .onnx_provider import _DEVICE_NAMES, GENAI_PACKAGES, INSTALL_HINTS, ProviderChoice, choose_provider  # noqa: F401
-from .onnx_provider import device_report, installed_packages, normalize_device, package_conflicts  # noqa: F401
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+from .onnx_provider import device_report, installed_packages, package_conflicts  # noqa: F401
 
 
 def pick_target(target: str | None, choice: ProviderChoice) -> str:
     """The provider to build the folder for: ``target``, else the device asked, else the one chosen."""
-    if target is None and choice.provider == "winml":
-        return "cpu"  # the EPs Windows ML registers run folders built for the CPU (the builder has no winml target)
     if target is not None:
         t = _DEVICE_NAMES.get(str(target).strip().lower())
         if t not in TARGET_NAMES:
             raise UnknownDevice(f"target {target!r} is not a provider to build for; use cpu, dml or cuda.")
         return t
-    if choice.asked in {"dml", "cuda"}:
-        return choice.asked  # build what was asked for, even when it runs on the CPU here
-    return choice.provider
+    if choice.provider == "winml":
+        return "cpu"  # Windows ML's EPs run folders built for the CPU
+    return choice.asked if choice.asked in {"dml", "cuda"} else choice.provider  # what was asked, even if absent
 
 
 def use_prebuilt(model, precision: str | None, target: str, prebuilt: bool | None) -> bool:
@@ -64,9 +58,8 @@ def use_prebuilt(model, precision: str | None, target: str, prebuilt: bool | Non
 class OnnxGenAIBackend(Backend):
     """Phi-3 through ONNX Runtime GenAI; ``model`` may be a ready GenAI folder.
 
-    Options: ``target`` (the provider to build for; default the device asked, else the one chosen),
-    ``fallback_to_cpu`` (True), ``prebuilt`` (phi3-mini int4: Microsoft's folder; default yes), ``threads``
-    (CPU threads; default one per core), ``rebuild``, ``source`` ("hub" or "export").
+    Options: ``target`` (the provider to build for), ``fallback_to_cpu``, ``prebuilt`` (phi3-mini int4: Microsoft's
+    folder; default yes), ``threads`` (CPU threads; default one per core), ``rebuild``, ``source`` (hub or export).
     """
 
     name = "onnx"
@@ -112,7 +105,7 @@ class OnnxGenAIBackend(Backend):
         elif use_prebuilt(model, precision, target, s["prebuilt"]):
             precision, s["prebuilt"], s["built_for"] = "int4", True, target
             s["hub"] = hub_folder("onnx", precision, target)
-            source = ModelSource(PHI3_MINI, Path(s["hub"].repo_id) / s["hub"].subfolder, s["hub"].repo_id)  # prepare
+            source = ModelSource(PHI3_MINI, Path(s["hub"].repo_id) / s["hub"].subfolder, s["hub"].repo_id)
         else:
             precision = super().check_precision(precision)
             check_combination(precision, target)
@@ -130,8 +123,7 @@ class OnnxGenAIBackend(Backend):
 
     @staticmethod
     def plan_winml(device: str | None, settings: dict, folder: Path) -> winml.WinMLPlan:
-        """Windows ML: which EP runs (winml.choose_winml on the EPs its catalog reports), as plain data; a failing
-        catalog gives its CPU EP with the reason (or the error with fallback_to_cpu=False)."""
+        """The Windows ML EP that runs; a failing catalog gives its CPU EP (or the error without fallback_to_cpu)."""
         if settings["built_for"] != "cpu":
             raise ModelFolderError(
                 f"{folder} was built for {TARGET_NAMES.get(settings['built_for'], settings['built_for'])}; Windows ML "
@@ -158,7 +150,7 @@ class OnnxGenAIBackend(Backend):
                     f"{folder} was built for {TARGET_NAMES[built]}, which is not installed here; build it for the CPU "
                     f"(target='cpu'), install {GENAI_PACKAGES[built]}, or allow fallback_to_cpu=True."
                 )
-            settings["clear_providers"] = True  # the ONNX graph itself runs on the CPU provider too
+            settings["clear_providers"] = True  # the graph runs on the CPU provider too
             return f"the model folder was built for {TARGET_NAMES[built]} and runs on the CPU here."
         raise ModelFolderError(
             f"{folder} was built for {TARGET_NAMES.get(built, built)}, but ONNX Runtime GenAI runs on "
@@ -191,8 +183,7 @@ class OnnxGenAIBackend(Backend):
         config = og.Config(str(self.prepared_folder))
         if self.plan.settings.get("clear_providers"):
             config.clear_providers()
-        #: Windows ML: the plan that runs (the planned one, or its CPU EP when the chosen EP failed)
-        self.winml_plan: winml.WinMLPlan | None = self.plan.settings.get("winml")
+        self.winml_plan: winml.WinMLPlan | None = self.plan.settings.get("winml")  # the planned one, or its CPU EP
         if self.winml_plan is not None:
             self._start_winml(config)
         if self.device == "CPU":
@@ -202,39 +193,34 @@ class OnnxGenAIBackend(Backend):
         except Exception as exc:
             if not (self.winml_plan and self.winml_plan.ep and self.plan.settings["fallback_to_cpu"]):
                 raise self._explain(exc, self.prepared_folder) from None
-            self._winml_fallback(config, f"{self.winml_plan.ep} did not start ({_first_line(exc).rstrip('. ')})")
+            self._winml_fallback(config, f"{self.winml_plan.ep} did not start ({winml.first_line(exc).rstrip('. ')})")
             self._cpu_threads(config)
             self.og_model = og.Model(config)
-        # int4 (and fp16) kernels compute a token's keys and values in a one-token decode step slightly
-        # differently than in a prefill; fp32 is exact. Elsewhere an answer is prefilled again with the
-        # next turn (measured: otherwise greedy chats drift from the same chat without reuse).
+        # int4 and fp16 kernels compute a token's keys and values slightly differently in a one-token decode step
+        # than in a prefill (fp32 is exact): elsewhere an answer is prefilled again, or greedy chats would drift
         self.kv.decoded_reusable = self.precision == "fp32"
         eos = self.genai_config.get("model", {}).get("eos_token_id")
         extra = eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else []
         self.eos_token_ids = frozenset(self.eos_token_ids | {int(i) for i in extra})
 
     def _cpu_threads(self, config) -> None:
-        # ORT GenAI runs the CPU on one thread unless told otherwise; 0 is ONNX Runtime's default, one thread per
-        # physical core. Set at load time, so a folder stays right for any machine it is copied to.
+        # ORT GenAI uses one CPU thread unless told; 0 is one per physical core. Set at load: a folder stays portable
         if hasattr(config, "overlay"):
             n = self.plan.settings["threads"] or 0
             config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": n}}}}))
 
     def _start_winml(self, config) -> None:
-        """Register the planned Windows ML EP and point ``config`` at it; its CPU EP (with a one-line notice
-        naming the fix) when it does not register, or DeviceUnavailable with fallback_to_cpu=False."""
-        plan = self.winml_plan
-        if plan.ep:
+        """Register the planned Windows ML EP and point ``config`` at it; its CPU EP when it does not register."""
+        if self.winml_plan.ep:
             try:
-                winml.register(plan.ep)
+                winml.register(self.winml_plan.ep)
             except DeviceUnavailable as exc:
                 if not self.plan.settings["fallback_to_cpu"]:
                     raise
                 return self._winml_fallback(config, str(exc).rstrip("."))
-        winml.configure(config, plan)
+        winml.configure(config, self.winml_plan)
 
     def _winml_fallback(self, config, why: str) -> None:
-        """Windows ML's CPU EP instead of the GPU/NPU one, said in one line."""
         self.winml_plan = winml.WinMLPlan(None, "CPU", why, fell_back=True)
         winml.configure(config, self.winml_plan)
         self.device = "CPU"
@@ -242,7 +228,7 @@ class OnnxGenAIBackend(Backend):
 
     @staticmethod
     def _explain(exc: Exception, folder: Path) -> Exception:
-        msg = _first_line(exc)
+        msg = winml.first_line(exc)
         if "provider" in msg.lower() or "interface not available" in msg.lower():
             return DeviceUnavailable(
                 f"ONNX Runtime GenAI could not start the model's execution provider ({msg}); check `python -m "
@@ -253,8 +239,8 @@ class OnnxGenAIBackend(Backend):
 
     @property
     def context_length(self) -> int:
-        m = self.genai_config.get("model", {})
-        n = m.get("context_length") or self.genai_config.get("search", {}).get("max_length")
+        n = self.genai_config.get("model", {}).get("context_length") or self.genai_config.get("search", {}).get(
+            "max_length")
         return int(n) if n else self.model.context_length
 
     def describe(self) -> str:
@@ -265,8 +251,8 @@ class OnnxGenAIBackend(Backend):
     # -- generate ----------------------------------------------------------------------------
     def stream_tokens(self, input_ids: list[int], options: GenerationOptions, stop: threading.Event
                       ) -> Iterator[list[int]]:
-        # One og.Generator is kept between answers (as in onnxruntime-genai's model-chat.py): a new
-        # prompt rewinds it to the part it shares with what the generator holds and appends the rest.
+        # One og.Generator is kept between answers (as onnxruntime-genai's model-chat.py): a new prompt rewinds it to
+        # the part it shares with what the generator holds and appends the rest.
         generator, keep = self._generator(options, input_ids)
         held = list(input_ids[:keep])  # the tokens whose keys and values the generator has computed
         prefilled: list[int] = []  # held, when all of it was computed in prefills
@@ -275,15 +261,13 @@ class OnnxGenAIBackend(Backend):
                 return
             if keep < generator.token_count():
                 generator.rewind_to(keep)
-            generator.append_tokens(list(input_ids[keep:]))  # the prompt (prefill) past the reused part
+            generator.append_tokens(list(input_ids[keep:]))
             held = list(input_ids)
             pending: list[int] = []
             produced = 0
             while not generator.is_done() and not stop.is_set():
                 generator.generate_next_token()
-                # a new token enters the KV cache only when the next step feeds it; the next prompt
-                # rewinds to before the last one and feeds it again, not relying on that step
-                held += pending
+                held += pending  # a token enters the KV cache only when the next step feeds it
                 pending = [int(t) for t in generator.get_next_tokens()]
                 produced += len(pending)
                 yield pending
@@ -291,25 +275,24 @@ class OnnxGenAIBackend(Backend):
                     break
             answer = held[len(input_ids):] + pending
             if self.kv.enabled and not self.kv.decoded_reusable and len(answer) > 1 and not stop.is_set():
-                # the answer's keys and values in a prefill, as a chat without reuse computes them, now that
-                # the reader has its last token: the next turn prefills only its own new tokens (after a Stop,
-                # the next turn does it, so that Stop ends the answer at once)
+                # the answer's keys and values from a prefill, as without reuse, now that the reader has its last
+                # token (after a Stop the next turn does it, so that Stop ends the answer at once)
                 try:
                     generator.rewind_to(len(input_ids))
                     generator.append_tokens(answer)
                     held = prefilled = list(input_ids) + answer
-                except Exception:  # the answer is complete; only the cache is lost: a fresh one next time
+                except Exception:  # the answer is complete; only the cache is lost
                     self.kv.reset()
         except GeneratorExit:  # the reader stopped (Stop): what the generator holds is still right
             raise
         except BaseException:
-            self.kv.reset()  # the generator's state is unknown after an error: a fresh one next time
+            self.kv.reset()  # the generator's state is unknown after an error
             raise
         finally:
             if self.kv.enabled and self.kv.runtime is not None:
                 self.kv.hold(held, prefilled=len(prefilled) if prefilled else min(len(held), len(input_ids)))
             else:
-                self.kv.reset()  # reuse off: frees the KV cache now, not at the next garbage collection
+                self.kv.reset()  # reuse off: frees the KV cache now
             del generator
 
     def _generator(self, options: GenerationOptions, input_ids: list[int]):
@@ -319,8 +302,7 @@ class OnnxGenAIBackend(Backend):
         search: dict = {"do_sample": options.sampling}
         if options.sampling:
             search.update(temperature=options.temperature, top_p=options.top_p)
-        if self.kv.enabled:
-            # the session's generator spans the whole context; max_new_tokens is counted here
+        if self.kv.enabled:  # the session's generator spans the whole context; max_new_tokens is counted here
             search["max_length"] = self.context_length
             kept = self.kv.runtime
             if kept is not None and kept[0] == search:

@@ -1,9 +1,6 @@
-"""Model folders for ONNX Runtime GenAI (model.onnx, genai_config.json, tokenizer), built once per model,
-precision and target into ``<cache>/onnx/<model>-<precision>-<target>``, atomically.
-
-The builder runs in a child process (``python -m onnxruntime_genai.models.builder``): its PyTorch memory
-(many GB for Phi-3-mini) goes back to the system when it ends, its output goes to a log shown only on
-failure, and Ctrl-C ends it cleanly. int4 for the CPU gets int8 activations (accuracy level 4).
+"""Model folders for ONNX Runtime GenAI, built once per model, precision and target into
+``<cache>/onnx/<model>-<precision>-<target>``, atomically, by the model builder in a child process: its memory goes
+back to the system when it ends, its log is shown only on failure, and Ctrl-C ends it cleanly.
 """
 
 from __future__ import annotations
@@ -19,22 +16,16 @@ import time
 from pathlib import Path
 
 from ..errors import BuildInterrupted, ModelFolderError, Phi3Error, UnknownPrecision
-from ..models import KNOWN_MODELS, ModelSource, notice
-from ..models import cache
+from ..models import KNOWN_MODELS, ModelSource, cache, notice
 from ..models.cache import atomic_folder, cache_root, folder_size
 
-#: Precisions the builder supports per target provider (its own list of valid combinations).
-PRECISIONS_BY_TARGET: dict[str, tuple[str, ...]] = {
-    "cpu": ("int4", "fp32"), "dml": ("int4", "fp16"), "cuda": ("int4", "fp16", "fp32"),
-}
+#: what the builder can make per target provider
+PRECISIONS_BY_TARGET = {"cpu": ("int4", "fp32"), "dml": ("int4", "fp16"), "cuda": ("int4", "fp16", "fp32")}
 TARGET_NAMES = {"cpu": "CPU", "dml": "DirectML", "cuda": "CUDA"}
 BUILD_RECORD = "phi3_helpers_build.json"
-#: the prefill computes only the last position's logits (docs/tuning.md, "Ahead of llama.cpp"); a cached
-#: folder built without these options is built again
+#: the prefill computes the last position's logits only (docs/tuning.md); a folder built without is built again
 BUILDER_OPTIONS = ("prune_lm_head=true",)
-
-#: Microsoft's prebuilt Phi-3-mini (int4, AWQ), fetched instead of a build (models/catalog.py)
-PREBUILT_REPO = "microsoft/Phi-3-mini-4k-instruct-onnx"
+PREBUILT_REPO = "microsoft/Phi-3-mini-4k-instruct-onnx"  # fetched instead of a build (models/catalog.py)
 
 
 def check_combination(precision: str, target: str) -> None:
@@ -48,28 +39,24 @@ def check_combination(precision: str, target: str) -> None:
 
 
 def onnx_folder(model: ModelSource, precision: str, target: str) -> Path:
-    """Where the GenAI folder for this model, precision and target lives in the cache."""
     name = model.name
-    if name not in KNOWN_MODELS:  # a user's folder: keep two folders with the same name apart
+    if name not in KNOWN_MODELS:  # a user's folder: two folders with the same name stay apart
         name += "-" + hashlib.sha1(str(model.folder).encode()).hexdigest()[:8]
     return cache_root() / "onnx" / f"{name}-{precision}-{target}"
 
 
-def builder_command(source: Path | str, out: Path | str, precision: str, target: str,
-                    cache: Path | str = "cache") -> list[str]:
-    """The model-builder command line (also shown to learners)."""
+def builder_command(source, out, precision: str, target: str, scratch="cache") -> list[str]:
     return [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
-            "-p", precision, "-e", target, "-c", str(cache), "--extra_options", *BUILDER_OPTIONS]
+            "-p", precision, "-e", target, "-c", str(scratch), "--extra_options", *BUILDER_OPTIONS]
 
 
 def build_onnx_model(model: ModelSource, precision: str = "int4", target: str = "cpu", rebuild: bool = False,
                      progress=notice) -> Path:
-    """Build (once) the GenAI folder of ``model`` for ``precision`` on ``target``; returns it."""
     check_combination(precision, target)
     out = onnx_folder(model, precision, target)
     damaged = damaged_files(out) if out.is_dir() else []
     stale = out.is_dir() and build_record(out).get("options", []) != list(BUILDER_OPTIONS)
-    if out.is_dir() and not rebuild and not damaged and not stale:
+    if out.is_dir() and not (rebuild or damaged or stale):
         check_onnx_folder(out)
         return out
     if damaged or stale:
@@ -83,8 +70,7 @@ def build_onnx_model(model: ModelSource, precision: str = "int4", target: str = 
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_folder(out) as tmp, tempfile.TemporaryDirectory(prefix=".builder-cache-", dir=out.parent) as scratch:
         log = Path(scratch) / "builder.log"
-        cmd = builder_command(model.folder, tmp, precision, target, Path(scratch) / "cache")
-        _run_builder(cmd, log)
+        _run_builder(builder_command(model.folder, tmp, precision, target, Path(scratch) / "cache"), log)
         if not (tmp / "genai_config.json").is_file():
             raise Phi3Error(f"the ONNX model builder wrote no genai_config.json; see its log: {_tail(log)}")
         record = {"model": model.name, "source": str(model.folder), "precision": precision, "target": target,
@@ -100,8 +86,8 @@ def damaged_files(folder: Path) -> list[str]:
 
 
 def _run_builder(cmd: list[str], log: Path) -> None:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
     with log.open("w") as fh:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
         try:
             rc = proc.wait()
@@ -127,7 +113,6 @@ def _tail(log: Path, lines: int = 3) -> str:
 
 # -- reading a GenAI folder ---------------------------------------------------------------------
 def is_onnx_folder(path: Path | str) -> bool:
-    """True for a folder that looks like a GenAI model (genai_config.json or an .onnx file)."""
     p = Path(path)
     return p.is_dir() and ((p / "genai_config.json").is_file() or any(p.glob("*.onnx")))
 
@@ -138,15 +123,13 @@ def check_onnx_folder(folder: Path | str) -> dict:
     fix = ("delete the folder and build it again (python -m phi3_helpers prepare --backend onnx)"
            if cache_root() in folder.resolve().parents
            else "point at a complete ONNX Runtime GenAI folder, or at a Hugging Face folder to build one")
-    cfg_file = folder / "genai_config.json"
-    if not cfg_file.is_file():
+    if not (folder / "genai_config.json").is_file():
         raise ModelFolderError(f"{folder} has no genai_config.json, so ONNX Runtime GenAI cannot load it; {fix}.")
     try:
-        cfg = json.loads(cfg_file.read_text())
-        decoder = cfg["model"]["decoder"]
+        cfg = json.loads((folder / "genai_config.json").read_text())
+        fname = cfg["model"]["decoder"].get("filename", "model.onnx")
     except (ValueError, KeyError, TypeError):
         raise ModelFolderError(f"genai_config.json in {folder} is not a valid GenAI config; {fix}.") from None
-    fname = decoder.get("filename", "model.onnx")
     if not (folder / fname).is_file():
         raise ModelFolderError(f"{folder} has no {fname} (named in its genai_config.json); {fix}.")
     return cfg
@@ -154,11 +137,8 @@ def check_onnx_folder(folder: Path | str) -> dict:
 
 def built_for(cfg: dict) -> str:
     """The execution provider a GenAI folder was built for ('cpu' when it names none)."""
-    opts = cfg.get("model", {}).get("decoder", {}).get("session_options", {}).get("provider_options", [])
-    for entry in opts or []:
-        for key in entry:
-            return str(key).lower()
-    return "cpu"
+    opts = cfg.get("model", {}).get("decoder", {}).get("session_options", {}).get("provider_options")
+    return next((str(key).lower() for entry in opts or [] for key in entry), "cpu")
 
 
 def build_record(folder: Path | str) -> dict:

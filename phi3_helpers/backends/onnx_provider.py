@@ -1,6 +1,5 @@
-"""Which ONNX Runtime GenAI execution provider runs, from what is installed (one package per machine):
-onnxruntime-genai-directml -> dml (Windows, DirectX 12 GPUs), onnxruntime-genai-winml -> winml (Windows 11 24H2+,
-see winml.py), onnxruntime-genai-cuda -> cuda, onnxruntime-genai -> cpu. :func:`choose_provider` is pure.
+"""Which ONNX Runtime GenAI execution provider runs, from the one package installed: onnxruntime-genai-directml
+-> dml, onnxruntime-genai-winml -> winml (winml.py), onnxruntime-genai-cuda -> cuda, onnxruntime-genai -> cpu.
 """
 
 from __future__ import annotations
@@ -15,11 +14,8 @@ from ..errors import BackendUnavailable, DeviceUnavailable, UnknownDevice
 from . import winml
 from .onnx_build import TARGET_NAMES
 
-#: provider -> the ONNX Runtime GenAI package that brings it
-GENAI_PACKAGES = {
-    "dml": "onnxruntime-genai-directml", "winml": winml.WINML_GENAI, "cuda": "onnxruntime-genai-cuda",
-    "cpu": "onnxruntime-genai",
-}
+GENAI_PACKAGES = {"dml": "onnxruntime-genai-directml", "winml": winml.WINML_GENAI, "cuda": "onnxruntime-genai-cuda",
+                  "cpu": "onnxruntime-genai"}
 INSTALL_HINTS = {
     "dml": "on Windows: pip install onnxruntime-genai-directml==0.13.1 (and no plain onnxruntime beside it)",
     "cuda": "with an NVIDIA GPU and CUDA 12: pip install onnxruntime-genai-cuda",
@@ -39,19 +35,11 @@ class ProviderChoice:
 
     @property
     def fell_back(self) -> bool:
-        """A GPU provider was asked but is not installed, so the CPU runs instead."""
         return self.asked in {"dml", "cuda", "gpu"} and self.provider == "cpu"
 
     @property
     def notice(self) -> str:
         return f"ONNX Runtime GenAI runs on {_RUNS_ON[self.provider]}: {self.reason}"
-
-
-def installed_packages() -> frozenset[str]:
-    """The ONNX Runtime (GenAI) distributions installed here, by their PyPI names."""
-    names = {*GENAI_PACKAGES.values(), "onnxruntime", "onnxruntime-directml", "onnxruntime-gpu", winml.CATALOG,
-             winml.WINML_ORT}
-    return frozenset(n for n in names if _version(n))
 
 
 def _version(name: str) -> str:
@@ -61,10 +49,16 @@ def _version(name: str) -> str:
         return ""
 
 
+def installed_packages() -> frozenset[str]:
+    names = {*GENAI_PACKAGES.values(), "onnxruntime", "onnxruntime-directml", "onnxruntime-gpu", winml.CATALOG,
+             winml.WINML_ORT}
+    return frozenset(n for n in names if _version(n))
+
+
 def package_conflicts(installed: Iterable[str]) -> list[str]:
     """Package mixes known to break provider loading, each with its fix (one line each)."""
     have = set(installed)
-    out = winml.conflicts(have)  # the Windows ML build beside another one: its own wording and fix
+    out = winml.conflicts(have)
     genai = [p for p in GENAI_PACKAGES.values() if p in have and p != winml.WINML_GENAI]
     if len(genai) > 1:
         out.append(f"{' and '.join(genai)} are both installed and share one module; keep only one "
@@ -80,7 +74,7 @@ def normalize_device(device: str | None) -> str | None:
     """'DML', 'DirectML', 'gpu', 'auto', 'winml-npu'... -> dml, gpu, None, winml; unknown names are refused."""
     key = (device or "").strip().lower()
     if key.startswith(("winml", "windowsml")):
-        winml.wanted(key)  # refuses what is not winml, winml-gpu, winml-npu or winml-cpu
+        winml.wanted(key)  # refuses an unknown Windows ML device
         return "winml"
     if key not in _DEVICE_NAMES:
         extra = " (for the NPU use the npu or openvino backend, or winml-npu)" if key.startswith("npu") else ""
@@ -91,11 +85,11 @@ def normalize_device(device: str | None) -> str | None:
 
 def choose_provider(device: str | None, installed: Iterable[str], fallback_to_cpu: bool = True,
                     system: tuple[str, int | None] | None = None) -> ProviderChoice:
-    """The provider for the device asked, from the installed distribution names (:func:`installed_packages`) and
-    ``system``, the OS name and Windows build (default: this machine's). Pure."""
+    """The provider for the device asked, from the installed distributions and ``system`` (OS name and Windows
+    build; default this machine's). Pure."""
     have, asked = set(installed), normalize_device(device)
     clash = winml.conflicts(have)
-    if clash:  # two builds of one module: nothing loads reliably, whatever the device
+    if clash:  # two builds of one module: nothing loads reliably
         raise BackendUnavailable(clash[0])
     if not have & set(GENAI_PACKAGES.values()):
         raise BackendUnavailable(
@@ -103,7 +97,7 @@ def choose_provider(device: str | None, installed: Iterable[str], fallback_to_cp
         )
     blocked = winml.blocker(have, *(system or winml.this_system()))
     if asked == "winml" or (asked == "gpu" and winml.WINML_GENAI in have and not blocked):
-        if blocked:  # refused, not a fallback: the fix is on the machine, and device='cpu' still loads
+        if blocked:  # refused, not a fallback: the fix is on the machine
             raise DeviceUnavailable(blocked)
         return ProviderChoice("winml", asked, f"Windows ML was asked for and {winml.WINML_GENAI} is installed.")
     if asked is None and winml.WINML_GENAI in have:
@@ -118,7 +112,7 @@ def choose_provider(device: str | None, installed: Iterable[str], fallback_to_cp
                                            f"needs {GENAI_PACKAGES['dml']}, on Windows).")
     if asked == "cpu":
         return ProviderChoice("cpu", "cpu", "the CPU was asked for.")
-    wanted = [asked] if asked in {"dml", "cuda"} else ["dml", "cuda"]  # gpu: whichever is installed
+    wanted = [asked] if asked in {"dml", "cuda"} else ["dml", "cuda"]  # gpu: either
     hit = next((p for p in wanted if p in present), None)
     if hit:
         return ProviderChoice(hit, asked, f"{TARGET_NAMES[hit]} was asked for and {GENAI_PACKAGES[hit]} is installed.")
@@ -131,7 +125,7 @@ def choose_provider(device: str | None, installed: Iterable[str], fallback_to_cp
 
 
 def _provider_row(og, provider: str, have: frozenset[str]) -> tuple[bool, str]:
-    """Whether ``provider`` is available here through ``og`` (the imported onnxruntime_genai), and why."""
+    """Whether ``provider`` is available through the imported onnxruntime_genai ``og``, and why."""
     pkg = GENAI_PACKAGES[provider]
     if provider == "cpu":
         pkgs = ", ".join(f"{n} {_version(n)}" for n in GENAI_PACKAGES.values() if n in have)
@@ -145,17 +139,16 @@ def _provider_row(og, provider: str, have: frozenset[str]) -> tuple[bool, str]:
         return False, f"{pkg} {_version(pkg)} is installed but the provider did not load ({exc})"
     if not built:
         return False, f"{pkg} {_version(pkg)} is installed but not built with {TARGET_NAMES[provider]}; reinstall it"
-    # a build flag: the GPU and its driver are only tried when a model loads
     what = {"dml": "DirectML (needs a DirectX 12 GPU driver)", "cuda": "CUDA (needs an NVIDIA driver and CUDA 12)"}
     return True, f"{pkg} {_version(pkg)}: built with {what[provider]}"
 
 
 def device_report() -> list[dict]:
-    """One row per ONNX Runtime GenAI provider (dml, cuda, cpu), then Windows ML's rows and package conflicts."""
+    """One row per provider (dml, cuda, cpu), then Windows ML's rows and package conflicts."""
     have = installed_packages()
     try:
         import onnxruntime_genai as og
-    except Exception as exc:  # a broken install is reported, not a crash of the listing
+    except Exception as exc:  # a broken install is reported, not a crash
         found = {p: (False, f"onnxruntime_genai does not import ({type(exc).__name__}: {exc})") for p in GENAI_PACKAGES}
     else:
         found = {p: _provider_row(og, p, have) for p in ("dml", "cuda", "cpu")}

@@ -1,9 +1,7 @@
-"""Windows ML for the onnx backend: which execution provider (EP) its catalog offers here, and which one runs.
+"""Windows ML (Windows 11 24H2+) for the onnx backend: which execution provider (EP) its catalog offers, which runs.
 
-Windows ML (Windows 11 24H2+) installs vendor EPs on demand; on an Intel AI PC the OpenVINO EP (Intel CPU, GPU,
-NPU). As onnxruntime-genai's examples/python/winml.py, but only the EP that runs is readied and registered, and the
-OpenVINO EP gets its device as the provider option ``device_type`` (else it picks the CPU). :func:`choose_winml` is
-the choice, pure; the adapter below it imports ``windowsml`` (Windows only) lazily.
+As onnxruntime-genai's examples/python/winml.py, but only the EP that runs is readied and registered, and the
+OpenVINO EP gets its device (``device_type``). :func:`choose_winml` is pure; the adapter imports ``windowsml`` lazily.
 """
 
 from __future__ import annotations
@@ -15,22 +13,21 @@ from typing import Iterable, NamedTuple, Sequence
 
 from ..errors import BackendUnavailable, DeviceUnavailable, UnknownDevice
 
-MIN_BUILD = 26100  # Windows 11 24H2 (learn.microsoft.com/windows/ai/new-windows-ml/supported-execution-providers)
-WINML_GENAI = "onnxruntime-genai-winml"  # ORT GenAI built for Windows ML (module onnxruntime_genai)
-CATALOG = "windowsml"  # Python bindings of the Windows ML EP catalog (module windowsml)
-WINML_ORT = "onnxruntime-windowsml"  # the ONNX Runtime that windowsml[with-ort] installs (module onnxruntime)
+MIN_BUILD = 26100  # Windows 11 24H2
+WINML_GENAI = "onnxruntime-genai-winml"  # module onnxruntime_genai
+CATALOG = "windowsml"  # the EP catalog (module windowsml)
+WINML_ORT = "onnxruntime-windowsml"  # module onnxruntime
 REQUIREMENTS = "pip install -r requirements-winml.txt"
 INSTALL = f"{REQUIREMENTS} (it replaces the DirectML build: see that file)"
-#: The EP that reaches Intel's GPU and NPU, as the catalog names it, and as og.Config names it.
-INTEL_EP, INTEL_EP_CONFIG = "OpenVINOExecutionProvider", "OpenVINO"
-WANTS = ("gpu", "npu", "cpu")  # what `device=` may add to "winml" (winml-npu, winml:gpu, ...)
+INTEL_EP, INTEL_EP_CONFIG = "OpenVINOExecutionProvider", "OpenVINO"  # as the catalog and og.Config name it
+WANTS = ("gpu", "npu", "cpu")  # what device= may add to "winml" (winml-npu, winml:gpu, ...)
 NEEDS = f"Windows ML needs Windows 11 24H2+ (build {MIN_BUILD} or later)"
 RETRY = "update Windows and the Intel GPU/NPU driver, or use device='winml-cpu' or device='cpu'"
 
 
 @dataclass(frozen=True)
 class WinMLPlan:
-    """The catalog EP to register and run on (None: Windows ML's CPU EP), its device (GPU | NPU | CPU), and why."""
+    """The catalog EP to register (None: Windows ML's CPU EP), its device (GPU | NPU | CPU), and why."""
 
     ep: str | None
     device: str
@@ -43,7 +40,7 @@ class WinMLPlan:
 
 
 def this_system() -> tuple[str, int | None]:
-    """(OS name, Windows build or None) of this machine: ('Windows', 26100), ('Linux', None)."""
+    """(OS name, Windows build or None): ('Windows', 26100), ('Linux', None)."""
     name = platform.system()
     return name, sys.getwindowsversion().build if name == "Windows" else None  # type: ignore[attr-defined]
 
@@ -87,25 +84,20 @@ def blocker(installed: Iterable[str], os_name: str, build: int | None) -> str | 
         return (f"{NEEDS}; this is build {build}: update Windows, or use DirectML (device='dml', pip install -r "
                 "requirements.txt), which runs on Windows 10 and older Windows 11, or device='cpu'.")
     clash = conflicts(have)
-    if clash:
-        return clash[0]
     missing = [n for n in (WINML_GENAI, CATALOG) if n not in have]
-    if not missing:
-        return None
+    if clash or not missing:
+        return clash[0] if clash else None
     verb = "is" if len(missing) == 1 else "are"
     return f"Windows ML needs {' and '.join(missing)}, which {verb} not installed; {INSTALL}."
 
 
 def choose_winml(installed: Iterable[str], os_name: str, build: int | None, catalog: Sequence[str],
                  want: str | None = None, fallback_to_cpu: bool = True) -> WinMLPlan:
-    """The EP Windows ML runs on (pure). ``want``: None (the Intel GPU when the catalog offers the OpenVINO EP, else
-    the CPU), 'gpu', 'npu' or 'cpu'. DeviceUnavailable when Windows ML cannot run here, or when the device asked is
-    not offered and ``fallback_to_cpu`` is False."""
+    """The EP Windows ML runs on (pure): ``want`` 'gpu', 'npu', 'cpu' or None (the Intel GPU if offered, else the
+    CPU). DeviceUnavailable when Windows ML cannot run here, or the device asked is not offered without fallback."""
     why = blocker(installed, os_name, build)
     if why:
         raise DeviceUnavailable(why)
-    if want not in (None, *WANTS):
-        raise UnknownDevice(f"unknown Windows ML device {want!r}; use gpu, npu or cpu.")
     if want == "cpu":
         return WinMLPlan(None, "CPU", "the CPU was asked for.")
     if INTEL_EP in catalog:
@@ -124,22 +116,19 @@ def choose_winml(installed: Iterable[str], os_name: str, build: int | None, cata
     return WinMLPlan(None, "CPU", why, fell_back=True)
 
 
-# -- the adapter: everything below needs Windows (windowsml is imported lazily) ---------------------------------------
+# -- the adapter: everything below needs Windows ------------------------------------------------------------------
 class CatalogEntry(NamedTuple):
-    """One EP the catalog reports: ready is Ready | NotReady | NotPresent, certification Certified | Uncertified."""
-
     name: str
     version: str
-    ready: str
-    certification: str
+    ready: str  # Ready | NotReady | NotPresent
+    certification: str  # Certified | Uncertified
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def read_catalog() -> list[CatalogEntry]:
-    """Every EP the Windows ML catalog reports here (windowsml: EpCatalog().find_all_providers())."""
     try:
         from windowsml import EpCatalog
     except ImportError as exc:
@@ -149,7 +138,7 @@ def read_catalog() -> list[CatalogEntry]:
             return [CatalogEntry(p.name, p.version, p.ready_state.name, p.certification.name)
                     for p in catalog.find_all_providers()]
     except Exception as exc:  # no Windows App SDK runtime, a broken update, ...
-        raise DeviceUnavailable(f"the Windows ML catalog failed ({_first_line(exc)}); update Windows, "
+        raise DeviceUnavailable(f"the Windows ML catalog failed ({first_line(exc)}); update Windows, "
                                 "or use device='cpu'.") from None
 
 
@@ -157,32 +146,32 @@ _registered: dict[str, str] = {}  # EP name -> library path, once per process (O
 
 
 def register(ep: str) -> str:
-    """Make ``ep`` ready (Windows Update installs it if needed), register its library with ORT GenAI; its path."""
+    """Make ``ep`` ready (Windows Update installs it if needed) and register its library with ORT GenAI."""
     if ep in _registered:
         return _registered[ep]
     import onnxruntime_genai as og
     from windowsml import EpCatalog
 
     try:
-        with EpCatalog() as catalog:  # the handles belong to the catalog: use them while it is open
+        with EpCatalog() as catalog:  # the handles belong to the open catalog
             provider = next((p for p in catalog.find_all_providers() if p.name == ep), None)
             if provider is None:
                 raise DeviceUnavailable(f"the Windows ML catalog no longer offers {ep}; {RETRY}.")
             provider.ensure_ready()
-            if not provider.library_path:  # as upstream's winml.py: no library, nothing to register
+            if not provider.library_path:
                 raise DeviceUnavailable(f"Windows ML could not install {ep} (it has no library yet); {RETRY}.")
             og.register_execution_provider_library(provider.name, provider.library_path)
             _registered[ep] = provider.library_path
     except DeviceUnavailable:
         raise
     except Exception as exc:
-        raise DeviceUnavailable(f"Windows ML could not register {ep} ({_first_line(exc)}); {RETRY}.") from None
+        raise DeviceUnavailable(f"Windows ML could not register {ep} ({first_line(exc)}); {RETRY}.") from None
     return _registered[ep]
 
 
 def configure(config, plan: WinMLPlan) -> None:
-    """Point an og.Config at the plan's EP (upstream common.py: clear_providers, then append_provider)."""
-    config.clear_providers()  # the folder's own provider list (CPU) is replaced; empty = the CPU EP
+    """Point an og.Config at the plan's EP (no providers left: the CPU EP)."""
+    config.clear_providers()
     if plan.ep == INTEL_EP:
         config.append_provider(INTEL_EP_CONFIG)
         config.set_provider_option(INTEL_EP_CONFIG, "device_type", plan.device)
@@ -201,9 +190,6 @@ def report(installed: Iterable[str], os_name: str, build: int | None) -> list[di
     if why:
         return [row("WINML", False, why)]
     plan = choose_winml(installed, os_name, build, [e.name for e in entries])
-    rows = [row("WINML", True, f"{plan.label}: {plan.reason}")]
-    for e in entries:
-        what = "Intel CPU/GPU/NPU" if e.name == INTEL_EP else "not used by the course"
-        rows.append(row("WINML-EP", e.ready != "NotPresent", f"{e.name} {e.version}, {e.ready}, {e.certification} "
-                        f"({what})"))
-    return rows
+    return [row("WINML", True, f"{plan.label}: {plan.reason}")] + [
+        row("WINML-EP", e.ready != "NotPresent", f"{e.name} {e.version}, {e.ready}, {e.certification} "
+            f"({'Intel CPU/GPU/NPU' if e.name == INTEL_EP else 'not used by the course'})") for e in entries]
