@@ -176,6 +176,21 @@ def test_phi3_mini_stand_in_downloads_only_prequantized_files_answers_then_answe
     assert "Paris" in res.stdout
 
 
+def test_bench_on_phi3_mini_measures_the_prequantized_folder_and_never_fetches_the_checkpoint(server, tmp_path):
+    """The bench plans each backend's own folder by name (the stand-in hub has no checkpoint: fetching it fails)."""
+    out = tmp_path / "bench"
+    args = ("bench", "--quick", "--backends", "openvino", "--precisions", "int4", "--devices", "CPU",
+            "--model", "phi3-mini", "--runs", "1", "--tokens", "4", "--long-tokens", "64", "--output", str(out))
+    res = _cli(_env(server, tmp_path / "hf"), *args, timeout=1200)
+    assert res.returncode == 0, res.stderr
+    got = _fetched(server)
+    assert got and all(p.startswith(f"/{OV_REPO}/resolve/") for p in got)
+    doc = json.loads((out / "bench.json").read_text())
+    assert doc["model"] == "phi3-mini"
+    assert [(r["backend"], r["status"]) for r in doc["results"]] == [("openvino", "ok")]
+    assert OV_REPO in doc["results"][0]["folder"].replace(os.sep, "/").replace("--", "/")
+
+
 def test_interrupted_download_is_never_taken_as_complete_and_the_next_run_finishes(mirrors, tmp_path):
     home = tmp_path / "hf"
     srv = HubServer(tmp_path / "srv1", mirrors / "mirrors").start()

@@ -193,15 +193,14 @@ def run(backends=None, precisions=None, devices=None, quick: bool = False, runs:
         model: str | None = None, progress=None, llama_cpp: bool = False) -> dict:
     """Run the benchmark (``llama_cpp``: and llama-bench on the same GGUF, prompt length, tokens and threads);
     writes bench.json and bench.png into ``output`` and returns the results."""
-    from ..models import resolve_model
+    from ..models import model_name
 
     progress = progress or (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     base = QUICK if quick else FULL
     settings = Settings(runs or base.runs, runs or base.long_runs, base.warmup, base.long_warmup,
                         tokens or base.max_new_tokens, long_tokens or base.long_tokens, base.timeout_s)
     configs, skipped = plan(backends, precisions, devices, quick)
-    source = resolve_model(model)
-    model_arg = model if model is not None else source.name
+    model_arg = model_name(model)  # a name: each backend plans its own folder (Phi-3: prequantized downloads)
     out_dir = Path(output)
     try:  # before anything slow: a folder we cannot write is bad input
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -212,7 +211,7 @@ def run(backends=None, precisions=None, devices=None, quick: bool = False, runs:
     started = datetime.datetime.now(datetime.timezone.utc)
     exports = []
     for cfg in configs:  # exports (and llama.cpp's build) first, outside every timing
-        if not export_ready(cfg, source):
+        if not export_ready(cfg, model_arg):
             progress(f"building the export for {cfg.label} first (once; not part of the timing) ...")
             exports.append({"config": cfg.label, "seconds": prepare(cfg, model_arg, 3600)})
     built = built_or_reason(progress) if llama_cpp else None
@@ -231,7 +230,7 @@ def run(backends=None, precisions=None, devices=None, quick: bool = False, runs:
         (peers if row["status"] == "ok" else skipped).append(row)
         progress(summary_line(row))
     doc = {"started": started.isoformat(timespec="seconds"), "duration_s": time.perf_counter() - t0, "quick": quick,
-           "model": source.name, "settings": asdict(settings),
+           "model": Path(model_arg).name, "settings": asdict(settings),
            "machine": {**machine(), "load_avg_before": load_before, "load_avg_after": load_avg()},
            "exports_built_first": exports, "results": results, "peers": peers, "skipped": skipped, "notes": NOTES}
     (out_dir / "bench.json").write_text(json.dumps(doc, indent=2))

@@ -60,12 +60,13 @@ def _speculative_rows(model, tokens: int, runs: int) -> list[dict]:
     from .. import load
     from ..backends.openvino import export_folder
     from ..backends.speculative import DRAFT_MODELS
-    from ..models import PHI3_MINI, resolve_model
+    from ..models import PHI3_MINI, model_name, resolve_model
 
-    src = resolve_model(model) if model is None or isinstance(model, str) else model
-    if src.name == PHI3_MINI:
+    src = model_name(model) if model is None or isinstance(model, str) else model
+    if src == PHI3_MINI:  # loaded by name: openvino's prequantized int4 folder, not the checkpoint
         draft = ("phi3-mini-draft", f"draft {DRAFT_MODELS['phi3-mini-draft']}")
     else:  # offline, the model's own int4 export stands in (same tokenizer): the mechanics, not a real speedup
+        src = resolve_model(src)
         draft = (str(export_folder(src, "int4")), "draft: own int4 (stand-in)")
     out, base = [], None
     variants = (("plain", {}), ("prompt lookup", {"prompt_lookup": True}), (draft[1], {"draft_model": draft[0]}))

@@ -129,6 +129,14 @@ def _default_model(*folders) -> str:
     return PHI3_MINI if ok else OFFLINE_MODEL
 
 
+def model_name(model=None) -> str:
+    """The model a load would use, downloading nothing: ``model``, else $PHI3_MODEL, else the default choice."""
+    chosen = model if model is not None else os.environ.get(MODEL_ENV) or None
+    if chosen is not None:
+        return str(chosen)
+    return _default_model(hub.CHECKPOINT, *hub.OPENVINO.values(), *hub.ONNX.values())
+
+
 def fetch_source(folder, by_default: bool = False) -> ModelSource:
     """phi3-mini's hub ``folder``, downloaded or complete in the cache; ``by_default``, a failed download gives
     the offline model instead."""
