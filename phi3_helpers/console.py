@@ -1,7 +1,7 @@
 """Notices read as information (``notice``); third-party noise of exports and loads held back (``quiet``).
 
-``quiet()`` collapses TracerWarnings, NNCF tables, progress bars and log lines into one notice, and writes all of
-them to stderr if the block raises; ``PHI3_VERBOSE=1`` turns it off.
+``quiet()`` collapses warnings, progress bars and log lines into one notice, and writes them all to stderr if the
+block raises; ``PHI3_VERBOSE=1`` turns it off.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def quiet() -> Iterator[Captured]:
         if not outer:
             real_out, real_err = _visible = (sys.stdout, sys.stderr)
             out, err = _Switch(real_out), _Switch(real_err)
-            reals = {id(s): s for s in (real_out, real_err, sys.__stdout__, sys.__stderr__) if s is not None}
+            reals = {id(s) for s in (real_out, real_err, sys.__stdout__, sys.__stderr__) if s is not None}
             swapped = [(h, h.stream) for h in _stream_handlers() if id(h.stream) in reals]
             for h, old in swapped:
                 h.stream = out if old in (real_out, sys.__stdout__) else err
@@ -102,10 +102,8 @@ def quiet() -> Iterator[Captured]:
     failed = False
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            # warnings (TracerWarning, FutureWarning, ...) become captured lines
             warnings.showwarning = lambda msg, cat, fn, ln, file=None, line=None: captured.write(
-                warnings.formatwarning(msg, cat, fn, ln, line)
-            )
+                warnings.formatwarning(msg, cat, fn, ln, line))
             yield captured
     except BaseException as exc:
         failed = not isinstance(exc, KeyboardInterrupt)  # Ctrl-C is no error to explain
@@ -121,6 +119,3 @@ def quiet() -> Iterator[Captured]:
             real_err.flush()
         elif captured.lines:
             notice(f"({captured.lines} lines of runtime messages hidden; {VERBOSE_ENV}=1 shows them.)")
-
-
-__all__ = ["notice", "quiet", "in_kernel", "Captured", "PREFIX", "VERBOSE_ENV"]

