@@ -10,7 +10,6 @@ import importlib.metadata as md
 import os
 import platform
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -354,7 +353,7 @@ def detect(model: str | None = None, requirements: Sequence[Path] | None = None)
     return SimpleNamespace(
         python=tuple(sys.version_info[:3]), implementation=platform.python_implementation(), uname=platform.uname(),
         npu=detect_npu(), ram=psutil.virtual_memory().total, report=report(),
-        cache=cache, free_disk=shutil.disk_usage(next(p for p in (cache, *cache.parents) if p.exists())).free,
+        cache=cache, free_disk=hub.free_bytes(cache),
         model=chosen, model_why=why, built=built, endpoint=constants.ENDPOINT, offline=offline, hub=probe,
         requirements=[(Path(p).name, Path(p).read_text()) for p in files if Path(p).is_file()])
 
@@ -444,7 +443,7 @@ def run_targets(todo: list[Target], model: str | None, smoke: bool, say=print) -
         t0 = time.perf_counter()
         try:
             folder, answer = _prepare_one(t, model, smoke)
-            size = folder_size(folder) / MiB if Path(folder).is_dir() else 0
+            size = folder_size(folder) / MiB
             status, found = OK, f"ready in {time.perf_counter() - t0:.0f} s, {size:.0f} MiB{answer}"
             say(f"    {found}")
         except Exception as exc:  # one line; KeyboardInterrupt still ends the run
