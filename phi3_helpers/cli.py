@@ -1,6 +1,6 @@
-"""Command line: ``python -m phi3_helpers {ask,chat,devices,prepare,bench,demo,doctor} ...``
+"""Command line: ``python -m phi3_helpers {ask,chat,devices,prepare,bench,demo,doctor} ...``, one parser.
 
-One parser: each subcommand is an ``add_*`` function (its arguments) and a ``cmd_*`` function (args -> exit code).
+Each subcommand is an ``add_*`` function (its arguments) and a ``cmd_*`` function (args -> exit code).
 Every error is a Phi3Error: one line that names the fix, exit 2; Ctrl-C exits 130.
 """
 
@@ -44,20 +44,18 @@ def _common(p: argparse.ArgumentParser, generation: bool = True, backend: str = 
         p.add_argument("--system", help="system prompt")
 
 
-def _options(args) -> dict:
-    """The generation options, checked before the (slow) load."""
-    opts = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p}
-    GenerationOptions.make(None, **opts)
-    return opts
-
-
-def _load(args, plan_only: bool = False):
-    """Load (or only plan) the backend, model, device, precision (and source) the command line asks for."""
+def _load(args, plan_only: bool = False, generation: bool = False):
+    """Load (or only plan) what the command line asks for; with ``generation``: (model, its checked options)."""
     import phi3_helpers  # looked up now: the tests replace load()
 
+    opts = {}
+    if generation:  # checked before the (slow) load
+        opts = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p}
+        GenerationOptions.make(None, **opts)
     extra = {"source": args.source} if getattr(args, "source", None) else {}
     run = phi3_helpers.plan_load if plan_only else phi3_helpers.load
-    return run(args.backend, model=args.model, device=args.device, precision=args.precision, **extra)
+    llm = run(args.backend, model=args.model, device=args.device, precision=args.precision, **extra)
+    return (llm, opts) if generation else llm
 
 
 def _print_stream(resp) -> None:
@@ -79,8 +77,7 @@ def add_ask(p) -> None:
 def cmd_ask(args) -> int:
     if not args.question.strip():
         raise EmptyPrompt('the question is empty; try: python -m phi3_helpers ask "What is the capital of France?"')
-    opts = _options(args)
-    llm = _load(args)
+    llm, opts = _load(args, generation=True)
     resp = llm.generate(args.question, system=args.system, **opts)
     _print_stream(resp)
     print(f"[{llm.describe()}] {resp.metrics}", file=sys.stderr)
@@ -88,8 +85,7 @@ def cmd_ask(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    opts = _options(args)
-    llm = _load(args)
+    llm, opts = _load(args, generation=True)
     session = llm.chat(system=args.system, **opts)
     print(f"Chatting with {llm.describe()}. Ctrl-C stops an answer; /clear forgets; /exit or Ctrl-D quits.",
           file=sys.stderr)
@@ -128,21 +124,20 @@ def add_prepare(p) -> None:
 
 def cmd_prepare(args) -> int:
     """Export/build/fetch the folder without loading any runtime and print it; ``--plan``: what it would download."""
-    if not args.plan:
-        plan = _load(args, plan_only=True)
-        print(backend_class(plan.backend).prepare(plan).folder)
-        return 0
     from .models import MODEL_ENV, PHI3_MINI, hub
 
     model = args.model or os.environ.get(MODEL_ENV) or PHI3_MINI
-    if model != PHI3_MINI:
+    if not args.plan:
+        plan = _load(args, plan_only=True)
+        print(backend_class(plan.backend).prepare(plan).folder)
+    elif model != PHI3_MINI:
         print(f"{model}: nothing to download from the hub (a local model).")
-        return 0
-    cls = backend_class(resolve_name(args.backend, args.device, None))
-    target = None
-    if "target" in cls.options:  # a backend that builds per execution provider (onnx): the one asked
-        target = "dml" if str(args.device or "").lower() in {"dml", "directml", "gpu"} else "cpu"
-    print("\n".join(hub.plan_lines(cls.name, cls.check_precision(args.precision), target, args.source)))
+    else:
+        cls = backend_class(resolve_name(args.backend, args.device, None))
+        target = None
+        if "target" in cls.options:  # a backend that builds per execution provider (onnx): the one asked
+            target = "dml" if str(args.device or "").lower() in {"dml", "directml", "gpu"} else "cpu"
+        print("\n".join(hub.plan_lines(cls.name, cls.check_precision(args.precision), target, args.source)))
     return 0
 
 
@@ -200,8 +195,7 @@ def cmd_bench(args) -> int:
         doc = bench.run(**{k: getattr(args, k) for k in keys}, llama_cpp=args.llama_cpp)
     except OSError as exc:  # e.g. the disk filled up while writing the results
         where = getattr(exc, "filename", None) or args.output
-        fix = "free some space or choose another folder with --output."
-        raise InvalidOption(f"{exc.strerror or exc} ({where}); {fix}") from None
+        raise InvalidOption(f"{exc.strerror or exc} ({where}); free some space or choose another folder with --output.")
     print(bench.markdown_table(doc))
     out = Path(args.output)
     print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'} in {doc['duration_s']:.0f} s", file=sys.stderr)
@@ -233,8 +227,7 @@ def cmd_demo(args) -> int:
     st = keep_busy(llm, args.seconds, args.prompt)
     if st.error:
         print(f"error: the demo stopped because generation failed: {st.error}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if st.error else 0
 
 
 #: subcommand -> (help, add_arguments, run)

@@ -1,7 +1,5 @@
-"""Notices read as information (``notice``); third-party noise of exports and loads held back (``quiet``).
-
-``quiet()`` collapses warnings, progress bars and log lines into one notice, and writes them all to stderr if the
-block raises; ``PHI3_VERBOSE=1`` turns it off.
+"""Notices read as information (``notice``); third-party noise of exports and loads held back (``quiet``):
+warnings, progress bars and log lines collapse into one notice, replayed on stderr if the block raises.
 """
 
 from __future__ import annotations
@@ -23,19 +21,11 @@ _visible: tuple | None = None  # (stdout, stderr) as they were when the outermos
 _active: io.StringIO | None = None  # the capture of the quiet() block running now
 
 
-def in_kernel() -> bool:
-    """Whether this runs inside a Jupyter kernel (where stderr output is drawn in a red box)."""
-    if "ipykernel" not in sys.modules:
-        return False
-    from IPython import get_ipython
-
-    return getattr(get_ipython(), "kernel", None) is not None
-
-
 def notice(message: str) -> None:
-    """A visible one-line notice: stdout in a notebook (information, not an error), stderr in a terminal."""
+    """A visible one-line notice: stdout in a notebook (where stderr is drawn in a red box), stderr in a terminal."""
     out, err = _visible or (sys.stdout, sys.stderr)
-    print(f"{PREFIX} {message}", file=out if in_kernel() else err, flush=True)
+    in_kernel = "ipykernel" in sys.modules and getattr(sys.modules["IPython"].get_ipython(), "kernel", None)
+    print(f"{PREFIX} {message}", file=out if in_kernel else err, flush=True)
 
 
 class _Switch(io.TextIOBase):
@@ -65,9 +55,7 @@ class _Switch(io.TextIOBase):
 class Captured(io.StringIO):
     """What a quiet() block held back: ``text`` and its number of non-empty ``lines``."""
 
-    @property
-    def text(self) -> str:
-        return self.getvalue()
+    text = property(io.StringIO.getvalue)
 
     @property
     def lines(self) -> int:

@@ -1,6 +1,5 @@
-"""Demo mode for instructors: answer after answer with a live tokens/s readout, so Task Manager's graph of the
-device stays up: ``keep_busy(llm, seconds=30)``, ``demo_widget(llm)``, ``python -m phi3_helpers demo``.
-"""
+"""Demo mode: answer after answer with a live tokens/s readout, so Task Manager's graph of the device stays up:
+``keep_busy(llm, seconds=30)``, ``demo_widget(llm)``, ``python -m phi3_helpers demo``."""
 
 from __future__ import annotations
 
@@ -51,9 +50,7 @@ class Demo:
             raise InvalidOption(f"seconds must be a number above 0 (got {seconds!r}); try seconds=60.")
         self.llm, self.seconds, self.prompt, self.max_new_tokens = llm, float(seconds), prompt, max_new_tokens
         self.stats = DemoStats(device=str(getattr(llm, "device", "?")), seconds=self.seconds)
-        self._stop = threading.Event()
-        self._response = None
-        self._thread: Optional[threading.Thread] = None
+        self._stop, self._response, self._thread = threading.Event(), None, None
 
     def stop(self) -> None:
         """End the demo; the answer being generated stops inside the runtime."""
@@ -95,7 +92,6 @@ class Demo:
         return st
 
     def start(self, on_update: Optional[Callable[[DemoStats], None]] = None, every: float = 0.25) -> threading.Thread:
-        """Run in a background thread (for widgets); ``stop()`` ends it."""
         if self._thread is not None and self._thread.is_alive():
             raise InvalidOption("the demo is already running; stop it first.")
         self.stats.running = True
@@ -104,7 +100,7 @@ class Demo:
         return self._thread
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Wait for a background run to end; True when it has."""
+        """Wait for a background run (``start()``) to end; True when it has."""
         if self._thread is not None:
             self._thread.join(timeout)
         return self._thread is None or not self._thread.is_alive()

@@ -1,7 +1,7 @@
 """``python -m phi3_helpers doctor``: can every chapter run on this machine, and if not, what to do.
 
-``detect()`` gathers the facts once, ``checks()`` turns them into plain rows; ``--prepare`` builds what the
-chapters load, ``--smoke`` also asks each for 10 tokens. Exit 0 when every chapter can run, 2 otherwise.
+``detect()`` gathers the facts once, ``checks()`` turns them into rows; ``--prepare`` builds what the chapters load,
+``--smoke`` also asks each for 10 tokens. Exit 0 when every chapter can run, 2 otherwise.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import platform
 import re
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,12 +30,10 @@ EXIT_READY, EXIT_NOT_READY = 0, 2
 REPO = Path(__file__).resolve().parents[1]
 GiB, MiB = 2**30, 2**20
 ALL = ("01", "02", "03", "04")
-
 #: Intel names no minimum ("the latest driver"); older Windows drivers failed to compile LLMs in the course.
 NPU_DRIVER_MIN_WINDOWS = (32, 0, 100, 3104)
 NPU_DRIVER_URL = "https://www.intel.com/content/www/us/en/download/794734/intel-npu-driver-windows.html"
 NPU_DRIVER_URL_LINUX = "https://github.com/intel/linux-npu-driver"
-
 #: The pins behind a module that a backend ``requires``; every chapter needs _EVERY.
 _OPENVINO = ("openvino", "openvino-tokenizers", "openvino-genai", "optimum", "optimum-intel", "nncf")
 _PINS_OF = {"openvino": _OPENVINO, "openvino_genai": _OPENVINO, "optimum.intel": _OPENVINO,
@@ -96,18 +95,15 @@ DISK = {
     "hub-onnx-cpu": ("ONNX Runtime int4 CPU download", ("02", "04"), None, "hub-onnx-cpu"),
     "hub-onnx-dml": ("ONNX Runtime int4 DirectML download", ("02",), None, "hub-onnx-dml"),
 }
-
-
-def _phi3_folders() -> dict:
-    return {"checkpoint": hub.CHECKPOINT, **{f"hub-ov-{p}": hub.OPENVINO[p] for p in ("int4", "int8", "fp16")},
-            "hub-onnx-cpu": hub.ONNX[("int4", "cpu")], "hub-onnx-dml": hub.ONNX[("int4", "dml")]}
+_PHI3_FOLDERS = {"checkpoint": hub.CHECKPOINT, **{f"hub-ov-{p}": hub.OPENVINO[p] for p in ("int4", "int8", "fp16")},
+                 "hub-onnx-cpu": hub.ONNX[("int4", "cpu")], "hub-onnx-dml": hub.ONNX[("int4", "dml")]}
 
 
 def artifacts(model: str) -> dict[str, tuple[str, tuple[str, ...], int]]:
     """key -> (label, chapters, bytes) of what the chapters write for ``model``."""
     if model != PHI3:
         return {k: (label, used, mib * MiB) for k, (label, used, mib, _) in DISK.items() if mib}
-    sizes = {**hub.EXPORT_OUTPUT_BYTES, **{k: f.published_bytes for k, f in _phi3_folders().items()}}
+    sizes = {**hub.EXPORT_OUTPUT_BYTES, **{k: f.published_bytes for k, f in _PHI3_FOLDERS.items()}}
     return {k: (label, used, int(sizes[of])) for k, (label, used, _, of) in DISK.items() if of}
 
 
@@ -129,7 +125,7 @@ class Check:
 
 
 def _graded(check: str, value, found: str, needed: str, grades: list, blocks: tuple[str, ...] = ALL) -> Check:
-    """The first grade (bound, status, fix) whose bound ``value`` is below (None: any) makes the row; else OK."""
+    """The first grade (bound, status, fix) with ``value`` below its bound (None: any) makes the row; else OK."""
     status, fix = next(((s, fix) for bound, s, fix in grades if bound is None or value < bound), (OK, ""))
     return Check(check, status, found, needed, fix, blocks if status == FAIL else ())
 
@@ -176,29 +172,23 @@ def installed_version(name: str) -> str | None:
         return None
 
 
-#: system -> (status, needed, what it means); any other system: untested.
-_OS = {"Windows": (OK, "Windows 11 for NPU and DirectML", ""), "Linux": (OK, "", ""),
-       "Darwin": (INFO, "", "macOS: no Intel NPU or DirectML; chapters 01 and 02 run on the CPU")}
-
-
 def _os_check(system: str, release: str, version: str = "", machine: str = "") -> Check:
-    status, needed, fix = _OS.get(system, (INFO, "", "untested OS"))
+    status, needed, fix = {"Windows": (OK, "Windows 11 for NPU and DirectML", ""), "Linux": (OK, "", ""),
+                           "Darwin": (INFO, "", "macOS: no Intel NPU or DirectML; chapters 01 and 02 run on the CPU"),
+                           }.get(system, (INFO, "", "untested OS"))
     if system == "Windows":  # platform says release "10" on Windows 11 too: the build tells them apart
         build = int(version.rsplit(".", 1)[-1]) if version.rsplit(".", 1)[-1].isdigit() else 0
         release = f"{'11' if build >= 22000 else '10' if build else ''} (build {build or '?'})".strip()
     return Check("OS", status, " ".join(x for x in (system, release, machine) if x), needed, fix)
 
 
-def _numbers(text: str) -> tuple[int, ...]:
-    return tuple(int(d) for d in re.findall(r"\d+", text))
-
-
 def npu_driver_check(name: str, driver: str, system: str, kernel: str = "") -> Check:
     """The NPU's driver (OpenVINO's NPU_DRIVER_VERSION) against the minimum."""
-    label, number = f"NPU {name}".strip(), _numbers(driver)
+    label = f"NPU {name}".strip()
+    number, linux = (tuple(map(int, re.findall(r"\d+", v))) for v in (driver, kernel))
     if system != "Windows":
         found = f"driver {driver or 'not reported'}, kernel {kernel or '?'}"
-        return _graded(label, _numbers(kernel)[:2] or (99,), found, "kernel >= 6.6, current driver",
+        return _graded(label, linux[:2] or (99,), found, "kernel >= 6.6, current driver",
                        [((6, 6), FAIL, f"the NPU needs Linux 6.6+; {NPU_DRIVER_URL_LINUX}")], ("01",))
     if not number:
         return Check(label, WARN, "driver version not reported", "", f"see Device Manager; {NPU_DRIVER_URL}")
@@ -206,11 +196,6 @@ def npu_driver_check(name: str, driver: str, system: str, kernel: str = "") -> C
     needed = f">= {'.'.join(map(str, NPU_DRIVER_MIN_WINDOWS))} (latest recommended)"
     grades = [(NPU_DRIVER_MIN_WINDOWS, FAIL, f"update the NPU driver: {NPU_DRIVER_URL}")]
     return _graded(label, number, f"driver {driver}", needed, grades, ("01",))
-
-
-#: What the course does without a device OpenVINO did not find.
-_WITHOUT = {"GPU": "optional: chapter 03 also offers GPU when there is one",
-            "NPU": f"chapter 01 runs on the CPU; on a Core Ultra laptop, install the NPU driver: {NPU_DRIVER_URL}"}
 
 
 def device_checks(rows: list[dict], npu, system: str, kernel: str = "") -> list[Check]:
@@ -223,7 +208,9 @@ def device_checks(rows: list[dict], npu, system: str, kernel: str = "") -> list[
     if npu.present:
         out.append(npu_driver_check(npu.name or npu.device, npu.driver_version, system, kernel))
     there = {r["device"] for r in found} | ({"NPU"} if npu.present else set())
-    return out + [Check(kind, INFO, "none found by OpenVINO", "", fix) for kind, fix in _WITHOUT.items()
+    without = {"GPU": "optional: chapter 03 also offers GPU when there is one",  # what the course does instead
+               "NPU": f"chapter 01 runs on the CPU; on a Core Ultra laptop, install the NPU driver: {NPU_DRIVER_URL}"}
+    return out + [Check(kind, INFO, "none found by OpenVINO", "", fix) for kind, fix in without.items()
                   if kind not in there]
 
 
@@ -310,7 +297,7 @@ def _choose_model(explicit: str | None, reachable: bool | None) -> tuple[str, st
     chosen = explicit or os.environ.get(MODEL_ENV)
     if chosen:
         return str(chosen), "--model" if explicit else f"{MODEL_ENV}={chosen}"
-    if any(_downloaded(f) for f in _phi3_folders().values()):
+    if any(_downloaded(f) for f in _PHI3_FOLDERS.values()):
         return PHI3, "a Phi-3 folder is downloaded already"
     if reachable:
         return PHI3, "the hub is reachable"
@@ -330,7 +317,7 @@ def built_artifacts(model_name: str) -> dict[str, bool]:
     compiled = {"compiled-int4": "int4", "compiled-fp16": "fp16", "compiled-npu": "int4-npu"}
     built |= {k: (cache_root() / "ov_compiled" / exports[p].name).is_dir() for k, p in compiled.items()}
     if model_name == PHI3:
-        return built | {k: _downloaded(f) for k, f in _phi3_folders().items()}
+        return built | {k: _downloaded(f) for k, f in _PHI3_FOLDERS.items()}
     built |= {f"onnx-int4-{t}": onnx_folder(src, "int4", t).is_dir() for t in ("cpu", "dml")}
     return built | {"hf": (src.folder / "config.json").is_file()}
 
@@ -414,7 +401,6 @@ def targets(rows: list[dict], chapters: Iterable[str]) -> list[Target]:
 
 
 def _prepare_one(t: Target, model: str, smoke: bool) -> tuple[Path, str]:
-    """(the prepared folder, what the load/smoke said), through plan_load() and load()."""
     from . import load, plan_load
 
     if t.export_only or model == PHI3:  # only Phi-3 downloads: outside quiet(), so its progress bar shows
@@ -424,15 +410,13 @@ def _prepare_one(t: Target, model: str, smoke: bool) -> tuple[Path, str]:
     with quiet():
         if t.export_only:
             return backend_class(plan.backend).prepare(plan).folder, ""
-        llm, answer = load(t.backend, model, t.device, t.precision), ""
-        try:
-            if smoke:
-                resp = llm.generate("What is the capital of France?", max_new_tokens=10)
-                text = resp.text().strip().replace("\n", " ")  # the whole answer first: then its metrics
-                answer = f"; smoke: {resp.metrics.tokens} tokens at {resp.metrics.tokens_per_s:.0f} tok/s: {text!r}"
-        finally:
-            llm.close()
-    return llm.prepared_folder, f" on {llm.device}{answer}"
+        with closing(load(t.backend, model, t.device, t.precision)) as llm:
+            if not smoke:
+                return llm.prepared_folder, f" on {llm.device}"
+            resp = llm.generate("What is the capital of France?", max_new_tokens=10)
+            text = resp.text().strip().replace("\n", " ")  # the whole answer first: then its metrics
+            said = f"{resp.metrics.tokens} tokens at {resp.metrics.tokens_per_s:.0f} tok/s: {text!r}"
+            return llm.prepared_folder, f" on {llm.device}; smoke: {said}"
 
 
 def run_targets(todo: list[Target], model: str | None, smoke: bool, say=print) -> list[Check]:
@@ -469,9 +453,6 @@ def with_results(rows: list[Check], results: list[Check]) -> list[Check]:
     return out
 
 
-_MARK = {OK: "OK", WARN: "WARN", FAIL: "FAIL", INFO: "info"}
-
-
 def _is_chapter(row: Check) -> bool:
     return row.check.startswith("chapter ")
 
@@ -491,8 +472,8 @@ def format_table(rows: Sequence[Check]) -> str:
     width = min(44, max(len(r.check) for r in rows))
     lines = [f"{'':4}  {'check':<{width}}  found  [needed]"]
     for r in rows:
-        needed = f"  [{r.needed}]" if r.needed else ""
-        lines.append(f"{_MARK[r.status]:<4}  {r.check[:width]:<{width}}  {r.found}{needed}")
+        mark, needed = r.status if r.status == INFO else r.status.upper(), f"  [{r.needed}]" if r.needed else ""
+        lines.append(f"{mark:<4}  {r.check[:width]:<{width}}  {r.found}{needed}")
         if r.fix and r.status != OK:
             lines.append(f"{'':4}  {'':<{width}}  -> {r.fix}")
     return "\n".join(lines)
@@ -535,12 +516,7 @@ def run(args) -> int:
     return verdict(rows)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m phi3_helpers.doctor ARGS``: the same parser as ``python -m phi3_helpers doctor ARGS``."""
-    from .cli import main as cli_main
+if __name__ == "__main__":  # python -m phi3_helpers.doctor: the same parser as python -m phi3_helpers doctor
+    from .cli import main
 
-    return cli_main(["doctor", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["doctor", *sys.argv[1:]]))

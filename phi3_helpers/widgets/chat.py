@@ -1,4 +1,4 @@
-"""The course's chat widget: a multi-turn, streaming chat over any backend's ChatSession (STYLE.md, "Widgets").
+"""The course's chat widget: a streaming multi-turn chat over any backend's ChatSession (STYLE.md, "Widgets").
 
 A background thread reads the answer and only sets widget values; Stop ends generation inside the runtime.
 """
@@ -29,7 +29,7 @@ _SCRIPT_URL = re.compile(r"(?i)\b(javascript|vbscript)\s*:")
 
 def safe_markdown(text: str) -> str:
     """The answer as Markdown that cannot run code in the page: outside fenced blocks (which end where marked ends
-    them) each ``<`` gets a zero-width space after it, so no tag can start, and ``javascript:`` links are broken."""
+    them) a zero-width space follows each ``<``, so no tag can start, and ``javascript:`` links are broken."""
     out, fence = [], None
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
@@ -47,20 +47,8 @@ def safe_markdown(text: str) -> str:
 
 
 def _named(name: str, widget: widgets.Widget) -> widgets.Widget:
-    """``widget`` with the class ``phi3-chat-<name>``: a stable name for the page (and the browser test)."""
-    widget.add_class(f"phi3-chat-{name}")
+    widget.add_class(f"phi3-chat-{name}")  # a stable name for the page (and the browser test)
     return widget
-
-
-def _as_session(llm_or_session: Any, system: Optional[str]) -> ChatSession:
-    if isinstance(llm_or_session, ChatSession):
-        if system is not None:
-            llm_or_session.system = system
-        return llm_or_session
-    if callable(getattr(llm_or_session, "chat", None)):
-        return llm_or_session.chat(system=system)
-    raise InvalidOption(f"chat_widget needs a loaded model or a chat session (got {type(llm_or_session).__name__}); "
-                        "use chat_widget(phi3_helpers.load('openvino')).")
 
 
 class Turn:
@@ -70,12 +58,11 @@ class Turn:
         self.question = question
         self.user = widgets.HTML("<div style='white-space:pre-wrap;background:var(--jp-layout-color2,#eee);"
                                  f"border-radius:6px;padding:4px 8px'><b>You:</b> {html.escape(question)}</div>")
-        self.notices = widgets.HTML()
-        self.answer = _named("answer", widgets.Output(layout=widgets.Layout(padding="0 8px")))
-        self.error = widgets.HTML()
+        self.notices, self.error = widgets.HTML(), widgets.HTML()
+        self.answer = _named("answer", widgets.Output(layout={"padding": "0 8px"}))
         self.metrics = _named("metrics", widgets.HTML())
         parts = [self.user, self.notices, self.answer, self.error, self.metrics]
-        self.box = _named("turn", widgets.VBox(parts, layout=widgets.Layout(flex="0 0 auto")))  # never squeezed
+        self.box = _named("turn", widgets.VBox(parts, layout={"flex": "0 0 auto"}))  # never squeezed
         self.pieces: list[str] = []
         self.response: Optional[Response] = None
 
@@ -94,16 +81,10 @@ class Turn:
 
 
 class ChatWidget(widgets.VBox):
-    """A chat over a ChatSession. Display it in a notebook; or drive it from code:
-
-    >>> w = ChatWidget(llm)
-    >>> w.input.value = "What is the capital of France?"; w.send_button.click(); w.wait()
-    >>> w.turns[-1].text
-    """
+    """A chat over a ChatSession; from code: ``w.input.value = "Hi"; w.send_button.click(); w.wait()``."""
 
     state = traitlets.Unicode(IDLE)  # idle | generating | stopping
-    #: Seconds to wait, after Enter, for the box's text when the page sends none (Enter on unchanged text).
-    submit_wait = 0.3
+    submit_wait = 0.3  # seconds to wait, after Enter, for the box's text when the page sends none
 
     def __init__(
         self, llm_or_session: Any, *, system: Optional[str] = None, max_new_tokens: Optional[int] = None,
@@ -111,14 +92,21 @@ class ChatWidget(widgets.VBox):
         height: str = "420px",
     ):
         super().__init__()
-        self.session = _as_session(llm_or_session, system)
+        if isinstance(llm_or_session, ChatSession):
+            self.session = llm_or_session
+            self.session.system = self.session.system if system is None else system
+        elif callable(getattr(llm_or_session, "chat", None)):
+            self.session = llm_or_session.chat(system=system)
+        else:
+            raise InvalidOption(f"chat_widget needs a loaded model or a chat session (got "
+                                f"{type(llm_or_session).__name__}); use chat_widget(phi3_helpers.load('openvino')).")
         self.session.print_notices = False  # each turn shows its notices (no prints from threads)
         backend, opts = self.session.backend, self.session.options
         self.paint_interval = float(paint_interval)
         self.max_chars = int(max_chars or 4 * backend.max_prompt_tokens)  # refused before it is tokenized
         self.turns: list[Turn] = []
         self._lock = threading.RLock()
-        self._submit_timer: Optional[threading.Timer] = None  # set from Enter until the question is sent
+        self._submit_timer: Optional[threading.Timer] = None  # from Enter until the question is sent
         self._worker: Optional[threading.Thread] = None
         self._refocus = False  # the question came from the box: give it the cursor back when the answer ends
         self._clear_requested = False
@@ -128,28 +116,27 @@ class ChatWidget(widgets.VBox):
         self.model_label = widgets.HTML(" · ".join(f"<b>{k}</b> {html.escape(str(v))}" for k, v in about.items()))
         self.system_prompt = _named("system", widgets.Text(
             self.session.system or "", placeholder="System prompt (optional), e.g. You are a concise assistant.",
-            description="System", layout=widgets.Layout(width="100%")))
+            description="System", layout={"width": "100%"}))
         initial = {"description_width": "initial"}
         self.temperature = _named("temperature", widgets.BoundedFloatText(
             opts.temperature if temperature is None else float(temperature), min=0.0, max=2.0, step=0.1,
-            description="Temperature", style=initial, layout=widgets.Layout(width="200px")))
+            description="Temperature", style=initial, layout={"width": "200px"}))
         self.max_new_tokens = _named("max-new-tokens", widgets.BoundedIntText(
             opts.max_new_tokens if max_new_tokens is None else int(max_new_tokens), min=1,
             max=max(1, backend.context_length - 1), step=32, description="Max new tokens", style=initial,
-            layout=widgets.Layout(width="220px")))
+            layout={"width": "220px"}))
         # newest turn first, shown bottom-up: the browser keeps the newest text in view, and lets the reader scroll back
-        self.conversation = _named("conversation", widgets.VBox(layout=widgets.Layout(
-            height=height, overflow_y="auto", flex_flow="column-reverse", padding="4px",
-            border="1px solid var(--jp-border-color1,#ccc)")))
+        self.conversation = _named("conversation", widgets.VBox(layout={
+            "height": height, "overflow_y": "auto", "flex_flow": "column-reverse", "padding": "4px",
+            "border": "1px solid var(--jp-border-color1,#ccc)"}))
         # continuous_update=False: the page sends the text after Enter (or on blur), not per keystroke
         self.input = _named("input", widgets.Text(placeholder="Ask something and press Enter", continuous_update=False,
-                                                  layout=widgets.Layout(flex="1 1 auto", width="auto")))
+                                                  layout={"flex": "1 1 auto", "width": "auto"}))
         self.send_button = _named("send", widgets.Button(description="Send", button_style="primary",
                                                          icon="paper-plane"))
         self.stop_button = _named("stop", widgets.Button(description="Stop", button_style="warning", icon="stop"))
         self.clear_button = _named("clear", widgets.Button(description="Clear", icon="trash"))
-        self.status = widgets.HTML()
-        self.hint = widgets.HTML()
+        self.status, self.hint = widgets.HTML(), widgets.HTML()
         self.legend = _named("legend", widgets.HTML(f"<span style='{_QUIET}'>{html.escape(LEGEND)}</span>"))
 
         # Enter sends: the submit event (deprecated in ipywidgets 8), then the value; the value alone also changes
@@ -295,8 +282,7 @@ class ChatWidget(widgets.VBox):
         for w in (self.input, self.send_button, self.system_prompt, self.temperature, self.max_new_tokens):
             w.disabled = state != IDLE
         self.stop_button.disabled = state != GENERATING
-        if state == IDLE and self._refocus:
-            # disabling the box took the cursor out of it: give it back (after `disabled`, so the page can focus it)
+        if state == IDLE and self._refocus:  # disabling the box took the cursor out: give it back, now it is enabled
             self._refocus = False
             self.input.focus()
         label = {IDLE: "ready", GENERATING: "generating…", STOPPING: "stopping…"}[state]
@@ -308,8 +294,6 @@ class ChatWidget(widgets.VBox):
 
 
 def chat_widget(llm_or_session: Any, **kw: Any) -> ChatWidget:
-    """A chat widget over a loaded model (``load(...)``) or a ChatSession; display it as a cell's last line.
-
-    Keywords: system, max_new_tokens, temperature, max_chars, paint_interval, height.
-    """
+    """A chat widget over a loaded model or a ChatSession (keywords: system, max_new_tokens, temperature,
+    max_chars, paint_interval, height); display it as a cell's last line."""
     return ChatWidget(llm_or_session, **kw)
