@@ -44,18 +44,20 @@ def _common(p: argparse.ArgumentParser, generation: bool = True, backend: str = 
         p.add_argument("--system", help="system prompt")
 
 
-def _load(args, plan_only: bool = False, generation: bool = False):
-    """Load (or only plan) what the command line asks for; with ``generation``: (model, its checked options)."""
+def _options(args) -> dict:
+    """The generation options, checked before the (slow) load."""
+    opts = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p}
+    GenerationOptions.make(None, **opts)
+    return opts
+
+
+def _load(args, plan_only: bool = False):
+    """Load (or only plan) the backend, model, device, precision (and source) the command line asks for."""
     import phi3_helpers  # looked up now: the tests replace load()
 
-    opts = {}
-    if generation:  # checked before the (slow) load
-        opts = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p}
-        GenerationOptions.make(None, **opts)
     extra = {"source": args.source} if getattr(args, "source", None) else {}
     run = phi3_helpers.plan_load if plan_only else phi3_helpers.load
-    llm = run(args.backend, model=args.model, device=args.device, precision=args.precision, **extra)
-    return (llm, opts) if generation else llm
+    return run(args.backend, model=args.model, device=args.device, precision=args.precision, **extra)
 
 
 def _print_stream(resp) -> None:
@@ -77,7 +79,8 @@ def add_ask(p) -> None:
 def cmd_ask(args) -> int:
     if not args.question.strip():
         raise EmptyPrompt('the question is empty; try: python -m phi3_helpers ask "What is the capital of France?"')
-    llm, opts = _load(args, generation=True)
+    opts = _options(args)
+    llm = _load(args)
     resp = llm.generate(args.question, system=args.system, **opts)
     _print_stream(resp)
     print(f"[{llm.describe()}] {resp.metrics}", file=sys.stderr)
@@ -85,7 +88,8 @@ def cmd_ask(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    llm, opts = _load(args, generation=True)
+    opts = _options(args)
+    llm = _load(args)
     session = llm.chat(system=args.system, **opts)
     print(f"Chatting with {llm.describe()}. Ctrl-C stops an answer; /clear forgets; /exit or Ctrl-D quits.",
           file=sys.stderr)

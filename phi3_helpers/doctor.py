@@ -138,9 +138,8 @@ def python_check(version: Sequence[int], implementation: str = "CPython") -> Che
     return _graded("Python", tuple(version[:2]), found, "3.11", grades)
 
 
-def requirement_checks(
-    text: str, installed: Callable[[str], str | None], env: dict | None = None, source: str = "requirements.txt"
-) -> list[Check]:
+def requirement_checks(text: str, installed: Callable[[str], str | None], env: dict | None = None,
+                       source: str = "requirements.txt") -> list[Check]:
     """One row per pin that applies here (environment markers respected): installed version vs pin."""
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.utils import canonicalize_name
@@ -172,7 +171,7 @@ def installed_version(name: str) -> str | None:
         return None
 
 
-def _os_check(system: str, release: str, version: str = "", machine: str = "") -> Check:
+def _os_check(system: str, release: str, version: str, machine: str) -> Check:
     status, needed, fix = {"Windows": (OK, "Windows 11 for NPU and DirectML", ""), "Linux": (OK, "", ""),
                            "Darwin": (INFO, "", "macOS: no Intel NPU or DirectML; chapters 01 and 02 run on the CPU"),
                            }.get(system, (INFO, "", "untested OS"))
@@ -292,18 +291,6 @@ def _downloaded(folder) -> bool:
         return False
 
 
-def _choose_model(explicit: str | None, reachable: bool | None) -> tuple[str, str]:
-    """The model the chapters will use (as models' default choice), and why, without downloading anything."""
-    chosen = explicit or os.environ.get(MODEL_ENV)
-    if chosen:
-        return str(chosen), "--model" if explicit else f"{MODEL_ENV}={chosen}"
-    if any(_downloaded(f) for f in _PHI3_FOLDERS.values()):
-        return PHI3, "a Phi-3 folder is downloaded already"
-    if reachable:
-        return PHI3, "the hub is reachable"
-    return OFFLINE, "the hub is not reachable or HF_HUB_OFFLINE is set"
-
-
 def built_artifacts(model_name: str) -> dict[str, bool]:
     """Which DISK keys are built already, by the backends' own folder names and the hub cache."""
     from .backends.onnx_build import onnx_folder
@@ -331,7 +318,15 @@ def detect(model: str | None = None, requirements: Sequence[Path] | None = None)
 
     cache, offline = cache_root(), bool(constants.HF_HUB_OFFLINE)  # huggingface_hub's own settings
     probe = None if offline else hub_reachable()
-    chosen, why = _choose_model(model, probe and probe[0])
+    chosen = str(model or os.environ.get(MODEL_ENV) or "")  # else the model the chapters choose by default (models.py)
+    if chosen:
+        why = "--model" if model else f"{MODEL_ENV}={chosen}"
+    elif any(_downloaded(f) for f in _PHI3_FOLDERS.values()):
+        chosen, why = PHI3, "a Phi-3 folder is downloaded already"
+    elif probe and probe[0]:
+        chosen, why = PHI3, "the hub is reachable"
+    else:
+        chosen, why = OFFLINE, "the hub is not reachable or HF_HUB_OFFLINE is set"
     try:
         built = built_artifacts(chosen)
     except Exception:  # a user's folder as the model: nothing known to be built
