@@ -467,7 +467,8 @@ def format_table(rows: Sequence[Check]) -> str:
     width = min(44, max(len(r.check) for r in rows))
     lines = [f"{'':4}  {'check':<{width}}  found  [needed]"]
     for r in rows:
-        mark, needed = r.status if r.status == INFO else r.status.upper(), f"  [{r.needed}]" if r.needed else ""
+        mark = r.status if r.status == INFO else r.status.upper()
+        needed = f"  [{r.needed}]" if r.needed else ""
         lines.append(f"{mark:<4}  {r.check[:width]:<{width}}  {r.found}{needed}")
         if r.fix and r.status != OK:
             lines.append(f"{'':4}  {'':<{width}}  -> {r.fix}")

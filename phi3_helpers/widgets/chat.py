@@ -202,13 +202,12 @@ class ChatWidget(widgets.VBox):
 
     def _on_submit(self, _widget=None) -> None:
         """Enter in the page: send when the box's text arrives (a later message), or after ``submit_wait`` s."""
-        timer = threading.Timer(self.submit_wait, self._claim_submit)
-        timer.daemon = True
         with self._lock:
             if self._submit_timer is not None:
                 self._submit_timer.cancel()
-            self._submit_timer = timer
-        timer.start()
+            self._submit_timer = threading.Timer(self.submit_wait, self._claim_submit)
+            self._submit_timer.daemon = True
+            self._submit_timer.start()
 
     def _claim_submit(self, _change=None) -> None:
         """Send once per Enter: on the box's new text or on the timer, whichever comes first."""
