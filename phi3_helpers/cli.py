@@ -1,7 +1,7 @@
-"""Command line: ``python -m phi3_helpers {ask,chat,devices,prepare,bench,demo,doctor} ...``
+"""Command line: ``python -m phi3_helpers {ask,chat,devices,prepare,bench,demo,doctor} ...``, one parser.
 
-One parser; each subcommand is an ``add_*`` function (its arguments) and a ``cmd_*`` function (``args -> exit
-code``). Every error is a Phi3Error: one line that names the fix, exit 2; Ctrl-C exits 130.
+Each subcommand is an ``add_*`` function (its arguments) and a ``cmd_*`` function (args -> exit code).
+Every error is a Phi3Error: one line that names the fix, exit 2; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import argparse
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from . import DEFAULT_BACKEND, doctor
@@ -27,8 +28,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"error: {message} (see: python -m phi3_helpers {self.prog.split()[-1]} --help)\n")
 
 
-def _common(p: argparse.ArgumentParser, generation: bool = True, backend: str | None = None) -> None:
-    backend = backend or DEFAULT_BACKEND
+def _common(p: argparse.ArgumentParser, generation: bool = True, backend: str = DEFAULT_BACKEND) -> None:
     p.add_argument("--backend", default=backend, help=f"one of {', '.join(BACKENDS)} (default: {backend}); "
                    "PHI3_NPU_PATH=classic makes npu mean npu-classic")
     p.add_argument("--precision", help="int4, int8, fp16 (openvino, onnx, npu-classic), fp32 (transformers, onnx); "
@@ -71,7 +71,6 @@ def _print_stream(resp) -> None:
     sys.stdout.write("\n")
 
 
-# -- ask, chat ---------------------------------------------------------------------------------
 def add_ask(p) -> None:
     p.add_argument("question")
     _common(p)
@@ -115,7 +114,6 @@ def cmd_chat(args) -> int:
                 print(f"error: {exc}", file=sys.stderr)
 
 
-# -- devices, prepare --------------------------------------------------------------------------
 def cmd_devices(args) -> int:
     print(format_report(report()))
     return 0
@@ -128,32 +126,25 @@ def add_prepare(p) -> None:
                    "(hub, the default) or a local export")
 
 
-def cmd_plan(args) -> int:
-    """What `prepare` would download for phi3-mini (repos, files, sizes, free disk); downloads nothing."""
+def cmd_prepare(args) -> int:
+    """Export/build/fetch the folder without loading any runtime and print it; ``--plan``: what it would download."""
     from .models import MODEL_ENV, PHI3_MINI, hub
 
     model = args.model or os.environ.get(MODEL_ENV) or PHI3_MINI
-    if model != PHI3_MINI:
+    if not args.plan:
+        plan = _load(args, plan_only=True)
+        print(backend_class(plan.backend).prepare(plan).folder)
+    elif model != PHI3_MINI:
         print(f"{model}: nothing to download from the hub (a local model).")
-        return 0
-    cls = backend_class(resolve_name(args.backend, args.device, None))
-    precision, target = cls.check_precision(args.precision), None
-    if "target" in cls.options:  # a backend that builds per execution provider (onnx): the one asked
-        target = "dml" if str(args.device or "").lower() in {"dml", "directml", "gpu"} else "cpu"
-    print("\n".join(hub.plan_lines(cls.name, precision, target, args.source)))
+    else:
+        cls = backend_class(resolve_name(args.backend, args.device, None))
+        target = None
+        if "target" in cls.options:  # a backend that builds per execution provider (onnx): the one asked
+            target = "dml" if str(args.device or "").lower() in {"dml", "directml", "gpu"} else "cpu"
+        print("\n".join(hub.plan_lines(cls.name, cls.check_precision(args.precision), target, args.source)))
     return 0
 
 
-def cmd_prepare(args) -> int:
-    """Plan, then prepare (export/build/fetch) without loading any runtime; prints the folder."""
-    if args.plan:
-        return cmd_plan(args)
-    plan = _load(args, plan_only=True)
-    print(backend_class(plan.backend).prepare(plan).folder)
-    return 0
-
-
-# -- bench -------------------------------------------------------------------------------------
 def _csv(text: str) -> list[str]:
     return [t.strip().lower() for t in text.split(",") if t.strip()]
 
@@ -191,41 +182,30 @@ def add_bench(p) -> None:
 
 
 def cmd_bench(args) -> int:
-    from pathlib import Path
-
     from . import bench
 
     if args.chat:
-        return _chat_bench(args)
+        from .bench import chat
+
+        configs = [c for c in chat.CHAT_CONFIGS if not args.backends or c[0] in args.backends]
+        doc = chat.run_chat(turns=4 if args.quick else 10, max_new_tokens=args.tokens or (16 if args.quick else 64),
+                            configs=configs, model=args.model, progress=lambda line: print(line, file=sys.stderr))
+        path = chat.write(doc, args.output)
+        print(chat.chat_table(doc))
+        print(f"\nwrote {path} and {path.with_suffix('.png')}", file=sys.stderr)
+        return 0 if doc["rows"] else 1
+    keys = ("backends", "precisions", "devices", "quick", "runs", "tokens", "long_tokens", "output", "model")
     try:
-        keys = ("backends", "precisions", "devices", "quick", "runs", "tokens", "long_tokens", "output", "model",
-                "llama_cpp")
-        doc = bench.run(**{k: getattr(args, k) for k in keys})
+        doc = bench.run(**{k: getattr(args, k) for k in keys}, llama_cpp=args.llama_cpp)
     except OSError as exc:  # e.g. the disk filled up while writing the results
-        raise InvalidOption(
-            f"{exc.strerror or exc} ({getattr(exc, 'filename', None) or args.output}); free some space "
-            "or choose another folder with --output."
-        ) from None
+        where = getattr(exc, "filename", None) or args.output
+        raise InvalidOption(f"{exc.strerror or exc} ({where}); free some space or choose another folder with --output.")
     print(bench.markdown_table(doc))
     out = Path(args.output)
     print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'} in {doc['duration_s']:.0f} s", file=sys.stderr)
     return 0 if all(r.get("status") == "ok" for r in doc["results"]) else 1
 
 
-def _chat_bench(args) -> int:
-    from .bench import chat
-
-    configs = [c for c in chat.CHAT_CONFIGS if not args.backends or c[0] in args.backends]
-    tokens = args.tokens or (16 if args.quick else 64)
-    doc = chat.run_chat(turns=4 if args.quick else 10, max_new_tokens=tokens, configs=configs, model=args.model,
-                        progress=lambda line: print(line, file=sys.stderr))
-    path = chat.write(doc, args.output)
-    print(chat.chat_table(doc))
-    print(f"\nwrote {path} and {path.with_suffix('.png')}", file=sys.stderr)
-    return 0 if doc["rows"] else 1
-
-
-# -- demo --------------------------------------------------------------------------------------
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -251,8 +231,7 @@ def cmd_demo(args) -> int:
     st = keep_busy(llm, args.seconds, args.prompt)
     if st.error:
         print(f"error: the demo stopped because generation failed: {st.error}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if st.error else 0
 
 
 #: subcommand -> (help, add_arguments, run)

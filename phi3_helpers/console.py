@@ -1,7 +1,5 @@
-"""Notices read as information (``notice``); third-party noise of exports and loads held back (``quiet``).
-
-``quiet()`` collapses TracerWarnings, NNCF tables, progress bars and log lines into one notice, and writes all of
-them to stderr if the block raises; ``PHI3_VERBOSE=1`` turns it off.
+"""Notices read as information (``notice``); third-party noise of exports and loads held back (``quiet``):
+warnings, progress bars and log lines collapse into one notice, replayed on stderr if the block raises.
 """
 
 from __future__ import annotations
@@ -23,19 +21,11 @@ _visible: tuple | None = None  # (stdout, stderr) as they were when the outermos
 _active: io.StringIO | None = None  # the capture of the quiet() block running now
 
 
-def in_kernel() -> bool:
-    """Whether this runs inside a Jupyter kernel (where stderr output is drawn in a red box)."""
-    if "ipykernel" not in sys.modules:
-        return False
-    from IPython import get_ipython
-
-    return getattr(get_ipython(), "kernel", None) is not None
-
-
 def notice(message: str) -> None:
-    """A visible one-line notice: stdout in a notebook (information, not an error), stderr in a terminal."""
+    """A visible one-line notice: stdout in a notebook (where stderr is drawn in a red box), stderr in a terminal."""
     out, err = _visible or (sys.stdout, sys.stderr)
-    print(f"{PREFIX} {message}", file=out if in_kernel() else err, flush=True)
+    in_kernel = "ipykernel" in sys.modules and getattr(sys.modules["IPython"].get_ipython(), "kernel", None)
+    print(f"{PREFIX} {message}", file=out if in_kernel else err, flush=True)
 
 
 class _Switch(io.TextIOBase):
@@ -65,9 +55,7 @@ class _Switch(io.TextIOBase):
 class Captured(io.StringIO):
     """What a quiet() block held back: ``text`` and its number of non-empty ``lines``."""
 
-    @property
-    def text(self) -> str:
-        return self.getvalue()
+    text = property(io.StringIO.getvalue)
 
     @property
     def lines(self) -> int:
@@ -91,7 +79,7 @@ def quiet() -> Iterator[Captured]:
         if not outer:
             real_out, real_err = _visible = (sys.stdout, sys.stderr)
             out, err = _Switch(real_out), _Switch(real_err)
-            reals = {id(s): s for s in (real_out, real_err, sys.__stdout__, sys.__stderr__) if s is not None}
+            reals = {id(s) for s in (real_out, real_err, sys.__stdout__, sys.__stderr__) if s is not None}
             swapped = [(h, h.stream) for h in _stream_handlers() if id(h.stream) in reals]
             for h, old in swapped:
                 h.stream = out if old in (real_out, sys.__stdout__) else err
@@ -102,10 +90,8 @@ def quiet() -> Iterator[Captured]:
     failed = False
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            # warnings (TracerWarning, FutureWarning, ...) become captured lines
             warnings.showwarning = lambda msg, cat, fn, ln, file=None, line=None: captured.write(
-                warnings.formatwarning(msg, cat, fn, ln, line)
-            )
+                warnings.formatwarning(msg, cat, fn, ln, line))
             yield captured
     except BaseException as exc:
         failed = not isinstance(exc, KeyboardInterrupt)  # Ctrl-C is no error to explain
@@ -121,6 +107,3 @@ def quiet() -> Iterator[Captured]:
             real_err.flush()
         elif captured.lines:
             notice(f"({captured.lines} lines of runtime messages hidden; {VERBOSE_ENV}=1 shows them.)")
-
-
-__all__ = ["notice", "quiet", "in_kernel", "Captured", "PREFIX", "VERBOSE_ENV"]

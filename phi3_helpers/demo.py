@@ -1,6 +1,5 @@
-"""Demo mode for instructors: answer after answer with a live tokens/s readout, so Task Manager's graph of the
-device stays up: ``keep_busy(llm, seconds=30)`` (Ctrl-C ends it), ``demo_widget(llm)``, ``python -m phi3_helpers demo``.
-"""
+"""Demo mode: answer after answer with a live tokens/s readout, so Task Manager's graph of the device stays up:
+``keep_busy(llm, seconds=30)``, ``demo_widget(llm)``, ``python -m phi3_helpers demo``."""
 
 from __future__ import annotations
 
@@ -13,10 +12,8 @@ from typing import Callable, Optional
 
 from .errors import InvalidOption, one_line
 
-DEMO_PROMPT = (
-    "Tell a long, detailed story about a lighthouse keeper who teaches a robot to paint the sea. "
-    "Describe every season on the island."
-)
+DEMO_PROMPT = ("Tell a long, detailed story about a lighthouse keeper who teaches a robot to paint the sea. "
+               "Describe every season on the island.")
 
 
 @dataclass
@@ -39,11 +36,10 @@ class DemoStats:
 
     def line(self) -> str:
         state = "running" if self.running else "stopped" if self.stopped else "done"
-        return (
-            f"{self.device}: {self.elapsed_s:5.1f} / {self.seconds:.0f} s | {self.answers} answers | "
-            f"{self.tokens} tokens | now {self.live_tokens_per_s:5.1f} tok/s | "
-            f"average {self.average_tokens_per_s:5.1f} tok/s | {f'failed: {self.error}' if self.error else state}"
-        )
+        state = f"failed: {self.error}" if self.error else state
+        return (f"{self.device}: {self.elapsed_s:5.1f} / {self.seconds:.0f} s | {self.answers} answers | "
+                f"{self.tokens} tokens | now {self.live_tokens_per_s:5.1f} tok/s | "
+                f"average {self.average_tokens_per_s:5.1f} tok/s | {state}")
 
 
 class Demo:
@@ -52,14 +48,9 @@ class Demo:
     def __init__(self, llm, seconds: float = 60, prompt: str = DEMO_PROMPT, max_new_tokens: int = 256):
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 24 * 3600:
             raise InvalidOption(f"seconds must be a number above 0 (got {seconds!r}); try seconds=60.")
-        self.llm = llm
-        self.seconds = float(seconds)
-        self.prompt = prompt
-        self.max_new_tokens = max_new_tokens
+        self.llm, self.seconds, self.prompt, self.max_new_tokens = llm, float(seconds), prompt, max_new_tokens
         self.stats = DemoStats(device=str(getattr(llm, "device", "?")), seconds=self.seconds)
-        self._stop = threading.Event()
-        self._response = None
-        self._thread: Optional[threading.Thread] = None
+        self._stop, self._response, self._thread = threading.Event(), None, None
 
     def stop(self) -> None:
         """End the demo; the answer being generated stops inside the runtime."""
@@ -78,8 +69,7 @@ class Demo:
                 before = st.tokens
                 for _piece in resp:
                     now = time.perf_counter()
-                    st.elapsed_s = now - t0
-                    st.tokens = before + len(resp.token_ids)
+                    st.elapsed_s, st.tokens = now - t0, before + len(resp.token_ids)
                     st.live_tokens_per_s = resp.metrics.tokens_per_s or 0.0
                     if st.elapsed_s >= self.seconds or self._stop.is_set():
                         resp.stop()  # ends generation in the runtime; the loop ends after a token or so
@@ -102,7 +92,6 @@ class Demo:
         return st
 
     def start(self, on_update: Optional[Callable[[DemoStats], None]] = None, every: float = 0.25) -> threading.Thread:
-        """Run in a background thread (for widgets); ``stop()`` ends it."""
         if self._thread is not None and self._thread.is_alive():
             raise InvalidOption("the demo is already running; stop it first.")
         self.stats.running = True
@@ -111,7 +100,7 @@ class Demo:
         return self._thread
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Wait for a background run to end; True when it has."""
+        """Wait for a background run (``start()``) to end; True when it has."""
         if self._thread is not None:
             self._thread.join(timeout)
         return self._thread is None or not self._thread.is_alive()
@@ -137,9 +126,8 @@ def demo_widget(llm, seconds: float = 60, prompt: str = DEMO_PROMPT, max_new_tok
     import ipywidgets as widgets
 
     demo = Demo(llm, seconds, prompt, max_new_tokens)
-    secs = widgets.BoundedIntText(
-        value=int(demo.seconds), min=1, max=3600, description="seconds", layout=widgets.Layout(width="160px")
-    )
+    secs = widgets.BoundedIntText(int(demo.seconds), min=1, max=3600, description="seconds",
+                                  layout=widgets.Layout(width="160px"))
     start = widgets.Button(description="Start", button_style="success", icon="play")
     stop = widgets.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
     readout = widgets.HTML()

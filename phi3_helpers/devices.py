@@ -11,13 +11,12 @@ def report() -> list[dict]:
     for name in BACKENDS:
         cls = backend_class(name, check=False)
         why = cls.missing()
-        if why:
-            rows.append({"backend": name, "device": "-", "available": False, "detail": why})
-            continue
         try:
-            got = cls.device_report()
+            got = [] if why else cls.device_report()
         except Exception as exc:  # a listing must not crash on one broken runtime
-            got = [{"backend": name, "device": "-", "available": False, "detail": f"could not query: {exc}"}]
+            why = f"could not query: {exc}"
+        if why:
+            got = [{"backend": name, "device": "-", "available": False, "detail": why}]
         rows += [row for row in got if row not in rows]
     return rows
 

