@@ -1,5 +1,5 @@
-"""Hugging Face transformers on the CPU (the reference backend), and ``hf_generate_stream``: the streaming loop over
-``model.generate`` of every transformers-API model (optimum-intel, the classic NPU library)."""
+"""Hugging Face transformers on the CPU (the reference backend), and the streaming loop over ``model.generate`` of
+every transformers-API model (optimum-intel, the classic NPU library)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,28 @@ from ..streaming import bridge
 from .base import Backend
 
 
-class TransformersBackend(Backend):
+class GenerateAPI(Backend):
+    """A model with the transformers API (``self.model_obj.generate``), streamed by :func:`hf_generate_stream`;
+    with ``keeps_cache`` its generate() continues a DynamicCache kept between answers."""
+
+    keeps_cache = False
+
+    def stream_tokens(self, input_ids: list[int], options: GenerationOptions, stop: threading.Event):
+        kv = self.kv if self.keeps_cache else None
+        pad = self.tokenizer.pad_token_id
+        yield from hf_generate_stream(self.model_obj, input_ids, options, stop, self.eos_token_ids, pad, kv=kv)
+
+    def close(self) -> None:
+        self.model_obj = None
+        self.kv.reset()
+
+
+class TransformersBackend(GenerateAPI):
     name = "transformers"
     runtime = "PyTorch"
     requires = ("torch", "transformers")
     precisions = ("fp32", "bf16")
+    keeps_cache = True
 
     def _load(self) -> None:
         import torch
@@ -24,14 +41,6 @@ class TransformersBackend(Backend):
 
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[self.precision]
         self.model_obj = AutoModelForCausalLM.from_pretrained(str(self.prepared_folder), dtype=dtype).eval()
-
-    def stream_tokens(self, input_ids: list[int], options: GenerationOptions, stop: threading.Event):
-        pad = self.tokenizer.pad_token_id
-        yield from hf_generate_stream(self.model_obj, input_ids, options, stop, self.eos_token_ids, pad, kv=self.kv)
-
-    def close(self) -> None:
-        self.model_obj = None
-        self.kv.reset()
 
 
 def hf_generate_stream(

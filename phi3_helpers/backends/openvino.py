@@ -16,6 +16,7 @@ from ..options import GenerationOptions
 from ..streaming import bridge
 from . import speculative
 from .base import Backend, Plan
+from .hf import GenerateAPI
 from .openvino_export import (  # noqa: F401  (the export's public names, re-exported for chapter 3)
     ExportRecipe, check_export_folder, export_command, export_folder, export_openvino, export_recipe,
     is_complete_export,
@@ -207,7 +208,7 @@ class OpenVINOGenAIBackend(_OpenVINOBackend):
         self.pipeline = None
 
 
-class OptimumOpenVINOBackend(_OpenVINOBackend):
+class OptimumOpenVINOBackend(GenerateAPI, _OpenVINOBackend):
     """optimum-intel's OVModelForCausalLM: the transformers API (generate) on OpenVINO."""
 
     name = "openvino-optimum"
@@ -235,12 +236,3 @@ class OptimumOpenVINOBackend(_OpenVINOBackend):
             )
         except RuntimeError as exc:
             raise damaged_folder_error(self.prepared_folder, exc) from exc
-
-    def stream_tokens(self, input_ids: list[int], options: GenerationOptions, stop: threading.Event):
-        from .hf import hf_generate_stream
-
-        pad = self.tokenizer.pad_token_id
-        yield from hf_generate_stream(self.model_obj, input_ids, options, stop, self.eos_token_ids, pad)
-
-    def close(self) -> None:
-        self.model_obj = None
