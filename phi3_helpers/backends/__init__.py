@@ -1,8 +1,5 @@
-"""Backends by name. Each is one class in its own module that declares what it needs and can do (``base.py``,
-the contract); the registry names the class and reads everything else from it, so nothing outside
-``backends/`` switches on a name. Each module imports its runtime lazily, so the package imports on machines
-that lack one (DirectML and the NPU library exist on Windows only).
-"""
+"""Backends by name: each is one class in its own module (``base.py`` is the contract) that imports its runtime
+lazily, so the package imports on machines that lack one (DirectML and the NPU library are Windows-only)."""
 
 from __future__ import annotations
 
@@ -31,7 +28,6 @@ def resolve_name(name: str, device: str | None = None, path: str | None = None) 
     if key == "openvino" and str(device or "").strip().upper().startswith("NPU"):
         from ..console import notice
 
-        # the NPU needs its own export (int4 symmetric, ratio 1.0) and static-shape settings
         notice("on the NPU the openvino backend runs as the npu backend (NPU-ready export and settings).")
         key = "npu"
     if key != "npu":

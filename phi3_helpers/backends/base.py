@@ -1,28 +1,15 @@
-"""The backend contract: what a backend must provide. One backend is one subclass of :class:`Backend`.
+"""The backend contract: one backend is one subclass of :class:`Backend`. The registry, ``devices`` and the bench
+read what it declares, so nothing outside ``backends/`` switches on a backend's name.
 
-It DECLARES, as class attributes (read by the registry, ``devices`` and the bench, so that no code
-outside ``backends/`` switches on a backend's name):
-
-    name, runtime     "openvino", "OpenVINO GenAI"
-    requires          the Python modules it imports (checked before loading); ``install`` says how
-    precisions        the precisions it accepts, the first is the default
-    options           its own keyword options and their defaults (unknown ones are refused)
-
-It RESOLVES every choice into a frozen :class:`Plan` before a runtime loads (classmethods):
-
-    plan(model, device, precision, **options)    check_options, check_precision, choose_device
-    prepared_path(plan) -> Path | None           where the folder the runtime loads lives
-    prepare(plan) -> Plan                        export, build or fetch that folder (once)
-    devices_here(), precisions_on(device)        what the bench measures on this machine
-    device_report() -> rows                      for ``python -m phi3_helpers devices``
-
-It IMPLEMENTS two methods (the constructor only loads the plan) and may override close() and the limits:
-
-    _load()                                      load the runtime's model from ``self.prepared_folder``
-    stream_tokens(input_ids, options, stop)      yield lists of new token ids until eos, max_new_tokens
-                                                 or ``stop``; keep ``self.kv`` (the KV cache) true
-
-The rest is here: chat template, tokens, context checks and the Response with its metrics.
+Declares    name, runtime ("openvino", "OpenVINO GenAI"); requires (modules checked before loading) and install;
+            precisions (the default first); options (its keyword options with defaults; others are refused)
+Resolves    every choice into a frozen Plan before loading (classmethods): plan() via check_options,
+            check_precision and choose_device; prepared_path(plan) and prepare(plan): the folder the runtime
+            loads, exported, built or fetched once; devices_here(), precisions_on(device), device_report()
+Implements  _load(): load the runtime's model from self.prepared_folder; stream_tokens(input_ids, options, stop):
+            yield lists of new token ids until eos, max_new_tokens or stop, keeping self.kv (its KV cache) true;
+            may override close() and the limits context_length and max_prompt_tokens
+The chat template, tokens, context checks and the Response are here.
 """
 
 from __future__ import annotations
@@ -51,8 +38,8 @@ Messages = Sequence[dict]
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """Every choice of a load as plain data. ``folder`` is what the runtime loads (None until ``prepare``
-    knows it), ``settings`` the backend's resolved options (read-only), ``notices`` are shown before loading."""
+    """A load's choices as plain data: ``folder`` is what the runtime loads (None until ``prepare`` knows it),
+    ``settings`` the backend's resolved options (read-only), ``notices`` are shown before loading."""
 
     backend: str
     model: ModelSource
@@ -70,7 +57,7 @@ class Plan:
 
 
 def positive_int(name: str, value: Any, default: int | None = None) -> int | None:
-    """A whole number above 0 (or ``default`` for None), else a one-line InvalidOption."""
+    """A whole number above 0 (``default`` for None), else a one-line InvalidOption."""
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -80,7 +67,7 @@ def positive_int(name: str, value: Any, default: int | None = None) -> int | Non
 
 
 class Backend(abc.ABC):
-    """A model loaded on one runtime, device and precision (the contract: this module's docstring)."""
+    """A model loaded on one runtime, device and precision. By default: a backend on the CPU only."""
 
     name: ClassVar[str] = ""
     runtime: ClassVar[str] = ""
@@ -89,7 +76,6 @@ class Backend(abc.ABC):
     precisions: ClassVar[tuple[str, ...]] = ()
     options: ClassVar[Mapping[str, Any]] = {}
 
-    # -- what the class says without loading (by default: a backend on the CPU only) -------------
     @classmethod
     def missing(cls) -> str:
         """'' when this backend can load here, else the one-line reason (with the install command)."""
@@ -99,10 +85,8 @@ class Backend(abc.ABC):
             except ModuleNotFoundError:  # a dotted name whose parent is missing
                 found = False
             if not found:
-                return (
-                    f"backend {cls.name!r} needs the Python package {module!r}, which is not installed; "
-                    f"run: {cls.install}"
-                )
+                return (f"backend {cls.name!r} needs the Python package {module!r}, which is not installed; "
+                        f"run: {cls.install}")
         return ""
 
     @classmethod
@@ -116,19 +100,15 @@ class Backend(abc.ABC):
 
     @classmethod
     def device_report(cls) -> list[dict]:
-        """Rows of {backend, device, available, detail}."""
         cpu = platform.processor() or platform.machine()
         return [{"backend": cls.name, "device": "CPU", "available": True, "detail": f"{cls.runtime} on {cpu}"}]
 
-    # -- the choices, resolved before loading --------------------------------------------------
     @classmethod
     def check_precision(cls, precision: str | None) -> str:
         chosen = (precision or cls.precisions[0]).lower()
         if chosen not in cls.precisions:
-            raise UnknownPrecision(
-                f"precision {precision!r} is not available for backend {cls.name!r}; use one of "
-                f"{', '.join(cls.precisions)}."
-            )
+            raise UnknownPrecision(f"precision {precision!r} is not available for backend {cls.name!r}; "
+                                   f"use one of {', '.join(cls.precisions)}.")
         return chosen
 
     @classmethod
@@ -137,9 +117,8 @@ class Backend(abc.ABC):
         options = dict(options)
         reuse = options.pop("reuse_cache", True)
         if not isinstance(reuse, bool):
-            raise InvalidOption(
-                f"reuse_cache must be True or False (got {reuse!r}); e.g. load('onnx', reuse_cache=False)."
-            )
+            raise InvalidOption(f"reuse_cache must be True or False (got {reuse!r}); "
+                                "e.g. load('onnx', reuse_cache=False).")
         unknown = sorted(set(options) - set(cls.options))
         if unknown:
             valid = ", ".join([*cls.options, "reuse_cache"])
@@ -150,10 +129,8 @@ class Backend(abc.ABC):
     def choose_device(cls, device: str | None, settings: dict, notices: list[str]) -> str:
         """The device to run on; may record a choice in ``settings`` and add a notice (e.g. a fallback)."""
         if (device or "CPU").upper() not in {"CPU", "AUTO"}:
-            raise UnknownDevice(
-                f"the {cls.name} backend runs on CPU only (got {device!r}); use --device CPU, "
-                "or the openvino backend for GPU/NPU."
-            )
+            raise UnknownDevice(f"the {cls.name} backend runs on CPU only (got {device!r}); use --device CPU, "
+                                "or the openvino backend for GPU/NPU.")
         return "CPU"
 
     @classmethod
@@ -171,15 +148,14 @@ class Backend(abc.ABC):
 
     @classmethod
     def prepared_path(cls, plan: Plan) -> Path | None:
-        """Where the folder the runtime loads lives, without building it: the Hugging Face folder by default."""
+        """Where the folder the runtime loads lives, without building it (by default the model's own)."""
         return plan.model.folder
 
     @classmethod
     def prepare(cls, plan: Plan) -> Plan:
-        """Make ``plan.folder`` ready (export, build or fetch it once); the plan with that folder."""
+        """The plan with ``folder`` ready: exported, built or fetched (once)."""
         return plan
 
-    # -- loading -------------------------------------------------------------------------------
     def __init__(self, plan: Plan):
         """Load a prepared plan (``phi3_helpers.load`` makes and prepares it)."""
         t0 = time.perf_counter()
@@ -199,7 +175,7 @@ class Backend(abc.ABC):
         self.eos_token_ids = eos_ids(self.model.folder, self.tokenizer)
         self._busy = threading.Lock()  # one answer at a time
         self._current: Response | None = None
-        with quiet():  # the runtime's load and compile chatter is held back (replayed in full on an error)
+        with quiet():  # the runtime's load chatter is held back (replayed in full on an error)
             self._load()
         self.load_seconds = time.perf_counter() - t0
 
@@ -220,7 +196,6 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """Free the runtime's memory."""
 
-    # -- limits (static-shape runtimes such as the NPU lower them) -----------------------------
     @property
     def context_length(self) -> int:
         return self.model.context_length
@@ -230,13 +205,10 @@ class Backend(abc.ABC):
         return self.context_length
 
     def _prompt_too_long(self, n: int, limit: int) -> str:
-        """The one-line message for a prompt of ``n`` tokens over ``limit`` (a backend may name its own fix)."""
-        return (
-            f"the prompt has {n} tokens but {self.model.name} on {self.name}/{self.device} accepts at most "
-            f"{limit}; shorten it or start a new chat."
-        )
+        """The one-line error for a prompt of ``n`` tokens over ``limit`` (a backend may name its own fix)."""
+        return (f"the prompt has {n} tokens but {self.model.name} on {self.name}/{self.device} accepts at most "
+                f"{limit}; shorten it or start a new chat.")
 
-    # -- answering -----------------------------------------------------------------------------
     def describe(self) -> str:
         return f"{self.name} | {self.device} | {self.precision} | {self.model.name}"
 
@@ -317,8 +289,8 @@ def as_messages(prompt: str | Messages, system: str | None = None) -> list[dict]
 
 
 def eos_ids(folder: Path, tokenizer) -> frozenset[int]:
-    """The end-of-answer ids: GenerationConfig's eos_token_id (one or a list) and the tokenizer's. A folder with
-    neither generation_config.json nor config.json (ONNX Runtime GenAI's) has the tokenizer's only."""
+    """The end-of-answer ids: the generation config's eos_token_id (one or a list) and the tokenizer's (an ONNX
+    Runtime GenAI folder has neither generation_config.json nor config.json: the tokenizer's only)."""
     from transformers import AutoConfig, GenerationConfig
 
     try:

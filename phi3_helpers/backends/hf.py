@@ -1,6 +1,5 @@
-"""Hugging Face transformers: the reference backend (PyTorch on the CPU), and ``hf_generate_stream``, the one
-streaming loop over ``model.generate`` that every transformers-API model uses (optimum-intel, the classic NPU
-library)."""
+"""Hugging Face transformers on the CPU (the reference backend), and the streaming loop over ``model.generate`` of
+every transformers-API model (optimum-intel, the classic NPU library)."""
 
 from __future__ import annotations
 
@@ -13,13 +12,28 @@ from ..streaming import bridge
 from .base import Backend
 
 
-class TransformersBackend(Backend):
-    """PyTorch on the CPU (the base class's device choice and report)."""
+class GenerateAPI(Backend):
+    """A model with the transformers API (``self.model_obj.generate``), streamed by :func:`hf_generate_stream`;
+    with ``keeps_cache`` its generate() continues a DynamicCache kept between answers."""
 
+    keeps_cache = False
+
+    def stream_tokens(self, input_ids: list[int], options: GenerationOptions, stop: threading.Event):
+        kv = self.kv if self.keeps_cache else None
+        pad = self.tokenizer.pad_token_id
+        yield from hf_generate_stream(self.model_obj, input_ids, options, stop, self.eos_token_ids, pad, kv=kv)
+
+    def close(self) -> None:
+        self.model_obj = None
+        self.kv.reset()
+
+
+class TransformersBackend(GenerateAPI):
     name = "transformers"
     runtime = "PyTorch"
     requires = ("torch", "transformers")
     precisions = ("fp32", "bf16")
+    keeps_cache = True
 
     def _load(self) -> None:
         import torch
@@ -28,25 +42,14 @@ class TransformersBackend(Backend):
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[self.precision]
         self.model_obj = AutoModelForCausalLM.from_pretrained(str(self.prepared_folder), dtype=dtype).eval()
 
-    def stream_tokens(
-        self, input_ids: list[int], options: GenerationOptions, stop: threading.Event
-    ) -> Iterator[list[int]]:
-        pad = self.tokenizer.pad_token_id
-        yield from hf_generate_stream(self.model_obj, input_ids, options, stop, self.eos_token_ids, pad, kv=self.kv)
-
-    def close(self) -> None:
-        self.model_obj = None
-        self.kv.reset()
-
 
 def hf_generate_stream(
     model, input_ids, options: GenerationOptions, stop: threading.Event, eos_ids, pad_id, kv: PrefixCache | None = None
 ) -> Iterator[list[int]]:
-    """Stream ``model.generate`` through a queue bridge; a StoppingCriteria checks ``stop`` before every token,
-    so Stop ends generation in the runtime. With ``kv`` (reuse on) one DynamicCache is kept between answers,
-    cropped to the prompt's common prefix, so generate() prefills only the rest."""
+    """``model.generate`` streamed through a queue bridge; a StoppingCriteria ends it when ``stop`` is set. With
+    ``kv`` (reuse on) one DynamicCache is kept between answers, cropped to the new prompt's common prefix."""
     import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
+    from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
     from transformers.generation.streamers import BaseStreamer
 
     class StopOnEvent(StoppingCriteria):
@@ -75,7 +78,14 @@ def hf_generate_stream(
             def end(self):
                 pass
 
-        cache = _kept_cache(model, kv, input_ids) if kv is not None else None
+        if kv is not None:
+            keep = kv.plan(input_ids)
+            if kv.runtime is None or keep == 0:
+                kv.reset()
+                kv.runtime = DynamicCache(config=model.config)
+            else:
+                kv.runtime.crop(keep)
+                kv.hold(kv.ids[:keep])
         ids = torch.tensor([input_ids], dtype=torch.long)
         try:
             with torch.inference_mode():
@@ -83,28 +93,13 @@ def hf_generate_stream(
                     ids, attention_mask=torch.ones_like(ids), max_new_tokens=options.max_new_tokens,
                     do_sample=options.sampling, eos_token_id=sorted(eos_ids) or None, pad_token_id=pad_id,
                     streamer=Streamer(), stopping_criteria=StoppingCriteriaList([StopOnEvent()]), **sampling,
-                    **({"past_key_values": cache} if kv is not None else {}),
+                    **({"past_key_values": kv.runtime} if kv is not None else {}),
                 )
         except BaseException:
             if kv is not None:
                 kv.reset()  # the cache may hold part of a step: start clean next time
             raise
-        if kv is not None:
-            # the cache holds every token but the last one produced (its KV is computed when it is fed)
-            kv.hold((list(input_ids) + produced)[: cache.get_seq_length()])
-            kv.runtime = cache
+        if kv is not None:  # the cache holds every token but the last one produced (fed with the next prompt)
+            kv.hold((list(input_ids) + produced)[: kv.runtime.get_seq_length()])
 
     yield from bridge(run, stop)
-
-
-def _kept_cache(model, kv: PrefixCache, input_ids):
-    """The DynamicCache to continue from, cropped to what the new prompt shares with it."""
-    from transformers import DynamicCache
-
-    keep = kv.plan(input_ids)
-    if kv.runtime is None or keep == 0:
-        kv.reset()
-        return DynamicCache(config=model.config)
-    kv.runtime.crop(keep)
-    kv.hold(kv.ids[:keep])
-    return kv.runtime

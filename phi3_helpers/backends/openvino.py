@@ -1,9 +1,6 @@
-"""OpenVINO on CPU, GPU or AUTO: OpenVINO GenAI's LLMPipeline (backend ``openvino``) or optimum-intel's
-OVModelForCausalLM (backend ``openvino-optimum``), both on the export of ``openvino_export.py``.
-
-Compiled models are cached too (OpenVINO's CACHE_DIR), so the second load is fast. On the NPU the
-``openvino`` backend runs as the ``npu`` backend (its own export and static-shape settings).
-"""
+"""OpenVINO on CPU, GPU or AUTO, on the export of ``openvino_export.py``: OpenVINO GenAI's LLMPipeline (backend
+``openvino``) or optimum-intel's OVModelForCausalLM (``openvino-optimum``). Compiled models are cached too
+(OpenVINO's CACHE_DIR), so a second load is fast."""
 
 from __future__ import annotations
 
@@ -11,7 +8,6 @@ import functools
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import DeviceUnavailable, ModelFolderError, UnknownDevice
 from ..models import fetch_source
@@ -20,23 +16,16 @@ from ..options import GenerationOptions
 from ..streaming import bridge
 from . import speculative
 from .base import Backend, Plan
+from .hf import GenerateAPI
 from .openvino_export import (  # noqa: F401  (the export's public names, re-exported for chapter 3)
-    EXPORT_FILES,
-    ExportRecipe,
-    check_export_folder,
-    export_command,
-    export_folder,
-    export_openvino,
-    export_recipe,
+    ExportRecipe, check_export_folder, export_command, export_folder, export_openvino, export_recipe,
     is_complete_export,
-    odd_widths,
 )
 
 PRECISIONS = ("int4", "int8", "fp16")
 KNOWN_DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 
 
-# -- devices -----------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
 def core():
     import openvino as ov
@@ -56,21 +45,23 @@ def device_name(device: str) -> str:
         return device
 
 
+def _kind(device: str) -> str:
+    """'GPU' for 'GPU.0'."""
+    return device.split(".", 1)[0]
+
+
 def pick_device(device: str | None, found: list[str] | None = None) -> str:
-    """Check a device name against what OpenVINO really found; AUTO is always accepted."""
+    """A device name checked against what OpenVINO found (AUTO, HETERO and MULTI are always accepted)."""
     d = (device or "CPU").strip().upper()
-    base = d.split(".", 1)[0].split(":", 1)[0]
-    if base not in KNOWN_DEVICES and base not in {"HETERO", "MULTI"}:
-        raise UnknownDevice(f"unknown device {device!r}; use one of {', '.join(KNOWN_DEVICES)}.")
+    base = _kind(d).split(":", 1)[0]
     if base in {"AUTO", "HETERO", "MULTI"}:
         return d
+    if base not in KNOWN_DEVICES:
+        raise UnknownDevice(f"unknown device {device!r}; use one of {', '.join(KNOWN_DEVICES)}.")
     found = available_devices() if found is None else found
-    if not any(f == d or f.split(".", 1)[0] == d for f in found):
-        raise DeviceUnavailable(
-            f"device {d} is not available here (OpenVINO found: {', '.join(found) or 'none'}); use --device CPU or "
-            "AUTO, "
-            "or install the device driver."
-        )
+    if not any(f == d or _kind(f) == d for f in found):
+        raise DeviceUnavailable(f"device {d} is not available here (OpenVINO found: {', '.join(found) or 'none'}); "
+                                "use --device CPU or AUTO, or install the device driver.")
     return d
 
 
@@ -79,29 +70,22 @@ def runtime_config(device: str, model_folder: Path) -> dict:
     cache = cache_root() / "ov_compiled" / Path(model_folder).name
     cache.mkdir(parents=True, exist_ok=True)
     cfg = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "CACHE_DIR": str(cache)}
-    if device.split(".", 1)[0] == "CPU":
-        # On CPUs with AVX512-BF16/AMX, OpenVINO computes in bf16 by default; that is enough to
-        # turn the small offline model's greedy answer into nonsense. f32 activations keep it
-        # exact (weights stay int4/int8/fp16). Core Ultra CPUs compute in f32 anyway.
+    if _kind(device) == "CPU":
+        # CPUs with AVX512-BF16/AMX compute in bf16 by default, which turns the small offline model's greedy
+        # answer into nonsense; f32 activations keep it exact (weights stay int4/int8/fp16).
         cfg["INFERENCE_PRECISION_HINT"] = "f32"
     return cfg
 
 
-# -- backends ----------------------------------------------------------------------------------
-
 def damaged_folder_error(folder: Path, exc: BaseException) -> ModelFolderError:
     """OpenVINO could not read a model folder (a truncated .bin, a broken .xml): one line that names the fix."""
-    first = (str(exc).strip().splitlines() or [""])[-1][:200]
-    return ModelFolderError(
-        f"OpenVINO could not load {folder} ({type(exc).__name__}: {first}); the folder looks damaged: delete it and "
-        "run again to export or download it anew."
-    )
+    last = (str(exc).strip().splitlines() or [""])[-1][:200]
+    return ModelFolderError(f"OpenVINO could not load {folder} ({type(exc).__name__}: {last}); the folder looks "
+                            "damaged: delete it and run again to export or download it anew.")
+
 
 class _OpenVINOBackend(Backend):
-    """What both OpenVINO backends share: the export, the device check, the runtime settings.
-
-    Option ``config``: OpenVINO properties that override the defaults (e.g. {"NUM_STREAMS": "2"}).
-    """
+    """What both OpenVINO backends share. Option ``config``: OpenVINO properties over the defaults."""
 
     requires = ("transformers", "openvino", "optimum.intel")
     precisions = PRECISIONS
@@ -109,20 +93,17 @@ class _OpenVINOBackend(Backend):
 
     @classmethod
     def devices_here(cls) -> list[str | None]:
-        found = available_devices()
-        # The NPU wants its own export and settings: the npu backend measures it.
-        return [d for d in ("CPU", "GPU") if any(f.split(".", 1)[0] == d for f in found)] or ["CPU"]
+        found = {_kind(f) for f in available_devices()}
+        return [d for d in ("CPU", "GPU") if d in found] or ["CPU"]  # the npu backend measures the NPU
 
     @classmethod
     def device_report(cls) -> list[dict]:
         found = available_devices()
         rows = []
         for d in ("CPU", "GPU", "NPU"):
-            hits = [f for f in found if f.split(".", 1)[0] == d]
-            detail = (
-                "; ".join(device_name(h) for h in hits) or f"OpenVINO found no {d} (driver missing or no such hardware)"
-            )
-            rows.append({"backend": "openvino", "device": d, "available": bool(hits), "detail": detail})
+            names = [device_name(f) for f in found if _kind(f) == d]
+            detail = "; ".join(names) or f"OpenVINO found no {d} (driver missing or no such hardware)"
+            rows.append({"backend": "openvino", "device": d, "available": bool(names), "detail": detail})
         return rows
 
     @classmethod
@@ -150,13 +131,9 @@ class _OpenVINOBackend(Backend):
 
 
 class OpenVINOGenAIBackend(_OpenVINOBackend):
-    """OpenVINO GenAI's LLMPipeline: the maintained, fastest path (C++ generation loop).
-
-    Its default (paged-attention) pipeline reuses the KV cache of any prompt prefix it has seen
-    (prefix caching); ``reuse_cache=False`` turns that off. ``draft_model=`` (a folder or
-    "phi3-mini-draft") or ``prompt_lookup=True`` turn on speculative decoding (see speculative.py).
-    After each answer ``perf_metrics`` holds the pipeline's own timings (TTFT, TPOT) of it.
-    """
+    """OpenVINO GenAI's LLMPipeline, the fastest path. Its paged-attention pipeline reuses the KV cache of any prefix
+    it has seen (not with ``reuse_cache=False``); ``draft_model=`` or ``prompt_lookup=True`` speculate (see
+    speculative.py). ``perf_metrics``: the pipeline's own timings (TTFT, TPOT) of the last answer."""
 
     name = "openvino"
     runtime = "OpenVINO GenAI"
@@ -174,38 +151,28 @@ class OpenVINOGenAIBackend(_OpenVINOBackend):
     def _load(self) -> None:
         import openvino_genai as ov_genai
 
-        self.speculation = self.plan.settings.get("speculation") or speculative.Speculation()
-        try:
-            self.pipeline = ov_genai.LLMPipeline(str(self.prepared_folder), self.device, **self._pipeline_options())
-        except RuntimeError as exc:
-            raise damaged_folder_error(self.prepared_folder, exc) from exc
-        self.perf_metrics = None
-
-    def _pipeline_options(self) -> dict:
-        import openvino_genai as ov_genai
-
         opts = self.runtime_settings()
-        spec = self.speculation
-        if spec.kind == "draft":
-            draft = speculative.resolve_draft(spec.draft_folder)
+        self.speculation = self.plan.settings.get("speculation") or speculative.Speculation()
+        if self.speculation.kind == "draft":
+            draft = speculative.resolve_draft(self.speculation.draft_folder)
             speculative.check_same_tokenizer(self.tokenizer, draft)
             self.speculation = speculative.Speculation("draft", draft)
             draft_cfg = {**runtime_config(self.device, draft), **(self.plan.settings["config"] or {})}
             opts["draft_model"] = ov_genai.draft_model(str(draft), self.device, **draft_cfg)
-        elif spec.kind == "prompt_lookup":
+        elif self.speculation.kind == "prompt_lookup":
             opts["prompt_lookup"] = True
         paged = not self.device.startswith("NPU") and str(opts.get("ATTENTION_BACKEND", "PA")).upper() != "SDPA"
-        if paged and not self.reuse_cache:
-            # the latency-oriented scheduler OpenVINO GenAI uses by default, without prefix caching
-            sched = ov_genai.SchedulerConfig()
+        if paged and not self.reuse_cache:  # OpenVINO GenAI's default latency scheduler, without prefix caching
+            opts["scheduler_config"] = sched = ov_genai.SchedulerConfig()
             sched.enable_prefix_caching = False
             sched.max_num_batched_tokens = sys.maxsize
-            opts["scheduler_config"] = sched
-        return opts
+        try:
+            self.pipeline = ov_genai.LLMPipeline(str(self.prepared_folder), self.device, **opts)
+        except RuntimeError as exc:
+            raise damaged_folder_error(self.prepared_folder, exc) from exc
+        self.perf_metrics = None
 
-    def stream_tokens(
-        self, input_ids: list[int], options: GenerationOptions, stop: threading.Event
-    ) -> Iterator[list[int]]:
+    def stream_tokens(self, input_ids: list[int], options: GenerationOptions, stop: threading.Event):
         import numpy as np
         import openvino as ov
         import openvino_genai as ov_genai
@@ -241,7 +208,7 @@ class OpenVINOGenAIBackend(_OpenVINOBackend):
         self.pipeline = None
 
 
-class OptimumOpenVINOBackend(_OpenVINOBackend):
+class OptimumOpenVINOBackend(GenerateAPI, _OpenVINOBackend):
     """optimum-intel's OVModelForCausalLM: the transformers API (generate) on OpenVINO."""
 
     name = "openvino-optimum"
@@ -249,17 +216,14 @@ class OptimumOpenVINOBackend(_OpenVINOBackend):
 
     @classmethod
     def device_report(cls) -> list[dict]:
-        return []  # the same devices as the openvino backend, which lists them
+        return []  # the openvino backend lists the same devices
 
     @classmethod
     def choose_device(cls, device: str | None, settings: dict, notices: list[str]) -> str:
         d = pick_device(device)
         if d.startswith("NPU"):
-            raise DeviceUnavailable(
-                "OVModelForCausalLM keeps dynamic shapes, which the NPU does not compile; use the openvino or npu "
-                "backend "
-                "for the NPU, or --device CPU/GPU here."
-            )
+            raise DeviceUnavailable("OVModelForCausalLM keeps dynamic shapes, which the NPU does not compile; use the "
+                                    "openvino or npu backend for the NPU, or --device CPU/GPU here.")
         return d
 
     def _load(self) -> None:
@@ -272,15 +236,3 @@ class OptimumOpenVINOBackend(_OpenVINOBackend):
             )
         except RuntimeError as exc:
             raise damaged_folder_error(self.prepared_folder, exc) from exc
-
-    def stream_tokens(
-        self, input_ids: list[int], options: GenerationOptions, stop: threading.Event
-    ) -> Iterator[list[int]]:
-        from .hf import hf_generate_stream
-
-        yield from hf_generate_stream(
-            self.model_obj, input_ids, options, stop, self.eos_token_ids, self.tokenizer.pad_token_id
-        )
-
-    def close(self) -> None:
-        self.model_obj = None

@@ -1,7 +1,6 @@
-"""The OpenVINO export: ``optimum-cli export openvino``'s own parser and command, run in this process (so the
-"Same as: optimum-cli ..." line it prints is true by construction), cached under
-``$PHI3_CACHE_DIR/openvino/<model>-<precision>[-variant]`` and built atomically (Ctrl-C leaves nothing).
-``phi3_helpers_export.json``, written last, records the recipe and each file's size.
+"""The OpenVINO export: ``optimum-cli export openvino``'s own parser and command run in this process (so the
+"Same as: optimum-cli ..." line is true by construction), cached atomically in
+``$PHI3_CACHE_DIR/openvino/<model>-<precision>[-variant]`` with a record of the recipe and file sizes, written last.
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ class ExportRecipe:
         return {k: v for k, v in q.items() if v is not None}
 
     def cli_flags(self) -> list[str]:
-        """The optimum-cli flags that make this recipe."""
         flags = ["--weight-format", self.weight_format]
         if self.bits == 4:
             flags += ["--sym"] if self.sym else []
@@ -63,8 +61,7 @@ def odd_widths(model: ModelSource, group_size: int) -> list[int]:
 
 
 def export_recipe(model: ModelSource, precision: str, variant: str = "") -> ExportRecipe:
-    """The classic settings (int4: symmetric, group 128, ratio 0.6); where a layer's width is not a multiple
-    of the group size, NNCF adjusts the group size of those layers (and the export says so)."""
+    """The classic settings (int4: symmetric, group 128, ratio 0.6; NNCF adjusts the group of odd-width layers)."""
     if precision == "int4":
         fallback = "adjust" if odd_widths(model, 128) else None
         return ExportRecipe("int4", "int4", 4, True, 128, 0.6, fallback, variant)
@@ -78,7 +75,6 @@ def export_folder(model: ModelSource, precision: str, variant: str = "") -> Path
 
 
 def cli_args(source: str, recipe: ExportRecipe, out: Path | str) -> list[str]:
-    """The arguments of ``optimum-cli export openvino`` for this recipe."""
     return ["--model", source, "--task", "text-generation-with-past", *recipe.cli_flags(), str(out)]
 
 
@@ -103,15 +99,6 @@ def is_complete_export(folder: Path) -> bool:
     return not cache.damaged_files(folder, record.get("sizes"))
 
 
-def run_optimum_cli(args: list[str]) -> None:
-    """``optimum-cli export openvino ARGS`` in this process, through optimum's own parser and command."""
-    from optimum.commands.export.openvino import OVExportCommand, parse_args_openvino
-
-    parser = argparse.ArgumentParser(prog="optimum-cli export openvino")
-    parse_args_openvino(parser)
-    OVExportCommand(None, parser.parse_args(args), from_defaults_factory=True, parser=parser).run()
-
-
 def export_openvino(
     model: ModelSource, precision: str = "int4", recipe: ExportRecipe | None = None, force: bool = False,
     progress=notice,
@@ -129,12 +116,15 @@ def export_openvino(
     progress("Same as: " + command)
     odd = odd_widths(model, recipe.group_size or 0) if recipe.group_size_fallback else []
     if odd:
-        progress(
-            f"Layer width {odd[0]} is not a multiple of the int4 group size {recipe.group_size}: "
-            "NNCF adjusts the group size for those layers (--group-size-fallback adjust)."
-        )
+        progress(f"Layer width {odd[0]} is not a multiple of the int4 group size {recipe.group_size}: "
+                 "NNCF adjusts the group size for those layers (--group-size-fallback adjust).")
     with quiet(), cache.atomic_folder(out) as tmp:  # TracerWarnings and NNCF tables held back; shown on failure
-        run_optimum_cli(cli_args(str(model.folder), recipe, tmp))
+        from optimum.commands.export.openvino import OVExportCommand, parse_args_openvino
+
+        parser = argparse.ArgumentParser(prog="optimum-cli export openvino")
+        parse_args_openvino(parser)
+        args = parser.parse_args(cli_args(str(model.folder), recipe, tmp))
+        OVExportCommand(None, args, from_defaults_factory=True, parser=parser).run()
         record = {
             "model": model.name, "precision": recipe.precision, "variant": recipe.variant,
             "quantization": recipe.quantization_config(), "command": command,
@@ -154,7 +144,5 @@ def _version(dist: str) -> str | None:
 def check_export_folder(folder: Path) -> None:
     missing = [f for f in EXPORT_FILES if not (Path(folder) / f).is_file()]
     if missing:
-        raise ModelFolderError(
-            f"OpenVINO folder {folder} is missing {missing[0]}; delete it and export again "
-            "(python -m phi3_helpers prepare --backend openvino)."
-        )
+        raise ModelFolderError(f"OpenVINO folder {folder} is missing {missing[0]}; delete it and export again "
+                               "(python -m phi3_helpers prepare --backend openvino).")

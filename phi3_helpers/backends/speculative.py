@@ -1,9 +1,6 @@
-"""Speculative decoding in OpenVINO GenAI: proposed tokens that the main model checks in one step (greedy output
-is the main model's own; only the speed changes). Proposals come from a draft model (``draft_model=
-"phi3-mini-draft"``: Intel's FastDraft for Phi-3-mini, or any OpenVINO folder with the main model's tokenizer)
-or from the prompt itself (``prompt_lookup=True``: n-gram lookup, for tasks such as correcting a paragraph).
-Both run on CPU or GPU; the NPU would need a draft model set up for it, which this course does not do.
-"""
+"""Speculative decoding in OpenVINO GenAI (CPU or GPU): the main model checks several proposed tokens in one step,
+so only the speed changes. Proposals come from a draft model (``draft_model="phi3-mini-draft"``, Intel's FastDraft,
+or an OpenVINO folder with the main model's tokenizer) or from the prompt (``prompt_lookup=True``: n-grams)."""
 
 from __future__ import annotations
 
@@ -19,8 +16,7 @@ OPTIONS = ("draft_model", "prompt_lookup")
 
 @dataclass(frozen=True)
 class Speculation:
-    """How an OpenVINO GenAI pipeline speculates: ``kind`` is "", "draft" or "prompt_lookup"; proposals per
-    step are OpenVINO GenAI's ``num_assistant_tokens`` (and ``max_ngram_size`` for prompt lookup)."""
+    """``kind``: "", "draft" or "prompt_lookup"; OpenVINO GenAI's num_assistant_tokens and max_ngram_size."""
 
     kind: str = ""
     draft_folder: Path | None = None
@@ -29,7 +25,7 @@ class Speculation:
 
 
 def choose(draft_model, prompt_lookup, device: str, backend: str) -> Speculation:
-    """Check the options before any model loads; the draft folder is resolved at load time."""
+    """The options checked before any model loads (the draft folder is resolved at load time)."""
     if not isinstance(prompt_lookup, bool):
         raise InvalidOption(f"prompt_lookup must be True or False (got {prompt_lookup!r}).")
     if draft_model is None and not prompt_lookup:
@@ -38,10 +34,8 @@ def choose(draft_model, prompt_lookup, device: str, backend: str) -> Speculation
         raise InvalidOption("use draft_model= or prompt_lookup=True, not both; drop one of them.")
     refuse_elsewhere(backend, {"draft_model": draft_model, "prompt_lookup": prompt_lookup})
     if device.split(".", 1)[0] not in {"CPU", "GPU"}:
-        raise DeviceUnavailable(
-            f"speculative and prompt-lookup decoding run on CPU or GPU in this course, not {device}; "
-            "use device='CPU' or 'GPU', or drop draft_model/prompt_lookup."
-        )
+        raise DeviceUnavailable(f"speculative and prompt-lookup decoding run on CPU or GPU in this course, not "
+                                f"{device}; use device='CPU' or 'GPU', or drop draft_model/prompt_lookup.")
     if prompt_lookup:
         return Speculation("prompt_lookup")
     if not isinstance(draft_model, (str, Path)) or not str(draft_model).strip():
@@ -55,14 +49,12 @@ def refuse_elsewhere(backend: str, options: dict) -> None:
         return
     asked = [k for k in OPTIONS if options.pop(k, None) not in (None, False)]
     if asked:
-        raise InvalidOption(
-            f"{asked[0]} (speculative decoding) is offered by OpenVINO GenAI on CPU or GPU only, "
-            f"not the {backend} backend; use load('openvino', device='CPU', {asked[0]}=...)."
-        )
+        raise InvalidOption(f"{asked[0]} (speculative decoding) is offered by OpenVINO GenAI on CPU or GPU only, "
+                            f"not the {backend} backend; use load('openvino', device='CPU', {asked[0]}=...).")
 
 
 def resolve_draft(name_or_folder: Path) -> Path:
-    """A draft model name or folder -> an OpenVINO model folder here (a known name is downloaded)."""
+    """A draft model name (downloaded) or folder -> an OpenVINO model folder here."""
     name = str(name_or_folder)
     if name in DRAFT_MODELS:
         from huggingface_hub import snapshot_download
