@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import BackendUnavailable, DeviceUnavailable, ModelFolderError, UnknownDevice
-from ..options import GenerationOptions
-from .base import Backend, Plan
+from .base import Plan
+from .hf import GenerateAPI
 from .npu import DRIVER_HELP, NPUFallback
 
 LIBRARY = "intel_npu_acceleration_library"
@@ -95,7 +93,7 @@ def compiler_config(lib, precision: str):
     return importlib.import_module(f"{LIBRARY}.compiler").CompilerConfig(dtype=dtype)
 
 
-class ClassicNPUBackend(NPUFallback, Backend):
+class ClassicNPUBackend(NPUFallback, GenerateAPI):
     """The archived library on the NPU (its own CPU fallback when there is none); int4, int8 or fp16."""
 
     name = "npu-classic"
@@ -162,12 +160,3 @@ class ClassicNPUBackend(NPUFallback, Backend):
                 "(weights_only); delete that folder and load again."
             ) from None
         self.model_obj = model.eval()
-
-    def stream_tokens(self, input_ids, options: GenerationOptions, stop: threading.Event) -> Iterator[list[int]]:
-        from .hf import hf_generate_stream
-
-        yield from hf_generate_stream(
-            self.model_obj, input_ids, options, stop, self.eos_token_ids, self.tokenizer.pad_token_id)
-
-    def close(self) -> None:
-        self.model_obj = None
