@@ -199,7 +199,8 @@ def cmd_bench(args) -> int:
         doc = bench.run(**{k: getattr(args, k) for k in keys}, llama_cpp=args.llama_cpp)
     except OSError as exc:  # e.g. the disk filled up while writing the results
         where = getattr(exc, "filename", None) or args.output
-        raise InvalidOption(f"{exc.strerror or exc} ({where}); free some space or choose another folder with --output.")
+        raise InvalidOption(
+            f"{exc.strerror or exc} ({where}); free some space or choose another folder with --output.") from None
     print(bench.markdown_table(doc))
     out = Path(args.output)
     print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'} in {doc['duration_s']:.0f} s", file=sys.stderr)

@@ -24,7 +24,8 @@ _active: io.StringIO | None = None  # the capture of the quiet() block running n
 def notice(message: str) -> None:
     """A visible one-line notice: stdout in a notebook (where stderr is drawn in a red box), stderr in a terminal."""
     out, err = _visible or (sys.stdout, sys.stderr)
-    in_kernel = "ipykernel" in sys.modules and getattr(sys.modules["IPython"].get_ipython(), "kernel", None)
+    ipython = sys.modules.get("IPython") if "ipykernel" in sys.modules else None
+    in_kernel = ipython is not None and getattr(ipython.get_ipython(), "kernel", None)
     print(f"{PREFIX} {message}", file=out if in_kernel else err, flush=True)
 
 

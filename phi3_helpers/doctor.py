@@ -172,9 +172,9 @@ def installed_version(name: str) -> str | None:
 
 
 def _os_check(system: str, release: str, version: str, machine: str) -> Check:
-    status, needed, fix = {"Windows": (OK, "Windows 11 for NPU and DirectML", ""), "Linux": (OK, "", ""),
-                           "Darwin": (INFO, "", "macOS: no Intel NPU or DirectML; chapters 01 and 02 run on the CPU"),
-                           }.get(system, (INFO, "", "untested OS"))
+    known = {"Windows": (OK, "Windows 11 for NPU and DirectML", ""), "Linux": (OK, "", ""),
+             "Darwin": (INFO, "", "macOS: no Intel NPU or DirectML; chapters 01 and 02 run on the CPU")}
+    status, needed, fix = known.get(system, (INFO, "", "untested OS"))
     if system == "Windows":  # platform says release "10" on Windows 11 too: the build tells them apart
         build = int(version.rsplit(".", 1)[-1]) if version.rsplit(".", 1)[-1].isdigit() else 0
         release = f"{'11' if build >= 22000 else '10' if build else ''} (build {build or '?'})".strip()
@@ -184,7 +184,8 @@ def _os_check(system: str, release: str, version: str, machine: str) -> Check:
 def npu_driver_check(name: str, driver: str, system: str, kernel: str = "") -> Check:
     """The NPU's driver (OpenVINO's NPU_DRIVER_VERSION) against the minimum."""
     label = f"NPU {name}".strip()
-    number, linux = (tuple(map(int, re.findall(r"\d+", v))) for v in (driver, kernel))
+    number = tuple(map(int, re.findall(r"\d+", driver)))
+    linux = tuple(map(int, re.findall(r"\d+", kernel)))
     if system != "Windows":
         found = f"driver {driver or 'not reported'}, kernel {kernel or '?'}"
         return _graded(label, linux[:2] or (99,), found, "kernel >= 6.6, current driver",

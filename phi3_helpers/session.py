@@ -62,7 +62,7 @@ class ChatSession:
         def record(resp: Response) -> None:
             self._response = None
             answer = "".join(resp._pieces)
-            if resp.error is None or answer:  # nothing came back: the history stays, so the user can retry
+            if resp.error is None or answer:  # a failed answer with no text is not recorded: the user can retry
                 self.history += [
                     {"role": "user", "content": question},
                     {"role": "assistant", "content": answer, "token_ids": list(resp.token_ids)},

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from phi3_helpers import bench
 from phi3_helpers.bench import llama_cpp
 from phi3_helpers.bench.worker import Prompts
 from phi3_helpers.cli import main as cli_main
@@ -235,3 +236,16 @@ def test_a_built_llama_bench_is_found_and_not_built_again(built, tmp_path, monke
     exe.write_bytes(b"")
     (exe.parent / "llama-bench.pdb").write_bytes(b"")  # beside it on Windows: not a program
     assert llama_cpp.built_or_reason(progress=None) == exe
+
+
+def test_the_table_shows_a_measured_zero_and_a_dash_only_for_what_was_not_measured():
+    spread = {"median": 5.0, "min": 4.0, "max": 6.0}
+    row = {"backend": "onnx", "precision": "int4", "device": "CPU", "status": "ok", "load_s": 0.0,
+           "helper_cost_us_per_token": 0.0, "peak_rss_mb": 100.0, "size_on_disk_mb": 80.0,
+           "prompts": {"short": {"prompt_tokens": 40, "ttft_ms": spread, "ms_per_token": spread, "tokens_per_s": 0.0},
+                       "long": {"prompt_tokens": 500, "ttft_ms": spread, "ms_per_token": spread}}}
+    doc = {"model": "m", "results": [row], "machine": {"cores": 2},
+           "settings": {"max_new_tokens": 8, "runs": 1, "long_runs": 1, "warmup": 0}}
+    cells = bench.markdown_table(doc).splitlines()[2].strip("| ").split(" | ")
+    assert cells == ["onnx", "int4", "CPU", "0.0", "5 (4-6)", "5 (4-6)", "5.0 (4.0-6.0)", "5.0 (4.0-6.0)", "0.0", "-",
+                     "0", "100", "80"]

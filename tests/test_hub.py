@@ -188,6 +188,14 @@ def test_bench_on_phi3_mini_measures_the_prequantized_folder_and_never_fetches_t
     assert doc["model"] == "phi3-mini"
     assert [(r["backend"], r["status"]) for r in doc["results"]] == [("openvino", "ok")]
     assert OV_REPO in doc["results"][0]["folder"].replace(os.sep, "/").replace("--", "/")
+    server.stop()  # offline: openvino's folder is cached, transformers' checkpoint never was
+    args = (*args[:3], "openvino,transformers", "--precisions", "int4,fp32", *args[6:])
+    res = _cli(_env(server, tmp_path / "hf", offline=True), *args, timeout=1200)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((out / "bench.json").read_text())
+    assert [(r["backend"], r["status"]) for r in doc["results"]] == [("openvino", "ok")]
+    skipped = [s for s in doc["skipped"] if s["backend"] == "transformers"]
+    assert skipped and "microsoft/Phi-3-mini-4k-instruct" in skipped[0]["reason"]
 
 
 def test_interrupted_download_is_never_taken_as_complete_and_the_next_run_finishes(mirrors, tmp_path):

@@ -45,6 +45,11 @@ CATALOGS = {
 }
 
 
+def test_choose_winml_refuses_an_unknown_device_in_one_line():
+    with pytest.raises(UnknownDevice, match=r"^unknown Windows ML device 'tpu'; use gpu, npu or cpu\.$"):
+        choose_winml(INSTALLS["winml"], "Windows", MIN_BUILD, [INTEL_EP], "tpu")
+
+
 # -- the choice: every combination --------------------------------------------------------------------------------
 @pytest.mark.parametrize("fallback", [True, False])
 @pytest.mark.parametrize("want", [None, "gpu", "npu", "cpu"])

@@ -239,8 +239,8 @@ class OnnxGenAIBackend(Backend):
 
     @property
     def context_length(self) -> int:
-        n = self.genai_config.get("model", {}).get("context_length") or self.genai_config.get("search", {}).get(
-            "max_length")
+        config = self.genai_config
+        n = config.get("model", {}).get("context_length") or config.get("search", {}).get("max_length")
         return int(n) if n else self.model.context_length
 
     def describe(self) -> str:

@@ -98,6 +98,8 @@ def choose_winml(installed: Iterable[str], os_name: str, build: int | None, cata
     why = blocker(installed, os_name, build)
     if why:
         raise DeviceUnavailable(why)
+    if want not in (None, *WANTS):
+        raise UnknownDevice(f"unknown Windows ML device {want!r}; use gpu, npu or cpu.")
     if want == "cpu":
         return WinMLPlan(None, "CPU", "the CPU was asked for.")
     if INTEL_EP in catalog:

@@ -16,7 +16,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import BackendUnavailable, ExportFailed, InvalidOption, UnknownBackend, UnknownDevice, UnknownPrecision
+from ..errors import (
+    BackendUnavailable, ExportFailed, InvalidOption, Phi3Error, UnknownBackend, UnknownDevice, UnknownPrecision,
+)
 from .llama_cpp import built_or_reason, llama_row
 from .report import markdown_table, plot, summary_line
 
@@ -210,10 +212,19 @@ def run(backends=None, precisions=None, devices=None, quick: bool = False, runs:
                             f"can write to, e.g. --output {DEFAULT_OUTPUT}") from None
     started = datetime.datetime.now(datetime.timezone.utc)
     exports = []
-    for cfg in configs:  # exports (and llama.cpp's build) first, outside every timing
-        if not export_ready(cfg, model_arg):
-            progress(f"building the export for {cfg.label} first (once; not part of the timing) ...")
+    for cfg in list(configs):  # downloads and exports (and llama.cpp's build) first, outside every timing
+        try:
+            ready = export_ready(cfg, model_arg)
+        except Phi3Error as exc:  # e.g. phi3-mini offline with this backend's folder not downloaded
+            configs.remove(cfg)
+            skipped.append({**asdict(cfg), "status": "skipped", "reason": str(exc)})
+            progress(f"{cfg.label}: skipped ({exc})")
+            continue
+        if not ready:
+            progress(f"preparing {cfg.label} first (a download or an export, once; not part of the timing) ...")
             exports.append({"config": cfg.label, "seconds": prepare(cfg, model_arg, 3600)})
+    if not configs:
+        raise InvalidOption(f"nothing to measure with {model_arg}: {skipped[-1]['reason']}")
     built = built_or_reason(progress) if llama_cpp else None
     load_before, t0 = load_avg(), time.perf_counter()
     # full: a process per configuration; quick: one per backend (imports paid once)

@@ -63,7 +63,7 @@ def _speculative_rows(model, tokens: int, runs: int) -> list[dict]:
     from ..models import PHI3_MINI, model_name, resolve_model
 
     src = model_name(model) if model is None or isinstance(model, str) else model
-    if src == PHI3_MINI:  # loaded by name: openvino's prequantized int4 folder, not the checkpoint
+    if getattr(src, "name", src) == PHI3_MINI:  # by name: openvino's prequantized int4 folder, not the checkpoint
         draft = ("phi3-mini-draft", f"draft {DRAFT_MODELS['phi3-mini-draft']}")
     else:  # offline, the model's own int4 export stands in (same tokenizer): the mechanics, not a real speedup
         src = resolve_model(src)

@@ -21,7 +21,9 @@ def _cell(r: dict, where: str, fmt: str) -> str:
     """The value at ``where`` formatted; a spread as median (min-max); "-" when missing."""
     value = r["prompts"] if where.startswith(("short.", "long.")) else r
     for key in where.split("."):
-        value = value.get(key) or {}
+        value = value.get(key) if isinstance(value, dict) else None
+    if value is None:
+        return "-"
     if isinstance(value, dict):
         return "-" if value.get("median") is None else f"{fmt.format(value['median'])} ({fmt.format(value['min'])}-" \
             f"{fmt.format(value['max'])})"

@@ -27,11 +27,17 @@ STORY = (  # repeated until the long prompt reaches its token target
 
 
 def rss_mb(field_name: str = "VmHWM") -> float:
-    """This process's peak (VmHWM) or current (VmRSS) resident memory, MiB; psutil's where /proc is missing."""
+    """This process's peak (VmHWM) or current (VmRSS) resident memory, MiB; where /proc is missing, the peak from
+    ru_maxrss (macOS) or psutil's peak_wset (Windows, which has no ``resource`` module)."""
     try:
         line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith(field_name))
         return int(line.split()[1]) / 1024
     except (OSError, StopIteration):
+        if field_name == "VmHWM" and sys.platform != "win32":
+            import resource
+
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            return rss / 2**20 if sys.platform == "darwin" else rss / 1024
         import psutil
 
         info = psutil.Process().memory_info()

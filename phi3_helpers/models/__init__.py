@@ -130,7 +130,8 @@ def _default_model(*folders) -> str:
 
 
 def model_name(model=None) -> str:
-    """The model a load would use, downloading nothing: ``model``, else $PHI3_MODEL, else the default choice."""
+    """The model the course runs, downloading nothing: ``model``, else $PHI3_MODEL, else phi3-mini when any of its
+    folders is cached or the hub answers, else the offline model."""
     chosen = model if model is not None else os.environ.get(MODEL_ENV) or None
     if chosen is not None:
         return str(chosen)
@@ -138,7 +139,7 @@ def model_name(model=None) -> str:
 
 
 def fetch_source(folder, by_default: bool = False) -> ModelSource:
-    """phi3-mini's hub ``folder``, downloaded or complete in the cache; ``by_default``, a failed download gives
+    """phi3-mini's hub ``folder``, downloaded or complete in the cache; ``by_default``, an unreachable hub gives
     the offline model instead."""
     try:
         return ModelSource(PHI3_MINI, hub.fetch(folder), folder.repo_id)

@@ -20,11 +20,11 @@ def cache_root() -> Path:
 @contextlib.contextmanager
 def atomic_folder(final: Path) -> Iterator[Path]:
     """Yield a temporary folder that becomes ``final`` in one rename on success, and is removed on any error."""
-    import psutil  # cross-platform (os.kill(pid, 0) would send Ctrl-C on Windows)
-
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{final.name}.partial-*"):
+        import psutil  # cross-platform (os.kill(pid, 0) would send Ctrl-C on Windows)
+
         pid = stale.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
         if not (pid.isdigit() and int(pid) != os.getpid() and psutil.pid_exists(int(pid))):  # not another build's
             shutil.rmtree(stale, ignore_errors=True)

@@ -221,7 +221,8 @@ class ChatWidget(widgets.VBox):
         """End the answer being generated (in the runtime); safe when idle."""
         with self._lock:
             if self.state == IDLE:
-                return self._hint("Nothing to stop.")
+                self._hint("Nothing to stop.")
+                return
             self.state = STOPPING
         self.session.stop()
 
@@ -229,7 +230,8 @@ class ChatWidget(widgets.VBox):
         """Empty the conversation, the session's history and the runtime's cache; safe while generating."""
         with self._lock:
             if self.state == IDLE:
-                return self._clear_now()
+                self._clear_now()
+                return
             self._clear_requested = True  # the answer records its turn when it ends: Clear comes after that
             self.state = STOPPING
         self.session.stop()
