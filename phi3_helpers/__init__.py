@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from .errors import Phi3Error, one_line
+from .errors import InvalidOption, Phi3Error, one_line
 from .models import KNOWN_MODELS, ModelSource, resolve_model
 from .options import GenerationOptions
 from .response import Metrics, Response
@@ -25,14 +25,22 @@ def load(
 ):
     """Load a model (a name, a folder, or None: $PHI3_MODEL, else Phi-3, else the offline model) on a backend.
 
-    Choices first (``plan_load``), then the folder is prepared (downloaded or exported once), then the runtime loads.
-    A second real Phi-3 in memory is said in a notice; ``close_previous=True`` closes the first.
+    Choices first (``plan_load``; or pass its Plan as ``backend``), then the folder is prepared (downloaded or
+    exported once), then the runtime loads. A second real Phi-3 in memory is said in a notice;
+    ``close_previous=True`` closes the first.
     """
     from .backends import backend_class
+    from .backends.base import Plan
     from .models import loaded
 
     close = bool(options.pop("close_previous", False))
-    plan = plan_load(backend, model, device, precision, **options)
+    if isinstance(backend, Plan):  # planned already: its choices stand, its notices were shown
+        if model is not None or device is not None or precision is not None or options:
+            raise InvalidOption("load(plan) takes the plan's own choices; make another plan with plan_load(...) "
+                                "to change them.")
+        plan = backend
+    else:
+        plan = plan_load(backend, model, device, precision, **options)
     loaded.before_load(plan.model.name, close=close)
     cls = backend_class(plan.backend)
     llm = cls(cls.prepare(plan))

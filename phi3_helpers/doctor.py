@@ -399,14 +399,16 @@ def targets(rows: list[dict], chapters: Iterable[str]) -> list[Target]:
 def _prepare_one(t: Target, model: str, smoke: bool) -> tuple[Path, str]:
     from . import load, plan_load
 
+    plan = None
     if t.export_only or model == PHI3:  # only Phi-3 downloads: outside quiet(), so its progress bar shows
         plan = plan_load(t.backend, model, t.device, t.precision, **({"source": "export"} if t.export_only else {}))
         if plan.settings.get("hub"):
-            backend_class(plan.backend).prepare(plan)
+            plan = backend_class(plan.backend).prepare(plan)
     with quiet():
+        plan = plan or plan_load(t.backend, model, t.device, t.precision)  # one plan: its notices once
         if t.export_only:
             return backend_class(plan.backend).prepare(plan).folder, ""
-        with closing(load(t.backend, model, t.device, t.precision)) as llm:
+        with closing(load(plan)) as llm:
             if not smoke:
                 return llm.prepared_folder, f" on {llm.device}"
             resp = llm.generate("What is the capital of France?", max_new_tokens=10)

@@ -104,6 +104,22 @@ def test_a_plan_is_plain_data_made_without_loading(offline_model, backend, devic
         assert plan.folder == offline_model.folder  # transformers loads the Hugging Face folder itself
 
 
+def test_a_plan_loads_as_it_is_with_its_notices_shown_once(capsys):
+    from phi3_helpers import load, plan_load
+    from phi3_helpers.errors import InvalidOption
+
+    plan = plan_load("onnx", device="CPU")  # no model: offline here, which a notice says
+    llm = load(plan)
+    try:
+        assert llm.plan.model == plan.model and llm.device == "CPU" and "Paris" in llm.ask(FRANCE, max_new_tokens=16)
+    finally:
+        llm.close()
+    said = capsys.readouterr()
+    assert (said.out + said.err).count("using the offline model") == 1
+    with pytest.raises(InvalidOption, match=r"^load\(plan\) takes the plan's own choices; make another plan"):
+        load(plan, device="GPU")
+
+
 def test_unknown_backend_options_are_refused_in_one_line(offline_model):
     from phi3_helpers import load
     from phi3_helpers.errors import InvalidOption
