@@ -163,8 +163,9 @@ def add_bench(p) -> None:
     from .bench import DEFAULT_OUTPUT, FULL, QUICK
 
     p.add_argument("--quick", action="store_true", help="fewer configurations, runs and tokens")
-    p.add_argument("--chat", action="store_true", help="time to first token per turn of a 10-turn chat, KV-cache "
-                   "reuse on and off, and the speculative decoding speedup; writes chat.json and chat.png")
+    p.add_argument("--chat", action="store_true", help="time to first token per turn of a 10-turn chat (the median "
+                   "of 3 chats; --quick: 4 turns, once), KV-cache reuse on and off, and the speculative decoding "
+                   "speedup; writes chat.json and chat.png")
     p.add_argument("--backends", type=_csv, help="comma-separated, e.g. openvino,onnx (default: every available one)")
     p.add_argument("--precisions", type=_csv, help="comma-separated, e.g. int4,fp16 (default: all; --quick: all of "
                    "the default backend, the default of the others)")
@@ -189,7 +190,8 @@ def cmd_bench(args) -> int:
 
         configs = [c for c in chat.CHAT_CONFIGS if not args.backends or c[0] in args.backends]
         doc = chat.run_chat(turns=4 if args.quick else 10, max_new_tokens=args.tokens or (16 if args.quick else 64),
-                            configs=configs, model=args.model, progress=lambda line: print(line, file=sys.stderr))
+                            configs=configs, model=args.model, progress=lambda line: print(line, file=sys.stderr),
+                            repeats=1 if args.quick else 3)
         path = chat.write(doc, args.output)
         print(chat.chat_table(doc))
         print(f"\nwrote {path} and {path.with_suffix('.png')}", file=sys.stderr)

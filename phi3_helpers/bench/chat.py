@@ -4,6 +4,7 @@ and the speedup of speculative decoding; greedy, fixed questions, written to ``c
 import datetime
 import json
 import platform
+import statistics
 from pathlib import Path
 from typing import Sequence
 
@@ -33,24 +34,33 @@ def _on(reuse: bool) -> str:
     return "on" if reuse else "off"
 
 
-def _chat_row(config: tuple, reuse: bool, turns: int, tokens: int, model) -> dict:
-    """One backend's chat: per turn, prompt size, TTFT, tokens/s and tokens reused."""
+def _chat_row(config: tuple, reuse: bool, turns: int, tokens: int, model, repeats: int = 1) -> dict:
+    """One backend's chat, ``repeats`` times (cleared in between): per turn, prompt size, the median TTFT (each
+    chat's in ``ttft_runs_ms``), tokens/s and tokens reused (of the first chat)."""
     from .. import load
 
     backend, precision, device, options, label = config
     llm = load(backend, model=model, precision=precision, device=device, reuse_cache=reuse, **options)
-    chat = llm.chat(system=SYSTEM, max_new_tokens=tokens)
-    chat.print_notices = False
-    rows = []
-    for i in range(turns):
-        resp = chat.ask(QUESTIONS[i % len(QUESTIONS)])
-        resp.text()
-        m = resp.metrics
-        rows.append({"turn": i + 1, "prompt_tokens": m.prompt_tokens, "tokens": m.tokens,
-                     "ttft_ms": round(m.ttft_s * 1000, 1) if m.ttft_s is not None else None,
-                     "tokens_per_s": round(m.tokens_per_s, 1) if m.tokens_per_s else None,
-                     "reused_tokens": llm.kv.last_reused if llm.kv.runtime is not None else None})
-    row = {"label": label, "backend": backend, "reuse": reuse, "describe": llm.describe(), "turns": rows}
+    chats = []
+    for k in range(repeats):  # another system prompt each time: nothing cached by a runtime (OpenVINO's prefix cache)
+        chat = llm.chat(system=SYSTEM + f" This is chat {k + 1}." * (k > 0), max_new_tokens=tokens)
+        chat.print_notices = False
+        rows = []
+        for i in range(turns):
+            resp = chat.ask(QUESTIONS[i % len(QUESTIONS)])
+            resp.text()
+            m = resp.metrics
+            rows.append({"turn": i + 1, "prompt_tokens": m.prompt_tokens, "tokens": m.tokens,
+                         "ttft_ms": round(m.ttft_s * 1000, 1) if m.ttft_s is not None else None,
+                         "tokens_per_s": round(m.tokens_per_s, 1) if m.tokens_per_s else None,
+                         "reused_tokens": llm.kv.last_reused if llm.kv.runtime is not None else None})
+        chat.clear()
+        chats.append(rows)
+    for i, row in enumerate(chats[0]):
+        row["ttft_runs_ms"] = [c[i]["ttft_ms"] for c in chats]
+        if None not in row["ttft_runs_ms"]:
+            row["ttft_ms"] = statistics.median(row["ttft_runs_ms"])
+    row = {"label": label, "backend": backend, "reuse": reuse, "describe": llm.describe(), "turns": chats[0]}
     llm.close()
     return row
 
@@ -92,8 +102,9 @@ def _speculative_rows(model, tokens: int, runs: int) -> list[dict]:
 
 
 def run_chat(turns: int = 10, max_new_tokens: int = 64, configs: Sequence[tuple] = tuple(CHAT_CONFIGS), model=None,
-             speculative: bool = True, spec_runs: int = 3, progress=print) -> dict:
-    """TTFT per turn for each backend with reuse on and off, and the speculative speedup, as a dict."""
+             speculative: bool = True, spec_runs: int = 3, progress=print, repeats: int = 1) -> dict:
+    """TTFT per turn (the median of ``repeats`` chats) for each backend with reuse on and off, and the speculative
+    speedup, as a dict."""
     from ..backends import available_backends
 
     usable = available_backends()
@@ -106,12 +117,12 @@ def run_chat(turns: int = 10, max_new_tokens: int = 64, configs: Sequence[tuple]
         for reuse in (True, False):
             progress(f"chat bench: {label}, reuse {_on(reuse)} ...")
             try:
-                rows.append(_chat_row(tuple(config), reuse, turns, max_new_tokens, model))
+                rows.append(_chat_row(tuple(config), reuse, turns, max_new_tokens, model, repeats))
             except Exception as exc:  # report the row, keep measuring the others
                 skipped.append({"label": f"{label} reuse={reuse}", "reason": f"{type(exc).__name__}: {exc}"})
     doc = {"kind": "chat", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "machine": {"platform": platform.platform(), "python": platform.python_version()}, "turns": turns,
-           "max_new_tokens": max_new_tokens, "rows": rows, "skipped": skipped}
+           "repeats": repeats, "max_new_tokens": max_new_tokens, "rows": rows, "skipped": skipped}
     if speculative and not usable.get("openvino"):
         progress("chat bench: speculative decoding (openvino int4) ...")
         doc["speculative"] = _speculative_rows(model, max_new_tokens, spec_runs)
