@@ -119,23 +119,19 @@ def _local_model(name: str) -> ModelSource:
     return ModelSource(folder.name, folder)
 
 
-def _default_model(*folders) -> str:
-    """phi3-mini when one of its folders is complete in the cache or the hub answers; else the offline model."""
+def model_name(model=None, folders=None) -> str:
+    """The model the course runs, downloading nothing: ``model``, else $PHI3_MODEL, else phi3-mini when one of its
+    ``folders`` (default: all of them) is complete in the cache or the hub answers, else the offline model."""
+    chosen = model if model is not None else os.environ.get(MODEL_ENV) or None
+    if chosen is not None:
+        return str(chosen)
+    folders = folders or (hub.CHECKPOINT, *hub.OPENVINO.values(), *hub.ONNX.values())
     if any(f is not None and hub.cached_folder(f, strict=False) is not None for f in folders):
         return PHI3_MINI
     ok, why = hub_reachable()
     if not ok:
         notice(f"{why}: using the offline model {OFFLINE_MODEL} (set {MODEL_ENV}=phi3-mini for the real Phi-3).")
     return PHI3_MINI if ok else OFFLINE_MODEL
-
-
-def model_name(model=None) -> str:
-    """The model the course runs, downloading nothing: ``model``, else $PHI3_MODEL, else phi3-mini when any of its
-    folders is cached or the hub answers, else the offline model."""
-    chosen = model if model is not None else os.environ.get(MODEL_ENV) or None
-    if chosen is not None:
-        return str(chosen)
-    return _default_model(hub.CHECKPOINT, *hub.OPENVINO.values(), *hub.ONNX.values())
 
 
 def fetch_source(folder, by_default: bool = False) -> ModelSource:
@@ -165,9 +161,9 @@ def plan_source(model, backend: str, precision: str, target: str | None = None, 
         raise InvalidOption(
             f"source must be 'hub' (prequantized download) or 'export' (export locally); got {source!r}."
         )
-    chosen = model if model is not None else os.environ.get(MODEL_ENV) or None
     folder = None if source == "export" else hub.hub_folder(backend, precision, target)
-    name = str(chosen) if chosen is not None else _default_model(folder, hub.CHECKPOINT)
+    name = model_name(model, (folder, hub.CHECKPOINT))
+    by_default = model is None and not os.environ.get(MODEL_ENV)  # the default may fall back to the offline model
     if name != PHI3_MINI:
         if source == "hub":
             raise InvalidOption(f"source='hub' is for {PHI3_MINI} only (got {name!r}); drop it.")
@@ -176,7 +172,7 @@ def plan_source(model, backend: str, precision: str, target: str | None = None, 
         notices = []
         if folder is None and hub.cached_folder(hub.CHECKPOINT, strict=False) is None:
             notices.append(f"{backend} {precision}: {hub.describe_export(precision)}.")
-        return fetch_source(hub.CHECKPOINT, by_default=chosen is None), None, notices
+        return fetch_source(hub.CHECKPOINT, by_default=by_default), None, notices
     placeholder = Path(folder.repo_id) / folder.subfolder  # fetched by the backend's prepare step
     return ModelSource(PHI3_MINI, hub.cached_folder(folder, strict=False) or placeholder, folder.repo_id), folder, []
 
