@@ -51,15 +51,16 @@ def chat_ids(
     the split is used only if, with each answer's text in place of its ids, it gives the whole prompt's ids.
     """
 
-    def encode(text: str) -> list[int]:
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+    def encode(texts: list[str]) -> list[list[int]]:  # one call: its cost is mostly per call
+        return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     msgs = [{k: v for k, v in m.items() if k != "token_ids"} for m in messages]
-    recorded = {}
-    for i, m in enumerate(messages):
-        ids = list(m.get("token_ids") or []) if m["role"] == "assistant" else []
-        if ids and tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False) == m["content"]:
-            recorded[i] = ids  # still the answer's text (it was not edited)
+    answers = {i: list(m["token_ids"]) for i, m in enumerate(messages)
+               if m["role"] == "assistant" and m.get("token_ids")}
+    if not answers:
+        return None
+    texts = tokenizer.batch_decode(list(answers.values()), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    recorded = {i: ids for (i, ids), t in zip(answers.items(), texts) if t == msgs[i]["content"]}  # not edited
     if not recorded:
         return None
     marks = {i: f"@@answer-{i}-{uuid.uuid4().hex}@@" for i in recorded}
@@ -70,14 +71,15 @@ def chat_ids(
         if not found:
             return None  # the template changed the content: no safe split
         chunks.append(head)
-    first, *rest = [encode(c) for c in [*chunks, text]]
+    *parts, whole = encode([*chunks, text, *(msgs[i]["content"] for i in recorded), render(msgs)])
+    (first, *rest), contents = parts[: len(recorded) + 1], parts[len(recorded) + 1:]
     as_text, out = list(first), list(first)
-    for (i, ids), after in zip(recorded.items(), rest):
-        as_text += encode(msgs[i]["content"]) + after
+    for (i, ids), after, content in zip(recorded.items(), rest, contents):
+        as_text += content + after
         if ids[-1] in eos_ids:
             if after[:1] == ids[-1:]:
                 after = after[1:]  # the answer's end token is the template's own
             else:
                 ids = ids[:-1]
         out += ids + after
-    return out if as_text == encode(render(msgs)) else None  # else tokens merge across an answer's edges
+    return out if as_text == whole else None  # else tokens merge across an answer's edges

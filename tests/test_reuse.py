@@ -133,6 +133,23 @@ def test_the_next_prompt_carries_the_ids_the_model_produced(load_backend):
     assert llm.encode([msgs[0], edited, msgs[2]]) == llm.encode([msgs[0], rome, msgs[2]])
 
 
+def test_a_chat_turn_encodes_its_prompt_once(load_backend, monkeypatch):
+    """ask() counts the prompt's tokens to fit the context and then sends that prompt: one render and tokenization
+    (its cost grows with the history and comes before the first token)."""
+    import phi3_helpers.backends.base as base
+
+    llm = load_backend("transformers")
+    calls, real = [], base.chat_ids
+    monkeypatch.setattr(base, "chat_ids", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    chat = llm.chat(max_new_tokens=4)
+    chat.ask("What is the capital of France?").text()
+    calls.clear()
+    resp = chat.ask("And of Italy?")
+    resp.text()
+    assert len(calls) == 1 and calls[0][-1]["content"] == "And of Italy?"
+    assert resp.metrics.prompt_tokens == len(llm.encode(chat.messages()[:-1]))
+
+
 def test_chat_ids_refuses_a_template_whose_split_changes_tokens(load_backend):
     tok = load_backend("transformers").tokenizer
 

@@ -175,6 +175,7 @@ class Backend(abc.ABC):
         self.eos_token_ids = eos_ids(self.model.folder, self.tokenizer)
         self._busy = threading.Lock()  # one answer at a time
         self._current: Response | None = None
+        self._encoded: tuple[str, list[int]] = ("", [])  # a chat counts, then sends a prompt
         with quiet():  # the runtime's load chatter is held back (replayed in full on an error)
             self._load()
         self.load_seconds = time.perf_counter() - t0
@@ -221,10 +222,13 @@ class Backend(abc.ABC):
 
     def encode(self, messages: Messages) -> list[int]:
         """The prompt's token ids; earlier answers keep the ids the model produced (their ``token_ids``)."""
-        ids = chat_ids(self.tokenizer, messages, self.format_prompt, self.eos_token_ids)
-        if ids is None:
-            ids = self.tokenizer(self.format_prompt(messages), add_special_tokens=False)["input_ids"]
-        return list(ids)
+        key = repr(list(messages))
+        if key != self._encoded[0]:
+            ids = chat_ids(self.tokenizer, messages, self.format_prompt, self.eos_token_ids)
+            if ids is None:
+                ids = self.tokenizer(self.format_prompt(messages), add_special_tokens=False)["input_ids"]
+            self._encoded = (key, list(ids))
+        return list(self._encoded[1])
 
     def count_tokens(self, messages: Messages) -> int:
         return len(self.encode(messages))
