@@ -222,13 +222,13 @@ class Backend(abc.ABC):
 
     def encode(self, messages: Messages) -> list[int]:
         """The prompt's token ids; earlier answers keep the ids the model produced (their ``token_ids``)."""
-        key = repr(list(messages))
-        if key != self._encoded[0]:
+        key, (cached, ids) = repr(list(messages)), self._encoded
+        if key != cached:
             ids = chat_ids(self.tokenizer, messages, self.format_prompt, self.eos_token_ids)
             if ids is None:
                 ids = self.tokenizer(self.format_prompt(messages), add_special_tokens=False)["input_ids"]
             self._encoded = (key, list(ids))
-        return list(self._encoded[1])
+        return list(ids)
 
     def count_tokens(self, messages: Messages) -> int:
         return len(self.encode(messages))
