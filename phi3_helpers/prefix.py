@@ -51,7 +51,7 @@ def chat_ids(
     the split is used only if, with each answer's text in place of its ids, it gives the whole prompt's ids.
     """
 
-    def encode(texts: list[str]) -> list[list[int]]:  # one call: its cost is mostly per call
+    def encode(texts: list[str]) -> list[list[int]]:  # one call: cost is per call
         return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     msgs = [{k: v for k, v in m.items() if k != "token_ids"} for m in messages]

@@ -134,8 +134,8 @@ def test_the_next_prompt_carries_the_ids_the_model_produced(load_backend):
 
 
 def test_a_chat_turn_encodes_its_prompt_once(load_backend, monkeypatch):
-    """ask() counts the prompt's tokens to fit the context and then sends that prompt: one render and tokenization
-    (its cost grows with the history and comes before the first token)."""
+    """ask() counts the prompt's tokens to fit the context and then sends that prompt: encoded once (its cost grows
+    with the history and comes before the first token)."""
     import phi3_helpers.backends.base as base
 
     llm = load_backend("transformers")
@@ -147,7 +147,13 @@ def test_a_chat_turn_encodes_its_prompt_once(load_backend, monkeypatch):
     resp = chat.ask("And of Italy?")
     resp.text()
     assert len(calls) == 1 and calls[0][-1]["content"] == "And of Italy?"
-    assert resp.metrics.prompt_tokens == len(llm.encode(chat.messages()[:-1]))
+    sent = chat.messages()[:-1]  # what was sent, encoded again without the kept ids
+    assert resp.metrics.prompt_tokens == len(real(llm.tokenizer, sent, llm.format_prompt, llm.eos_token_ids))
+    llm.tokenizer.chat_template, template = "{{ messages[-1]['content'] }}", llm.tokenizer.chat_template
+    try:  # another template is another prompt, not the kept one
+        assert llm.encode(sent) == llm.tokenizer("And of Italy?", add_special_tokens=False)["input_ids"]
+    finally:
+        llm.tokenizer.chat_template = template
 
 
 def test_chat_ids_refuses_a_template_whose_split_changes_tokens(load_backend):

@@ -222,11 +222,10 @@ class Backend(abc.ABC):
 
     def encode(self, messages: Messages) -> list[int]:
         """The prompt's token ids; earlier answers keep the ids the model produced (their ``token_ids``)."""
-        key, (cached, ids) = repr(list(messages)), self._encoded
+        key, (cached, ids) = repr((self.tokenizer.chat_template, list(messages))), self._encoded
         if key != cached:
-            ids = chat_ids(self.tokenizer, messages, self.format_prompt, self.eos_token_ids)
-            if ids is None:
-                ids = self.tokenizer(self.format_prompt(messages), add_special_tokens=False)["input_ids"]
+            ids = chat_ids(self.tokenizer, messages, self.format_prompt, self.eos_token_ids) or self.tokenizer(
+                self.format_prompt(messages), add_special_tokens=False)["input_ids"]
             self._encoded = (key, list(ids))
         return list(ids)
 

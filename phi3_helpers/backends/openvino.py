@@ -131,8 +131,8 @@ class _OpenVINOBackend(Backend):
 
 
 class OpenVINOGenAIBackend(_OpenVINOBackend):
-    """OpenVINO GenAI's LLMPipeline, the fastest path. Its paged-attention pipeline reuses the KV cache of any prefix
-    it has seen (not with ``reuse_cache=False``); ``draft_model=`` or ``prompt_lookup=True`` speculate (see
+    """OpenVINO GenAI's LLMPipeline, the course's default. Its paged-attention pipeline reuses the KV cache of any
+    prefix it has seen (not with ``reuse_cache=False``); ``draft_model=`` or ``prompt_lookup=True`` speculate (see
     speculative.py). ``perf_metrics``: the pipeline's own timings (TTFT, TPOT) of the last answer."""
 
     name = "openvino"
