@@ -224,6 +224,24 @@ def test_npu_prefix_caching_refuses_a_non_bool():
         NPUBackend.check_options({"prefix_caching": "yes"})
 
 
+def test_onnx_gives_a_chat_that_outgrows_its_kv_cache_a_bigger_one(pair, monkeypatch):
+    """The kept generator's KV buffer, allocated whole, has room for a few turns rather than the whole context (for
+    Phi-3 on the CPU that would be 3 GB); a chat that outgrows it gets a bigger one, with the same greedy tokens."""
+    on, off = pair("onnx", "int4")
+    monkeypatch.setattr(on, "KV_START", 8)  # small, so that a short chat outgrows it
+    on.reset()  # the next answer starts a generator (earlier tests leave a roomy one)
+    chats, rooms, reused = [llm.chat(system=SYSTEM, max_new_tokens=12) for llm in (on, off)], [], []
+    for q in (QUESTIONS[0], QUESTIONS[2], QUESTIONS[4], QUESTIONS[0]):
+        answers = [_read(c.ask(q)) for c in chats]
+        assert answers[0] == answers[1]
+        rooms.append(on.kv.runtime[0]["max_length"])
+        reused.append(on.kv.last_reused)
+    for c in chats:
+        c.clear()
+    assert rooms[0] < rooms[-1] < on.context_length  # it grew, and never to the whole context
+    assert any(n > 0 for n, before, now in zip(reused[1:], rooms, rooms[1:]) if now == before)  # reused in between
+
+
 def test_onnx_prefills_a_finished_answer_at_once_and_leaves_a_stopped_one_to_the_next_turn(pair):
     """After the last token the answer's keys and values are computed again (off the next turn's first-token
     time); after a Stop they are not, so that Stop ends the answer at once."""

@@ -19,7 +19,7 @@ import pytest
 
 from phi3_helpers import load
 from phi3_helpers.backends import onnx, winml
-from phi3_helpers.backends.onnx import choose_provider, package_conflicts
+from phi3_helpers.backends.onnx_provider import choose_provider, package_conflicts
 from phi3_helpers.backends.winml import INTEL_EP, MIN_BUILD, WinMLPlan, choose_winml
 from phi3_helpers.errors import BackendUnavailable, DeviceUnavailable, UnknownDevice
 

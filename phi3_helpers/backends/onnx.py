@@ -21,8 +21,8 @@ from . import winml
 from .base import Backend, Plan, positive_int
 from .onnx_build import PRECISIONS_BY_TARGET, PREBUILT_REPO, TARGET_NAMES, build_onnx_model, build_record
 from .onnx_build import built_for, check_combination, check_onnx_folder, is_onnx_folder, onnx_folder
-from .onnx_provider import _DEVICE_NAMES, GENAI_PACKAGES, INSTALL_HINTS, ProviderChoice, choose_provider  # noqa: F401
-from .onnx_provider import device_report, installed_packages, package_conflicts  # noqa: F401
+from .onnx_provider import _DEVICE_NAMES, GENAI_PACKAGES, INSTALL_HINTS, ProviderChoice, choose_provider
+from .onnx_provider import device_report, installed_packages
 
 
 def pick_target(target: str | None, choice: ProviderChoice) -> str:
@@ -68,6 +68,7 @@ class OnnxGenAIBackend(Backend):
     precisions = ("int4", "fp16", "fp32")
     options = {"target": None, "fallback_to_cpu": True, "prebuilt": None, "threads": None, "rebuild": False,
                "source": None}
+    KV_START = 1024  # a chat's first KV buffer holds at least this many tokens
 
     @classmethod
     def devices_here(cls) -> list[str | None]:
@@ -302,14 +303,16 @@ class OnnxGenAIBackend(Backend):
         search: dict = {"do_sample": options.sampling}
         if options.sampling:
             search.update(temperature=options.temperature, top_p=options.top_p)
-        if self.kv.enabled:  # the session's generator spans the whole context; max_new_tokens is counted here
-            search["max_length"] = self.context_length
+        need = min(len(input_ids) + options.max_new_tokens, self.context_length)
+        if self.kv.enabled:  # one generator for several turns; max_new_tokens is counted here
             kept = self.kv.runtime
-            if kept is not None and kept[0] == search:
+            room = kept[0]["max_length"] if kept is not None else 0
+            if room >= need and kept[0] == dict(search, max_length=room):
                 return kept[1], self.kv.plan(input_ids)
             self.kv.reset()
-        else:
-            search["max_length"] = min(len(input_ids) + options.max_new_tokens, self.context_length)
+            # the KV buffer is allocated whole (Phi-3, CPU: 0.8 MB a token): twice the need, a new one when outgrown
+            need = min(max(2 * need, self.KV_START), self.context_length)
+        search["max_length"] = need
         params = og.GeneratorParams(self.og_model)
         params.set_search_options(**search)
         generator = og.Generator(self.og_model, params)
