@@ -68,7 +68,7 @@ class OnnxGenAIBackend(Backend):
     precisions = ("int4", "fp16", "fp32")
     options = {"target": None, "fallback_to_cpu": True, "prebuilt": None, "threads": None, "rebuild": False,
                "source": None}
-    KV_START = 1024  # a chat's first KV buffer holds at least this many tokens
+    KV_MIN_TOKENS = 1024  # tokens a chat's first KV buffer holds, at least
 
     @classmethod
     def devices_here(cls) -> list[str | None]:
@@ -303,16 +303,16 @@ class OnnxGenAIBackend(Backend):
         search: dict = {"do_sample": options.sampling}
         if options.sampling:
             search.update(temperature=options.temperature, top_p=options.top_p)
-        need = min(len(input_ids) + options.max_new_tokens, self.context_length)
+        search["max_length"] = need = min(len(input_ids) + options.max_new_tokens, self.context_length)
         if self.kv.enabled:  # one generator for several turns; max_new_tokens is counted here
             kept = self.kv.runtime
             room = kept[0]["max_length"] if kept is not None else 0
             if room >= need and kept[0] == dict(search, max_length=room):
                 return kept[1], self.kv.plan(input_ids)
             self.kv.reset()
-            # the KV buffer is allocated whole (Phi-3, CPU: 0.8 MB a token): twice the need, a new one when outgrown
-            need = min(max(2 * need, self.KV_START), self.context_length)
-        search["max_length"] = need
+            del kept  # the old buffer is freed first
+            # allocated whole (Phi-3, CPU: 0.8 MB a token): at least doubled when outgrown, at one full prefill
+            search["max_length"] = min(max(2 * need, self.KV_MIN_TOKENS), self.context_length)
         params = og.GeneratorParams(self.og_model)
         params.set_search_options(**search)
         generator = og.Generator(self.og_model, params)
