@@ -57,8 +57,9 @@ def run(model: str | None, rounds: int, n: int, only: list[str]) -> list[dict]:
     cores = os.cpu_count() or 1
     found: list[dict] = []
 
-    def ov(precision: str = "int4", **config):
-        return load("openvino", model=base.model, precision=precision, device="CPU", config=config)
+    def ov(precision: str = "int4", reuse_cache: bool = True, **config):
+        return load("openvino", model=base.model, precision=precision, device="CPU", config=config,
+                    reuse_cache=reuse_cache)
 
     def experiment(name: str, variants: dict, length: str = "short", note: str = "", rounds_: int = rounds) -> None:
         found.append(_table(name, _round_robin(variants, prompts, length, rounds_, n), note))
@@ -151,12 +152,15 @@ def cpu_paths(base, prompts: Prompts, rounds: int, n: int, threads: int, ov) -> 
     """Each round: the same fresh prompt through every candidate, then llama-bench for as many prompt tokens."""
     from phi3_helpers.bench.llama_cpp import built_or_reason, llama_row
 
+    # no cache kept between answers: each prompt is prefilled whole, as llama-bench's pp (its KV cache starts empty);
+    # with the course's default reuse the ~5 template tokens that the fresh prompts share would not be prefilled
     variants = {
-        "openvino int4 (default)": base,
-        "openvino int4 SDPA": ov(ATTENTION_BACKEND="SDPA"),
+        "openvino int4 (default)": ov(reuse_cache=False),
+        "openvino int4 SDPA": ov(ATTENTION_BACKEND="SDPA", reuse_cache=False),
         f"openvino int4 SDPA, {threads} threads, KV u8": ov(ATTENTION_BACKEND="SDPA", INFERENCE_NUM_THREADS=threads,
-                                                           KV_CACHE_PRECISION="u8"),
-        f"onnx int4 (default, {threads} threads)": load("onnx", model=base.model, precision="int4", threads=threads),
+                                                           KV_CACHE_PRECISION="u8", reuse_cache=False),
+        f"onnx int4 (default, {threads} threads)": load("onnx", model=base.model, precision="int4", device="cpu",
+                                                        threads=threads, reuse_cache=False),
     }
     exe = built_or_reason()
     runs: dict[str, list] = {k: [] for k in variants}
@@ -172,7 +176,10 @@ def cpu_paths(base, prompts: Prompts, rounds: int, n: int, threads: int, ov) -> 
         print(f"round {i + 1}: load average {os.getloadavg()}, llama.cpp {row.get('reason') or llama[-1]}", flush=True)
     if llama:
         runs["llama.cpp Q4_1 (llama-bench)"] = [Run(t, m, n, 0.0) for t, m in llama]
-    _table("CPU paths, short prompt", runs, f"{n} tokens, {threads} threads; llama.cpp: pp TTFT, tg ms/token")
+    _table("CPU paths, short prompt", runs, f"{n} tokens, {threads} threads, every prompt prefilled whole; llama.cpp: "
+           "pp TTFT, tg ms/token")
+    for llm in variants.values():
+        llm.close()
 
 
 def _mib(folder) -> str:

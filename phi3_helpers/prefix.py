@@ -15,7 +15,7 @@ class PrefixCache:
     """The token ids a runtime's KV cache holds, and what a new prompt can keep of them.
 
     ``decoded_reusable=False`` where a decode step computes keys and values slightly differently than a prefill
-    (onnx int4 kernels): an answer is then prefilled again with the next turn, so reuse never changes a token.
+    (onnx int4 and fp16 kernels; fp32 is exact): an answer is then prefilled again, so reuse never changes a token.
     """
 
     def __init__(self, enabled: bool = True, decoded_reusable: bool = True):

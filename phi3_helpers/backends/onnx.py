@@ -197,9 +197,7 @@ class OnnxGenAIBackend(Backend):
             self._winml_fallback(config, f"{self.winml_plan.ep} did not start ({winml.first_line(exc).rstrip('. ')})")
             self._cpu_threads(config)
             self.og_model = og.Model(config)
-        # int4 and fp16 kernels compute a token's keys and values slightly differently in a one-token decode step
-        # than in a prefill (fp32 is exact): elsewhere an answer is prefilled again, or greedy chats would drift
-        self.kv.decoded_reusable = self.precision == "fp32"
+        self.kv.decoded_reusable = self.precision == "fp32"  # see PrefixCache
         eos = self.genai_config.get("model", {}).get("eos_token_id")
         extra = eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else []
         self.eos_token_ids = frozenset(self.eos_token_ids | {int(i) for i in extra})
