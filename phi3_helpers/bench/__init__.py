@@ -26,8 +26,7 @@ DEFAULT_OUTPUT = "artifacts/bench"
 VERSIONS = ("torch", "transformers", "openvino", "openvino-genai", "optimum-intel", "onnxruntime",
             "onnxruntime-genai", "onnxruntime-genai-directml")
 NOTES = {  # what the fields of a result mean
-    "ttft_ms": "start of generation to the first token, the prompt prefilled whole (reuse_cache=False), tokenization "
-               "excluded; llama.cpp: its prompt test (pp)",
+    "ttft_ms": "start of generation to the first token, tokenization excluded; llama.cpp: its prompt test (pp)",
     "ms_per_token": "decode time per token after the first",
     "tokens_per_s": "1000 / median ms_per_token; llama.cpp: its generation test (tg)",
     "peak_rss_mb": "peak resident memory (VmHWM) after the runs, MiB",

@@ -125,8 +125,7 @@ def measure(spec: dict) -> dict:
     with contextlib.suppress(OSError):  # a new peak for this configuration (Linux: 5 resets VmHWM)
         Path("/proc/self/clear_refs").write_text("5")
     rss_before, t0 = rss_mb("VmRSS"), time.perf_counter()
-    llm = load(spec["backend"], model=spec["model"], device=spec["device"], precision=spec["precision"],
-               reuse_cache=False)
+    llm = load(spec["backend"], model=spec["model"], device=spec["device"], precision=spec["precision"])
     out = {k: spec[k] for k in ("backend", "precision")}
     out.update(load_s=time.perf_counter() - t0, device=llm.device, fallback=bool(getattr(llm, "fallback", False)),
                runtime=llm.runtime, model=llm.model.name, folder=str(llm.prepared_folder),
