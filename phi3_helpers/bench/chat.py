@@ -56,10 +56,10 @@ def _chat_row(config: tuple, reuse: bool, turns: int, tokens: int, model, repeat
                          "reused_tokens": llm.kv.last_reused if llm.kv.runtime is not None else None})
         chat.clear()
         chats.append(rows)
-    for i, row in enumerate(chats[0]):
-        row["ttft_runs_ms"] = [c[i]["ttft_ms"] for c in chats]
-        if None not in row["ttft_runs_ms"]:
-            row["ttft_ms"] = statistics.median(row["ttft_runs_ms"])
+    for i, turn in enumerate(chats[0]):
+        turn["ttft_runs_ms"] = [c[i]["ttft_ms"] for c in chats]
+        if None not in turn["ttft_runs_ms"]:
+            turn["ttft_ms"] = statistics.median(turn["ttft_runs_ms"])
     row = {"label": label, "backend": backend, "reuse": reuse, "describe": llm.describe(), "turns": chats[0]}
     llm.close()
     return row
