@@ -121,6 +121,13 @@ def test_int4_answers_the_france_question_with_paris_streamed_with_metrics(load_
     assert m.ttft_s > 0 and m.tokens_per_s > 0 and m.finish_reason in {"ended", "length"}
     record = json.loads((Path(llm.prepared_folder) / "phi3_helpers_build.json").read_text())
     assert record["precision"] == "int4" and record["target"] == "cpu"
+    # the builder's options in the graph: each MLP's gate and up projections are one int4 MatMul (then a Split)
+    import onnx
+
+    graph = onnx.load(str(Path(llm.prepared_folder) / "model.onnx"), load_external_data=False).graph
+    mlp = [n.name for n in graph.node if n.op_type == "MatMulNBits" and "/mlp/" in n.name]
+    layers = json.loads((llm.model.folder / "config.json").read_text())["num_hidden_layers"]
+    assert sum("/gate_up_proj/" in n for n in mlp) == layers and len(mlp) == 2 * layers
 
 
 # Stop mid-answer, then a normal answer in the same chat: tests/test_backends.py (onnx is one of its cases).
@@ -251,6 +258,9 @@ def test_sampling_options_reach_the_runtime(load_backend, monkeypatch):
     llm.generate(FRANCE, max_new_tokens=4).text()  # greedy: no sampling options reach the runtime
     (greedy,) = calls
     assert greedy["do_sample"] is False and "temperature" not in greedy and "top_p" not in greedy
+    # each generator gets its seed from Python: unseeded, ORT GenAI reads std::random_device 624 times (docs/tuning.md)
+    seeds = [c["random_seed"] for c in (sampled, greedy)]
+    assert all(isinstance(s, int) and 0 <= s < 2**31 for s in seeds) and seeds[0] != seeds[1]
 
 
 def test_a_failed_build_says_why_and_leaves_nothing_behind(offline_model, tmp_path, monkeypatch):
@@ -275,6 +285,19 @@ def test_a_failed_build_says_why_and_leaves_nothing_behind(offline_model, tmp_pa
     assert not out.exists() and list(out.parent.iterdir()) == []  # no half-built folder, no scratch left
 
 
+def test_the_build_passes_only_the_options_the_installed_builder_knows(monkeypatch):
+    """An older builder ignores an option it does not know (the DirectML package's 0.13.1 has no fuse_mlp_gate_up):
+    such an option is neither passed nor written to the build record as applied."""
+    from phi3_helpers.backends import onnx_build
+
+    assert onnx_build.builder_options() == list(onnx_build.BUILDER_OPTIONS)  # 0.18 knows both
+    monkeypatch.setattr(onnx_build, "BUILDER_OPTIONS", (*onnx_build.BUILDER_OPTIONS, "no_such_builder_option=true"))
+    assert onnx_build.builder_options() == ["prune_lm_head=true", "fuse_mlp_gate_up=true"]
+    cmd = onnx_build.builder_command("in", "out", "int4", "cpu", onnx_build.builder_options())
+    assert cmd[cmd.index("--extra_options") + 1:] == ["prune_lm_head=true", "fuse_mlp_gate_up=true"]
+    assert "--extra_options" not in onnx_build.builder_command("in", "out", "int4", "cpu", [])
+
+
 def test_a_damaged_cached_build_is_built_again(load_backend, offline_model, tmp_path, monkeypatch):
     """The session's real int4 CPU build, copied into a fresh cache and truncated after it was built."""
     import json
@@ -292,7 +315,7 @@ def test_a_damaged_cached_build_is_built_again(load_backend, offline_model, tmp_
     with open(copy / "model.onnx.data", "r+b") as fh:
         fh.truncate(want // 2)
     assert damaged_files(copy) == ["model.onnx.data"]
-    assert json.loads((copy / BUILD_RECORD).read_text())["options"] == ["prune_lm_head=true"]  # last-token logits
+    assert json.loads((copy / BUILD_RECORD).read_text())["options"] == ["prune_lm_head=true", "fuse_mlp_gate_up=true"]
     folder = build_onnx_model(offline_model, "int4", "cpu")  # built again, atomically
     assert folder == copy and not damaged_files(folder)
     assert (folder / "model.onnx.data").stat().st_size == want

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -23,6 +24,8 @@ from .onnx_build import PRECISIONS_BY_TARGET, PREBUILT_REPO, TARGET_NAMES, build
 from .onnx_build import built_for, check_combination, check_onnx_folder, is_onnx_folder, onnx_folder
 from .onnx_provider import _DEVICE_NAMES, GENAI_PACKAGES, INSTALL_HINTS, ProviderChoice, choose_provider
 from .onnx_provider import device_report, installed_packages
+
+_SEEDS = random.Random()  # the generators' seeds, apart from random.seed()
 
 
 def pick_target(target: str | None, choice: ProviderChoice) -> str:
@@ -174,7 +177,7 @@ class OnnxGenAIBackend(Backend):
             return plan
         return plan.replace(folder=build_onnx_model(plan.model, plan.precision, s["target"], rebuild=s["rebuild"]))
 
-    # -- load ------------------------------------------------------------------------------
+    # -- load --
     def _load(self) -> None:
         try:
             import onnxruntime_genai as og
@@ -204,9 +207,8 @@ class OnnxGenAIBackend(Backend):
 
     def _cpu_threads(self, config) -> None:
         # ORT GenAI uses one CPU thread unless told; 0 is one per physical core. Set at load: a folder stays portable
-        if hasattr(config, "overlay"):
-            n = self.plan.settings["threads"] or 0
-            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": n}}}}))
+        n = self.plan.settings["threads"] or 0
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": n}}}}))
 
     def _start_winml(self, config) -> None:
         """Register the planned Windows ML EP and point ``config`` at it; its CPU EP when it does not register."""
@@ -247,7 +249,7 @@ class OnnxGenAIBackend(Backend):
         via = f" via {self.winml_plan.label}" if self.winml_plan else ""
         return f"{self.name} | {self.device}{via} | {self.precision} (built for {built}) | {self.model.name}"
 
-    # -- generate ----------------------------------------------------------------------------
+    # -- generate --
     def stream_tokens(self, input_ids: list[int], options: GenerationOptions, stop: threading.Event
                       ) -> Iterator[list[int]]:
         # One og.Generator is kept between answers (as onnxruntime-genai's model-chat.py): a new prompt rewinds it to
@@ -312,7 +314,8 @@ class OnnxGenAIBackend(Backend):
             # allocated whole (Phi-3, CPU: 0.8 MB a token): at least doubled when outgrown, at one full prefill
             search["max_length"] = min(max(2 * need, self.KV_MIN_TOKENS), self.context_length)
         params = og.GeneratorParams(self.og_model)
-        params.set_search_options(**search)
+        # seeded here, or ORT GenAI reads std::random_device 624 times (docs/tuning.md)
+        params.set_search_options(**search, random_seed=_SEEDS.getrandbits(31))
         generator = og.Generator(self.og_model, params)
         if self.kv.enabled:
             self.kv.runtime = (search, generator)

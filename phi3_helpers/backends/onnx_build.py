@@ -6,6 +6,7 @@ back to the system when it ends, its log is shown only on failure, and Ctrl-C en
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shlex
@@ -23,8 +24,8 @@ from ..models.cache import atomic_folder, cache_root, folder_size
 PRECISIONS_BY_TARGET = {"cpu": ("int4", "fp32"), "dml": ("int4", "fp16"), "cuda": ("int4", "fp16", "fp32")}
 TARGET_NAMES = {"cpu": "CPU", "dml": "DirectML", "cuda": "CUDA"}
 BUILD_RECORD = "phi3_helpers_build.json"
-#: the prefill computes the last position's logits only (docs/tuning.md); a folder built without is built again
-BUILDER_OPTIONS = ("prune_lm_head=true",)
+#: last-token logits in a prefill; one MatMul for gate and up (docs/tuning.md)
+BUILDER_OPTIONS = ("prune_lm_head=true", "fuse_mlp_gate_up=true")
 PREBUILT_REPO = "microsoft/Phi-3-mini-4k-instruct-onnx"  # fetched instead of a build (models/catalog.py)
 
 
@@ -45,24 +46,32 @@ def onnx_folder(model: ModelSource, precision: str, target: str) -> Path:
     return cache_root() / "onnx" / f"{name}-{precision}-{target}"
 
 
-def builder_command(source, out, precision: str, target: str, scratch="cache") -> list[str]:
+def builder_options() -> list[str]:
+    """The BUILDER_OPTIONS the installed builder knows: it ignores others (DirectML's 0.13.1)."""
+    spec = importlib.util.find_spec("onnxruntime_genai")  # found, not imported
+    file = Path(spec.submodule_search_locations[0], "models", "builder.py") if spec else Path("-")
+    known = file.read_text(errors="replace") if file.is_file() else ""
+    return [o for o in BUILDER_OPTIONS if o.split("=")[0] in known]
+
+
+def builder_command(source, out, precision: str, target: str, opts: list[str], scratch="cache") -> list[str]:
     return [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
-            "-p", precision, "-e", target, "-c", str(scratch), "--extra_options", *BUILDER_OPTIONS]
+            "-p", precision, "-e", target, "-c", str(scratch)] + (["--extra_options", *opts] if opts else [])
 
 
 def build_onnx_model(model: ModelSource, precision: str = "int4", target: str = "cpu", rebuild: bool = False,
                      progress=notice) -> Path:
     check_combination(precision, target)
     out = onnx_folder(model, precision, target)
-    damaged = damaged_files(out) if out.is_dir() else []
-    stale = out.is_dir() and build_record(out).get("options", []) != list(BUILDER_OPTIONS)
+    damaged, opts = damaged_files(out) if out.is_dir() else [], builder_options()
+    stale = out.is_dir() and build_record(out).get("options", []) != opts
     if out.is_dir() and not (rebuild or damaged or stale):
         check_onnx_folder(out)
         return out
     if damaged or stale:
-        why = f"{damaged[0]} is missing or truncated" if damaged else f"built without {' '.join(BUILDER_OPTIONS)}"
+        why = f"{damaged[0]} is missing or truncated" if damaged else "built with other builder options"
         progress(f"The cached ONNX folder {out} is out of date ({why}); building it again.")
-    show = shlex.join(["python"] + builder_command(model.folder, out, precision, target)[1:])
+    show = shlex.join(["python"] + builder_command(model.folder, out, precision, target, opts)[1:])
     progress(f"Building {model.name} for ONNX Runtime GenAI, {precision} for {TARGET_NAMES[target]} (once; cached "
              f"in {out}) ...")
     progress(f"Same as: {show}")
@@ -70,11 +79,11 @@ def build_onnx_model(model: ModelSource, precision: str = "int4", target: str = 
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_folder(out) as tmp, tempfile.TemporaryDirectory(prefix=".builder-cache-", dir=out.parent) as scratch:
         log = Path(scratch) / "builder.log"
-        _run_builder(builder_command(model.folder, tmp, precision, target, Path(scratch) / "cache"), log)
+        _run_builder(builder_command(model.folder, tmp, precision, target, opts, Path(scratch) / "cache"), log)
         if not (tmp / "genai_config.json").is_file():
             raise Phi3Error(f"the ONNX model builder wrote no genai_config.json; see its log: {_tail(log)}")
         record = {"model": model.name, "source": str(model.folder), "precision": precision, "target": target,
-                  "command": show, "options": list(BUILDER_OPTIONS), "sizes": cache.file_sizes(tmp)}
+                  "command": show, "options": opts, "sizes": cache.file_sizes(tmp)}
         (tmp / BUILD_RECORD).write_text(json.dumps(record, indent=2))
     progress(f"Built in {time.perf_counter() - t0:.0f} s: {folder_size(out) / 2**20:.0f} MiB in {out}")
     return out
@@ -111,7 +120,7 @@ def _tail(log: Path, lines: int = 3) -> str:
     return " | ".join(text[-lines:]) or "(empty log)"
 
 
-# -- reading a GenAI folder ---------------------------------------------------------------------
+# -- reading a GenAI folder --
 def is_onnx_folder(path: Path | str) -> bool:
     p = Path(path)
     return p.is_dir() and ((p / "genai_config.json").is_file() or any(p.glob("*.onnx")))

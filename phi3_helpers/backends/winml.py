@@ -118,7 +118,7 @@ def choose_winml(installed: Iterable[str], os_name: str, build: int | None, cata
     return WinMLPlan(None, "CPU", why, fell_back=True)
 
 
-# -- the adapter: everything below needs Windows ------------------------------------------------------------------
+# -- the adapter: everything below needs Windows --
 class CatalogEntry(NamedTuple):
     name: str
     version: str
