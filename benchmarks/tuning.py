@@ -153,18 +153,19 @@ def cpu_paths(base, prompts: Prompts, rounds: int, n: int, threads: int, ov) -> 
     also warms up before it measures), then llama-bench runs for as many prompt tokens."""
     from phi3_helpers.bench.llama_cpp import built_or_reason, llama_row
 
+    def onnx(**kw):
+        return load("onnx", model=base.model, precision="int4", device="cpu", threads=threads, **kw)
+
     # no cache kept between answers: each prompt is prefilled whole, as llama-bench's pp (its KV cache starts empty);
     # the "cache kept" row keeps the course's default reuse, so the ~5 template tokens fresh prompts share are not
     # prefilled again
     variants = {
-        "openvino int4 (default)": ov(reuse_cache=False),
+        "openvino int4, no cache kept": ov(reuse_cache=False),
         "openvino int4 SDPA": ov(ATTENTION_BACKEND="SDPA", reuse_cache=False),
         f"openvino int4 SDPA, {threads} threads, KV u8": ov(ATTENTION_BACKEND="SDPA", INFERENCE_NUM_THREADS=threads,
                                                            KV_CACHE_PRECISION="u8", reuse_cache=False),
-        f"onnx int4 (default, {threads} threads)": load("onnx", model=base.model, precision="int4", device="cpu",
-                                                        threads=threads, reuse_cache=False),
-        "onnx int4, cache kept (course default)": load("onnx", model=base.model, precision="int4", device="cpu",
-                                                       threads=threads),
+        f"onnx int4, {threads} threads, no cache kept": onnx(reuse_cache=False),
+        "onnx int4, cache kept (course default)": onnx(),
     }
     exe = built_or_reason()
     runs: dict[str, list] = {k: [] for k in variants}

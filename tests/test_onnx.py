@@ -121,13 +121,15 @@ def test_int4_answers_the_france_question_with_paris_streamed_with_metrics(load_
     assert m.ttft_s > 0 and m.tokens_per_s > 0 and m.finish_reason in {"ended", "length"}
     record = json.loads((Path(llm.prepared_folder) / "phi3_helpers_build.json").read_text())
     assert record["precision"] == "int4" and record["target"] == "cpu"
-    # the builder's options in the graph: each MLP's gate and up projections are one int4 MatMul (then a Split)
+    # the record says what the graph is: with fuse_mlp_gate_up (0.18's builder) each MLP's gate and up projections
+    # are one int4 MatMul (then a Split), otherwise two
     import onnx
 
     graph = onnx.load(str(Path(llm.prepared_folder) / "model.onnx"), load_external_data=False).graph
     mlp = [n.name for n in graph.node if n.op_type == "MatMulNBits" and "/mlp/" in n.name]
     layers = json.loads((llm.model.folder / "config.json").read_text())["num_hidden_layers"]
-    assert sum("/gate_up_proj/" in n for n in mlp) == layers and len(mlp) == 2 * layers
+    fused = "fuse_mlp_gate_up=true" in record["options"]
+    assert sum("/gate_up_proj/" in n for n in mlp) == layers * fused and len(mlp) == (3 - fused) * layers
 
 
 # Stop mid-answer, then a normal answer in the same chat: tests/test_backends.py (onnx is one of its cases).
@@ -285,17 +287,45 @@ def test_a_failed_build_says_why_and_leaves_nothing_behind(offline_model, tmp_pa
     assert not out.exists() and list(out.parent.iterdir()) == []  # no half-built folder, no scratch left
 
 
-def test_the_build_passes_only_the_options_the_installed_builder_knows(monkeypatch):
-    """An older builder ignores an option it does not know (the DirectML package's 0.13.1 has no fuse_mlp_gate_up):
-    such an option is neither passed nor written to the build record as applied."""
-    from phi3_helpers.backends import onnx_build
+def test_the_build_passes_only_the_options_the_installed_builder_knows(offline_model, monkeypatch):
+    """An older builder ignores an option it does not know (the DirectML package's 0.13.1 has no fuse_mlp_gate_up),
+    and a user's model is not fused (the builder refuses that for pre-quantized weights)."""
+    import onnxruntime_genai as og
 
-    assert onnx_build.builder_options() == list(onnx_build.BUILDER_OPTIONS)  # 0.18 knows both
+    from phi3_helpers.backends import onnx_build
+    from phi3_helpers.models import ModelSource
+
+    known = onnx_build.builder_options(offline_model)
+    if tuple(int(x) for x in og.__version__.split(".")[:2]) >= (0, 18):
+        assert known == list(onnx_build.BUILDER_OPTIONS)
+    assert known[0] == "prune_lm_head=true"  # in every builder the course pins
+    assert onnx_build.builder_options(ModelSource("my-model", offline_model.folder)) == ["prune_lm_head=true"]
     monkeypatch.setattr(onnx_build, "BUILDER_OPTIONS", (*onnx_build.BUILDER_OPTIONS, "no_such_builder_option=true"))
-    assert onnx_build.builder_options() == ["prune_lm_head=true", "fuse_mlp_gate_up=true"]
-    cmd = onnx_build.builder_command("in", "out", "int4", "cpu", onnx_build.builder_options())
-    assert cmd[cmd.index("--extra_options") + 1:] == ["prune_lm_head=true", "fuse_mlp_gate_up=true"]
+    assert onnx_build.builder_options(offline_model) == known
+    cmd = onnx_build.builder_command("in", "out", "int4", "cpu", known)
+    assert cmd[cmd.index("--extra_options") + 1:] == known
     assert "--extra_options" not in onnx_build.builder_command("in", "out", "int4", "cpu", [])
+
+
+def test_a_cached_build_is_built_again_only_for_an_option_it_lacks(load_backend, offline_model, tmp_path,
+                                                                    monkeypatch):
+    """A folder built with every option this builder knows (and more, by a newer one) is kept; one without is
+    built again, and its record then lists what was applied."""
+    import shutil
+
+    from phi3_helpers.backends.onnx_build import BUILD_RECORD, build_onnx_model, builder_options, onnx_folder
+
+    built = Path(load_backend("onnx", "int4").prepared_folder)
+    monkeypatch.setenv("PHI3_CACHE_DIR", str(tmp_path))
+    copy = onnx_folder(offline_model, "int4", "cpu")
+    shutil.copytree(built, copy)
+    record = json.loads((copy / BUILD_RECORD).read_text())
+    said: list[str] = []
+    for options, rebuilt in (([*builder_options(offline_model), "from_a_newer_builder=true"], False), ([], True)):
+        (copy / BUILD_RECORD).write_text(json.dumps(dict(record, options=options)))
+        assert build_onnx_model(offline_model, "int4", "cpu", progress=said.append) == copy
+        assert any("out of date (built without prune_lm_head=true" in m for m in said) == rebuilt
+    assert json.loads((copy / BUILD_RECORD).read_text())["options"] == builder_options(offline_model)
 
 
 def test_a_damaged_cached_build_is_built_again(load_backend, offline_model, tmp_path, monkeypatch):
@@ -303,7 +333,8 @@ def test_a_damaged_cached_build_is_built_again(load_backend, offline_model, tmp_
     import json
     import shutil
 
-    from phi3_helpers.backends.onnx_build import BUILD_RECORD, build_onnx_model, damaged_files, onnx_folder
+    from phi3_helpers.backends.onnx_build import BUILD_RECORD, build_onnx_model, builder_options, damaged_files
+    from phi3_helpers.backends.onnx_build import onnx_folder
 
     built = Path(load_backend("onnx", "int4").prepared_folder)
     monkeypatch.setenv("PHI3_CACHE_DIR", str(tmp_path))
@@ -315,7 +346,7 @@ def test_a_damaged_cached_build_is_built_again(load_backend, offline_model, tmp_
     with open(copy / "model.onnx.data", "r+b") as fh:
         fh.truncate(want // 2)
     assert damaged_files(copy) == ["model.onnx.data"]
-    assert json.loads((copy / BUILD_RECORD).read_text())["options"] == ["prune_lm_head=true", "fuse_mlp_gate_up=true"]
+    assert json.loads((copy / BUILD_RECORD).read_text())["options"] == builder_options(offline_model)
     folder = build_onnx_model(offline_model, "int4", "cpu")  # built again, atomically
     assert folder == copy and not damaged_files(folder)
     assert (folder / "model.onnx.data").stat().st_size == want

@@ -24,7 +24,8 @@ from ..models.cache import atomic_folder, cache_root, folder_size
 PRECISIONS_BY_TARGET = {"cpu": ("int4", "fp32"), "dml": ("int4", "fp16"), "cuda": ("int4", "fp16", "fp32")}
 TARGET_NAMES = {"cpu": "CPU", "dml": "DirectML", "cuda": "CUDA"}
 BUILD_RECORD = "phi3_helpers_build.json"
-#: last-token logits in a prefill; one MatMul for gate and up (docs/tuning.md)
+#: last-token logits in a prefill; one MatMul for gate and up (docs/tuning.md), for the course's models only: the
+#: builder refuses that fusion for pre-quantized weights
 BUILDER_OPTIONS = ("prune_lm_head=true", "fuse_mlp_gate_up=true")
 PREBUILT_REPO = "microsoft/Phi-3-mini-4k-instruct-onnx"  # fetched instead of a build (models/catalog.py)
 
@@ -46,12 +47,15 @@ def onnx_folder(model: ModelSource, precision: str, target: str) -> Path:
     return cache_root() / "onnx" / f"{name}-{precision}-{target}"
 
 
-def builder_options() -> list[str]:
-    """The BUILDER_OPTIONS the installed builder knows: it ignores others (DirectML's 0.13.1)."""
-    spec = importlib.util.find_spec("onnxruntime_genai")  # found, not imported
-    file = Path(spec.submodule_search_locations[0], "models", "builder.py") if spec else Path("-")
-    known = file.read_text(errors="replace") if file.is_file() else ""
-    return [o for o in BUILDER_OPTIONS if o.split("=")[0] in known]
+def builder_options(model: ModelSource) -> list[str]:
+    """The BUILDER_OPTIONS for ``model`` that the installed builder knows (DirectML's 0.13.1 ignores the fusion)."""
+    wanted = BUILDER_OPTIONS if model.name in KNOWN_MODELS else BUILDER_OPTIONS[:1]
+    try:
+        spec = importlib.util.find_spec("onnxruntime_genai")  # found, not imported
+        known = Path(spec.submodule_search_locations[0], "models", "builder.py").read_text(errors="replace")
+    except (ImportError, ValueError, AttributeError, TypeError, OSError):
+        return list(wanted)  # cannot tell: an option a builder does not know is ignored
+    return [o for o in wanted if o.split("=")[0] in known]
 
 
 def builder_command(source, out, precision: str, target: str, opts: list[str], scratch="cache") -> list[str]:
@@ -63,13 +67,14 @@ def build_onnx_model(model: ModelSource, precision: str = "int4", target: str = 
                      progress=notice) -> Path:
     check_combination(precision, target)
     out = onnx_folder(model, precision, target)
-    damaged, opts = damaged_files(out) if out.is_dir() else [], builder_options()
-    stale = out.is_dir() and build_record(out).get("options", []) != opts
+    damaged = damaged_files(out) if out.is_dir() else []
+    opts = builder_options(model)  # a folder that lacks one is built again
+    stale = out.is_dir() and not set(opts) <= set(build_record(out).get("options", []))
     if out.is_dir() and not (rebuild or damaged or stale):
         check_onnx_folder(out)
         return out
     if damaged or stale:
-        why = f"{damaged[0]} is missing or truncated" if damaged else "built with other builder options"
+        why = f"{damaged[0]} is missing or truncated" if damaged else "built without " + " ".join(opts)
         progress(f"The cached ONNX folder {out} is out of date ({why}); building it again.")
     show = shlex.join(["python"] + builder_command(model.folder, out, precision, target, opts)[1:])
     progress(f"Building {model.name} for ONNX Runtime GenAI, {precision} for {TARGET_NAMES[target]} (once; cached "
