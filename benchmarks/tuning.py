@@ -149,8 +149,8 @@ def run(model: str | None, rounds: int, n: int, only: list[str]) -> list[dict]:
 
 
 def cpu_paths(base, prompts: Prompts, rounds: int, n: int, threads: int, ov) -> None:
-    """Each round: every candidate answers a short warm-up prompt and then the round's fresh prompt (llama-bench
-    also warms up before it measures), then llama-bench runs for as many prompt tokens."""
+    """Each round: every candidate answers a short warm-up prompt and then the round's fresh prompt, then
+    llama-bench runs for as many prompt tokens."""
     from phi3_helpers.bench.llama_cpp import built_or_reason, llama_row
 
     def onnx(**kw):
@@ -184,7 +184,7 @@ def cpu_paths(base, prompts: Prompts, rounds: int, n: int, threads: int, ov) -> 
     if llama:
         runs["llama.cpp Q4_1 (llama-bench)"] = [Run(t, m, n, 0.0) for t, m in llama]
     _table("CPU paths, short prompt", runs, f"{n} tokens, {threads} threads, every prompt prefilled "
-           "whole but in the 'cache kept' row; llama.cpp: pp TTFT, tg ms/token")
+           "whole except in the 'cache kept' row; llama.cpp: pp TTFT, tg ms/token")
     for llm in variants.values():
         llm.close()
 

@@ -1,7 +1,8 @@
 """The helper package stays thin: no line over 120 characters, and a size ceiling: today's size.
 
-Today (2026-12-07): 5,805 lines, 277,843 characters, after the onnx build learnt which of its options the
-installed model builder knows (raised by 5 lines and 543 characters; the same change shortened the files it touched).
+Today (2026-12-07): 5,805 lines, 277,835 characters. The ceiling was raised from 5,800 lines and 277,300
+characters to 5,805 and 277,850 when the onnx build learnt which of its options the installed model builder knows
+(the package grew by 17 lines and about 750 characters that day; the files it touched were shortened where they could).
 The course's goal is 4,000 lines and 175,000 characters. A change that adds a feature makes room for it elsewhere in
 the package; one that cannot raises the ceiling here and says why.
 """

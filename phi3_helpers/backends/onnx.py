@@ -25,7 +25,7 @@ from .onnx_build import built_for, check_combination, check_onnx_folder, is_onnx
 from .onnx_provider import _DEVICE_NAMES, GENAI_PACKAGES, INSTALL_HINTS, ProviderChoice, choose_provider
 from .onnx_provider import device_report, installed_packages
 
-_SEEDS = random.Random()  # the generators' seeds, apart from random.seed()
+_SEEDS = random.Random()  # the generators' seeds: random.seed() does not change them
 
 
 def pick_target(target: str | None, choice: ProviderChoice) -> str:

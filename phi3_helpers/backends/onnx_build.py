@@ -68,13 +68,13 @@ def build_onnx_model(model: ModelSource, precision: str = "int4", target: str = 
     check_combination(precision, target)
     out = onnx_folder(model, precision, target)
     damaged = damaged_files(out) if out.is_dir() else []
-    opts = builder_options(model)  # a folder that lacks one is built again
-    stale = out.is_dir() and not set(opts) <= set(build_record(out).get("options", []))
-    if out.is_dir() and not (rebuild or damaged or stale):
+    opts = builder_options(model)
+    missing = [o for o in opts if o not in build_record(out).get("options", [])] if out.is_dir() else []
+    if out.is_dir() and not (rebuild or damaged or missing):
         check_onnx_folder(out)
         return out
-    if damaged or stale:
-        why = f"{damaged[0]} is missing or truncated" if damaged else "built without " + " ".join(opts)
+    if damaged or missing:
+        why = f"{damaged[0]} is missing or truncated" if damaged else "built without " + " ".join(missing)
         progress(f"The cached ONNX folder {out} is out of date ({why}); building it again.")
     show = shlex.join(["python"] + builder_command(model.folder, out, precision, target, opts)[1:])
     progress(f"Building {model.name} for ONNX Runtime GenAI, {precision} for {TARGET_NAMES[target]} (once; cached "
