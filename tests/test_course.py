@@ -84,6 +84,49 @@ def test_install_steps_say_their_cost_and_show_progress(tmp_path):
     assert course.model_step(venv, "posix").argv[1:] == ["-m", "phi3_helpers", "prepare", "--backend", "openvino"]
 
 
+def test_linux_takes_pytorchs_cpu_build_first(tmp_path):
+    # PyPI's Linux torch is a CUDA build (gigabytes of nvidia-* wheels): the pinned version comes from PyTorch's CPU
+    # index first, without dependencies (PyPI gives those in the next step, where the pin is then satisfied).
+    # Only the command is checked here: this machine cannot reach that index (CI's set-up runs it for real, and pip
+    # falls back to the local wheel).
+    (tmp_path / "requirements.txt").write_text("numpy==2.0.0\ntorch==9.8.7 ; python_version >= '3'\n")
+    venv = _fake_venv(tmp_path, "posix")
+    steps = course.install_steps(venv, "posix", platform="linux", repo=tmp_path)
+    at = [i for i, s in enumerate(steps) if course.TORCH_CPU_INDEX in s.argv]
+    assert len(at) == 1 and at[0] < [s.argv[3:] for s in steps].index(["install", "-r", "requirements.txt"])
+    torch = steps[at[0]]
+    assert torch.argv[-1] == "torch==9.8.7" and "--no-deps" in torch.argv
+    assert torch.argv[torch.argv.index("--index-url") + 1] == course.TORCH_CPU_INDEX
+    assert torch.optional.startswith("Note: ") and not any(s.optional for s in steps if s is not torch)
+    for platform, os_name in (("win32", "nt"), ("darwin", "posix")):  # their PyPI torch is a CPU build already
+        assert not any(course.TORCH_CPU_INDEX in s.argv
+                       for s in course.install_steps(venv, os_name, platform=platform, repo=tmp_path))
+    (tmp_path / "requirements.txt").write_text("numpy==2.0.0\n")  # nothing pinned, nothing to take first
+    assert not any(course.TORCH_CPU_INDEX in s.argv
+                   for s in course.install_steps(venv, "posix", platform="linux", repo=tmp_path))
+
+
+def test_setup_goes_on_after_an_optional_step_fails(tmp_path, monkeypatch, capsys):
+    marker = tmp_path / "next-step-ran"
+    steps = [
+        course.Step("May fail (a few seconds)", [sys.executable, "-c", "raise SystemExit(3)"],
+                    optional="Note: that index did not answer"),
+        course.Step("Then this (a few seconds)", [sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"]),
+    ]
+    monkeypatch.setattr(course, "install_steps", lambda venv, repo: steps)
+    venv = tmp_path / ".venv"
+    venv.mkdir()
+    course.setup(course.Runner(cwd=tmp_path), repo=tmp_path, venv=venv)
+    assert marker.is_file() and "Note: that index did not answer" in capsys.readouterr().out
+    assert (venv / course.STAMP_NAME).is_file()  # the set-up counts as done
+    marker.unlink()
+    (venv / course.STAMP_NAME).unlink()
+    steps[0] = steps[0]._replace(optional="")  # a step that must work stops the set-up
+    with pytest.raises(SystemExit, match=r"failed \(3\)"):
+        course.setup(course.Runner(cwd=tmp_path), repo=tmp_path, venv=venv)
+    assert not marker.exists() and not (venv / course.STAMP_NAME).exists()
+
+
 def test_lab_and_test_command_lines(tmp_path):
     lab = course.lab_step(["--port", "8899"], tmp_path, "posix", root=True)
     assert lab.argv[1:] == ["-m", "jupyterlab", "notebooks", "--allow-root", "--port", "8899"]
