@@ -91,8 +91,8 @@ def cmd_chat(args) -> int:
     opts = _options(args)
     llm = _load(args)
     session = llm.chat(system=args.system, **opts)
-    print(f"Chatting with {llm.describe()}. Ctrl-C stops an answer; /clear forgets; /exit or Ctrl-D quits.",
-          file=sys.stderr)
+    commands = "Ctrl-C stops an answer; /clear forgets; /exit or Ctrl-D quits"
+    print(f"Chatting with {llm.describe()}. {commands}.", file=sys.stderr)
     while True:
         try:
             line = input("you> ").strip()
@@ -104,6 +104,8 @@ def cmd_chat(args) -> int:
         if line == "/clear":
             session.clear()
             print("(history cleared)", file=sys.stderr)
+        elif line.startswith("/") and " " not in line:  # /help or a mistyped command: not a question
+            print(f"({commands}; other lines are questions)", file=sys.stderr)
         elif line:
             try:
                 resp = session.ask(line)

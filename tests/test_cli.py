@@ -77,7 +77,7 @@ def test_bad_input_exits_2_with_one_line_naming_the_fix(args, word, capsys, offl
 
 
 def test_terminal_chat_answers_turns_and_survives_bad_input(offline_model):
-    script = "What is the capital of France?\n   \n/clear\nWhat is the capital of France?\n/exit\n"
+    script = "What is the capital of France?\n   \n/clear\n/help\nWhat is the capital of France?\n/exti\n/exit\n"
     r = subprocess.run(
         [
             sys.executable, "-m", "phi3_helpers", "chat", "--backend", "openvino", "--precision", "int4",
@@ -90,7 +90,8 @@ def test_terminal_chat_answers_turns_and_survives_bad_input(offline_model):
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("Paris") == 2
-    assert "history cleared" in r.stderr
+    assert r.stdout.count("assistant>") == 2  # /help and the mistyped /exti are not sent to the model
+    assert "history cleared" in r.stderr and r.stderr.count("other lines are questions") == 2
 
 
 def test_ctrl_c_while_an_answer_streams_stops_it_in_the_runtime(load_backend, monkeypatch):

@@ -197,7 +197,7 @@ def test_every_word_doctor_accepts_runs_the_chapters_own_parameter_cell(number, 
         monkeypatch.setenv("PHI3_DEVICE", value or "AUTO")
         exec(compile(cell, chapter.notebook, "exec"), {})  # raises if the chapter cannot take the word
         assert "DEVICE=" in capsys.readouterr().out  # each chapter says what it does with the word
-    for word in ("CPU", "GPU", "NPU", "AUTO"):  # the one vocabulary works in every chapter
+    for word in ("CPU", "GPU", "NPU", "AUTO", "WINML", "WINML-NPU"):  # the one vocabulary works in every chapter
         assert doctor.device_accepted(chapter, word)
 
 
