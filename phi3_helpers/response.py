@@ -16,6 +16,10 @@ FINISH_REASONS = {
 }
 
 
+def _tokens(n: int) -> str:
+    return f"{n} token" if n == 1 else f"{n} tokens"
+
+
 @dataclass
 class Metrics:
     """Timings of one answer. ``tokens_per_s`` is the decode speed (tokens after the first)."""
@@ -34,9 +38,9 @@ class Metrics:
     def __str__(self) -> str:
         ttft = f"{self.ttft_s * 1000:.0f} ms" if self.ttft_s is not None else "-"
         speed = f"{self.tokens_per_s:.1f} tok/s" if self.tokens_per_s else "- tok/s"
-        parts = [f"time to first token {ttft}", f"{self.tokens} tokens", speed]
+        parts = [f"time to first token {ttft}", _tokens(self.tokens), speed]
         if self.finish_reason != "running":
-            parts += [f"{self.total_s:.2f} s total", f"prompt {self.prompt_tokens} tokens", self.finish_reason]
+            parts += [f"{self.total_s:.2f} s total", f"prompt {_tokens(self.prompt_tokens)}", self.finish_reason]
         return " · ".join(parts)
 
 

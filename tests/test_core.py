@@ -202,3 +202,11 @@ def test_text_from_another_thread_waits_for_the_whole_answer(offline_model):
         time.sleep(0.01)
     assert resp.text() == "one two three four five six"  # waited, not the text so far
     reader.join()
+
+
+def test_metrics_line_counts_tokens_in_words():
+    from phi3_helpers.response import Metrics
+
+    one = str(Metrics(prompt_tokens=1, tokens=1, ttft_s=0.02, total_s=0.02, finish_reason="length"))
+    assert "· 1 token ·" in one and "prompt 1 tokens" not in one and "prompt 1 token ·" in one
+    assert "· 2 tokens ·" in str(Metrics(prompt_tokens=9, tokens=2, ttft_s=0.02, total_s=0.03, finish_reason="ended"))

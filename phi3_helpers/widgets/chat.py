@@ -1,4 +1,4 @@
-"""The course's chat widget: a streaming multi-turn chat over any backend's ChatSession (STYLE.md, "Widgets").
+"""The course's chat widget: a streaming multi-turn chat over any backend's ChatSession.
 
 A background thread reads the answer and only sets widget values; Stop ends generation inside the runtime.
 """
