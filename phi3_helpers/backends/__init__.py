@@ -4,6 +4,7 @@ lazily, so the package imports on machines that lack one (DirectML and the NPU l
 from __future__ import annotations
 
 import importlib
+import importlib.metadata as md
 import os
 
 from ..errors import BackendUnavailable, InvalidOption, UnknownBackend
@@ -20,6 +21,13 @@ BACKENDS: dict[str, str] = {
 #: PHI3_NPU_PATH=classic makes "npu" mean "npu-classic" (the archived library, Windows only).
 NPU_PATH_ENV = "PHI3_NPU_PATH"
 NPU_PATHS = {"maintained": "npu", "classic": "npu-classic"}
+
+
+def installed_version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
 
 
 def resolve_name(name: str, device: str | None = None, path: str | None = None) -> str:

@@ -4,14 +4,13 @@
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import os
 import sys
 from dataclasses import dataclass
 from typing import Iterable
 
 from ..errors import BackendUnavailable, DeviceUnavailable, UnknownDevice
-from . import winml
+from . import installed_version, winml
 from .onnx_build import TARGET_NAMES
 
 GENAI_PACKAGES = {"dml": "onnxruntime-genai-directml", "winml": winml.WINML_GENAI, "cuda": "onnxruntime-genai-cuda",
@@ -42,17 +41,10 @@ class ProviderChoice:
         return f"ONNX Runtime GenAI runs on {_RUNS_ON[self.provider]}: {self.reason}"
 
 
-def _version(name: str) -> str:
-    try:
-        return md.version(name)
-    except md.PackageNotFoundError:
-        return ""
-
-
 def installed_packages() -> frozenset[str]:
     names = {*GENAI_PACKAGES.values(), "onnxruntime", "onnxruntime-directml", "onnxruntime-gpu", winml.CATALOG,
              winml.WINML_ORT}
-    return frozenset(n for n in names if _version(n))
+    return frozenset(n for n in names if installed_version(n))
 
 
 def package_conflicts(installed: Iterable[str]) -> list[str]:
@@ -128,19 +120,20 @@ def _provider_row(og, provider: str, have: frozenset[str]) -> tuple[bool, str]:
     """Whether ``provider`` is available through the imported onnxruntime_genai ``og``, and why."""
     pkg = GENAI_PACKAGES[provider]
     if provider == "cpu":
-        pkgs = ", ".join(f"{n} {_version(n)}" for n in GENAI_PACKAGES.values() if n in have)
+        pkgs = ", ".join(f"{n} {installed_version(n)}" for n in GENAI_PACKAGES.values() if n in have)
         return True, f"{pkgs}; {os.cpu_count()} logical CPUs"
     if pkg not in have:
         where = " (Windows only)" if provider == "dml" and sys.platform != "win32" else ""
         return False, f"{pkg} is not installed{where}; {INSTALL_HINTS[provider]}"
+    name = f"{pkg} {installed_version(pkg)}"
     try:
         built = bool(getattr(og, f"is_{provider}_available")())
     except Exception as exc:
-        return False, f"{pkg} {_version(pkg)} is installed but the provider did not load ({exc})"
+        return False, f"{name} is installed but the provider did not load ({exc})"
     if not built:
-        return False, f"{pkg} {_version(pkg)} is installed but not built with {TARGET_NAMES[provider]}; reinstall it"
+        return False, f"{name} is installed but not built with {TARGET_NAMES[provider]}; reinstall it"
     what = {"dml": "DirectML (needs a DirectX 12 GPU driver)", "cuda": "CUDA (needs an NVIDIA driver and CUDA 12)"}
-    return True, f"{pkg} {_version(pkg)}: built with {what[provider]}"
+    return True, f"{name}: built with {what[provider]}"
 
 
 def device_report() -> list[dict]:

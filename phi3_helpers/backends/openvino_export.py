@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.metadata as md
 import json
 import shlex
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 from ..console import quiet
 from ..errors import InvalidOption, ModelFolderError
 from ..models import ModelSource, cache, notice
+from . import installed_version
 
 #: What a runtime needs from an export folder; the record is written last, by our export.
 EXPORT_FILES = ("openvino_model.xml", "openvino_model.bin", "config.json")
@@ -128,17 +128,10 @@ def export_openvino(
         record = {
             "model": model.name, "precision": recipe.precision, "variant": recipe.variant,
             "quantization": recipe.quantization_config(), "command": command,
-            "versions": {dist: _version(dist) for dist in RECORDED_VERSIONS}, "sizes": cache.file_sizes(tmp),
+            "versions": {dist: installed_version(dist) for dist in RECORDED_VERSIONS}, "sizes": cache.file_sizes(tmp),
         }
         (tmp / RECORD).write_text(json.dumps(record, indent=2))
     return out
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return md.version(dist)
-    except md.PackageNotFoundError:
-        return None
 
 
 def check_export_folder(folder: Path) -> None:

@@ -176,7 +176,7 @@ def run_group(cfgs: list[Config], model_arg: str | None, settings: Settings, wor
 
 
 def machine() -> dict:
-    from ..doctor import installed_version
+    from ..backends import installed_version
 
     cpu = platform.processor() or platform.machine()
     if Path("/proc/cpuinfo").is_file():
