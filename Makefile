@@ -41,6 +41,6 @@ reset-notebooks:
 bench: setup
 	$(BIN)/python -m phi3_helpers bench --output artifacts/bench
 
-# The tests' model cache (tests/conftest.py). The course's own is ~/.cache/phi3_helpers (or $PHI3_CACHE_DIR).
+# The tests' model cache (tests/conftest.py). The course's own cache is ~/.cache/phi3_helpers.
 clean-cache:
 	rm -rf .cache/models

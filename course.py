@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -83,8 +84,9 @@ def write_stamp(venv: Path, digest: str) -> None:
 
 def pinned(name: str, requirements: Path = REPO / "requirements.txt") -> str:
     """The version requirements.txt pins for ``name`` (``name==X``), or "" when it pins none."""
-    lines = requirements.read_text().splitlines() if requirements.is_file() else []
-    return next((line.split("==", 1)[1].split()[0] for line in lines if line.startswith(f"{name}==")), "")
+    text = requirements.read_text() if requirements.is_file() else ""
+    found = re.search(rf"^{re.escape(name)}\s*==\s*([^\s;#]+)", text, re.MULTILINE | re.IGNORECASE)
+    return found.group(1) if found else ""
 
 
 def install_steps(venv: Path = VENV, os_name: str = os.name, base_python: str = sys.executable,
@@ -101,9 +103,9 @@ def install_steps(venv: Path = VENV, os_name: str = os.name, base_python: str = 
         steps.append(Step(
             f"Installing PyTorch's CPU build from {TORCH_CPU_INDEX} (about 200 MB; PyPI's Linux build is a CUDA "
             "build, several GB more)",
-            pip + ["--no-deps", "--retries", "1", "--timeout", "30", "--index-url", TORCH_CPU_INDEX, f"torch=={torch}"],
-            optional=f"Note: {TORCH_CPU_INDEX} did not answer; the next step takes torch from PyPI, a CUDA build of "
-                     "several GB",
+            pip + ["--no-deps", "--index-url", TORCH_CPU_INDEX, f"torch=={torch}"],
+            optional=f"Note: PyTorch's CPU build could not be installed from {TORCH_CPU_INDEX}; the next step takes "
+                     "torch from PyPI, a CUDA build of several GB",
         ))
     steps += [
         Step(

@@ -87,9 +87,11 @@ def test_install_steps_say_their_cost_and_show_progress(tmp_path):
 def test_linux_takes_pytorchs_cpu_build_first(tmp_path):
     # PyPI's Linux torch is a CUDA build (gigabytes of nvidia-* wheels): the pinned version comes from PyTorch's CPU
     # index first, without dependencies (PyPI gives those in the next step, where the pin is then satisfied).
-    # Only the command is checked here: this machine cannot reach that index (CI's set-up runs it for real, and pip
-    # falls back to the local wheel).
-    (tmp_path / "requirements.txt").write_text("numpy==2.0.0\ntorch==9.8.7 ; python_version >= '3'\n")
+    # Only the command is checked here (tests use no network).
+    assert course.pinned("torch")  # the real requirements.txt pins it, so Linux gets the step
+    for line in ("torch==9.8.7 ; python_version >= '3'", "torch == 9.8.7;python_version>='3'", "torch==9.8.7  # pin"):
+        (tmp_path / "requirements.txt").write_text(f"numpy==2.0.0\n{line}\n")
+        assert course.pinned("torch", tmp_path / "requirements.txt") == "9.8.7", line
     venv = _fake_venv(tmp_path, "posix")
     steps = course.install_steps(venv, "posix", platform="linux", repo=tmp_path)
     at = [i for i, s in enumerate(steps) if course.TORCH_CPU_INDEX in s.argv]
@@ -101,7 +103,7 @@ def test_linux_takes_pytorchs_cpu_build_first(tmp_path):
     for platform, os_name in (("win32", "nt"), ("darwin", "posix")):  # their PyPI torch is a CPU build already
         assert not any(course.TORCH_CPU_INDEX in s.argv
                        for s in course.install_steps(venv, os_name, platform=platform, repo=tmp_path))
-    (tmp_path / "requirements.txt").write_text("numpy==2.0.0\n")  # nothing pinned, nothing to take first
+    (tmp_path / "requirements.txt").write_text("numpy==2.0.0\ntorch>=2\n")  # nothing pinned, nothing to take first
     assert not any(course.TORCH_CPU_INDEX in s.argv
                    for s in course.install_steps(venv, "posix", platform="linux", repo=tmp_path))
 
