@@ -125,7 +125,7 @@ def install_steps(venv: Path = VENV, os_name: str = os.name, base_python: str = 
 
 def model_step(venv: Path = VENV, os_name: str = os.name) -> Step:
     return Step(
-        "Preparing the model for chapter 3 (OpenVINO int4), once: the offline model takes about 1.5 min and 630 MB; "
+        "Preparing the model for chapter 3 (OpenVINO int4), once: the offline model takes about 1 minute and 630 MB; "
         "the real Phi-3 (used when the Hugging Face hub is reachable) is a 2.2 GB download of "
         "OpenVINO/Phi-3-mini-4k-instruct-int4-ov",
         [str(venv_python(venv, os_name)), "-m", "phi3_helpers", "prepare", "--backend", "openvino"],
