@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -24,8 +23,8 @@ from phi3_helpers.backends.winml import INTEL_EP, MIN_BUILD, WinMLPlan, choose_w
 from phi3_helpers.errors import BackendUnavailable, DeviceUnavailable, UnknownDevice
 
 from prompts import FRANCE
+from stand_ins import HERE, forget
 
-STAND_INS = Path(__file__).parent / "stand_ins"
 CPU_ONLY = frozenset({"onnxruntime-genai", "onnxruntime"})
 DIRECTML = frozenset({"onnxruntime-genai-directml", "onnxruntime-directml"})
 WINML = frozenset({"onnxruntime-genai-winml", "windowsml", "onnxruntime-windowsml"})
@@ -134,7 +133,7 @@ def test_both_builds_installed_at_once_is_refused_for_any_device_and_named_as_a_
 @pytest.fixture
 def catalog(monkeypatch):
     """The windowsml STAND-IN (tests/stand_ins/windowsml), on sys.path only inside this fixture."""
-    monkeypatch.syspath_prepend(str(STAND_INS))
+    monkeypatch.syspath_prepend(str(HERE))
     monkeypatch.delitem(sys.modules, "windowsml", raising=False)
     import windowsml
 
@@ -143,9 +142,8 @@ def catalog(monkeypatch):
     monkeypatch.setattr(windowsml, "CALLS", [])
     monkeypatch.setattr(winml, "_registered", {})
     yield windowsml
-    for name, module in list(sys.modules.items()):  # every stand-in imported meanwhile (a device report imports
-        if str(STAND_INS) in str(getattr(module, "__file__", "") or ""):  # the NPU library's): gone with sys.path
-            del sys.modules[name]
+    for library in ("windowsml", "intel_npu_acceleration_library"):  # a device report here imports the NPU one too
+        forget(library)
 
 
 def intel_ep(**kw) -> dict:
