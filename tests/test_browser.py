@@ -205,6 +205,20 @@ def _wait_state(page, state: str, timeout: float) -> None:
     page.wait_for_selector(f".phi3-chat .phi3-chat-state[data-state='{state}']", timeout=timeout * 1000)
 
 
+def _wait_answered(page, question: str, timeout: float) -> None:
+    """Wait until the newest turn is ``question``'s and its answer has ended (its metrics name how).
+
+    Waiting for the state "idle" alone can return before the answer starts: the new turn and the state
+    reach the page in separate widget messages.
+    """
+    page.wait_for_function(
+        """(q) => { const t = document.querySelector('.phi3-chat .phi3-chat-turn');
+                    return !!t && t.innerText.includes(q) && !!t.querySelector('.phi3-chat-metrics [data-finish]'); }""",
+        arg=question, timeout=timeout * 1000,
+    )
+    _wait_state(page, "idle", timeout)
+
+
 def test_chat_in_jupyterlab(lab, chromium):
     from playwright.sync_api import sync_playwright
 
@@ -253,12 +267,7 @@ def test_chat_in_jupyterlab(lab, chromium):
             # A follow-up typed straight away, without clicking the box first: it is sent, nothing vanishes.
             page.keyboard.type(FOLLOW_UP)
             page.keyboard.press("Enter")
-            page.wait_for_function(
-                """(q) => { const t = document.querySelector('.phi3-chat .phi3-chat-turn');
-                            return !!t && t.innerText.includes(q); }""",
-                arg=FOLLOW_UP, timeout=60_000,
-            )
-            _wait_state(page, "idle", ANSWER_TIMEOUT)
+            _wait_answered(page, FOLLOW_UP, ANSWER_TIMEOUT)
             assert page.locator(".phi3-chat .phi3-chat-turn").count() == 2
             assert _answer_text(page).strip(), "the follow-up got no answer"
 
@@ -268,8 +277,7 @@ def test_chat_in_jupyterlab(lab, chromium):
             chat_input.click()
             chat_input.press_sequentially(CODE)
             chat_input.press("Enter")
-            _wait_state(page, "generating", 60)
-            _wait_state(page, "idle", ANSWER_TIMEOUT)
+            _wait_answered(page, CODE, ANSWER_TIMEOUT)
             assert page.locator(".phi3-chat .phi3-chat-turn").count() == 1
             code = page.locator(".phi3-chat .phi3-chat-answer pre").first
             assert "def " in code.inner_text(), _answer_text(page)
