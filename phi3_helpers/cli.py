@@ -38,7 +38,7 @@ def _common(p: argparse.ArgumentParser, generation: bool = True, backend: str = 
     p.add_argument("--model", help="phi3-mini, smollm2-135m-phi3 or a folder (default: $PHI3_MODEL, else phi3-mini "
                    "online, else offline)")
     if generation:
-        p.add_argument("--max-new-tokens", type=int, default=256)
+        p.add_argument("--max-new-tokens", type=_positive_int, default=256)
         p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default), about 0.7 for variety")
         p.add_argument("--top-p", type=float, default=1.0)
         p.add_argument("--system", help="system prompt")

@@ -27,10 +27,7 @@ class ChatSession:
 
     def messages(self, extra_user: str | None = None) -> list[dict]:
         msgs = [{"role": "system", "content": self.system}] if self.system else []
-        msgs += self.history
-        if extra_user is not None:
-            msgs.append({"role": "user", "content": extra_user})
-        return msgs
+        return msgs + self.history + ([] if extra_user is None else [{"role": "user", "content": extra_user}])
 
     def _fit(self, question: str, max_new_tokens: int) -> list[str]:
         """Drop the oldest turns until the prompt fits; return the notices to show."""
@@ -61,7 +58,7 @@ class ChatSession:
 
         def record(resp: Response) -> None:
             self._response = None
-            answer = "".join(resp._pieces)
+            answer = "".join(resp)  # read to its end: never waits
             if resp.error is None or answer:  # a failed answer with no text is not recorded: the user can retry
                 self.history += [
                     {"role": "user", "content": question},

@@ -53,10 +53,10 @@ def test_prepare_prints_the_prepared_folder(offline_model):
         (["ask", "hi", "--device", "ABSENT"], "not available here"),
         (["ask", "hi", "--device", "TPU"], "unknown device"), (["ask", "hi", "--model", "phi-42"], "unknown model"),
         (["ask", "hi", "--model", "/nonexistent/model"], "does not exist"),
-        (["ask", "hi", "--max-new-tokens", "0"], "max_new_tokens"),
-        (["ask", "hi", "--max-new-tokens", "-3"], "max_new_tokens"),
+        (["ask", "hi", "--max-new-tokens", "0"], "--max-new-tokens: '0' must be 1 or more"),
+        (["ask", "hi", "--max-new-tokens", "-3"], "--max-new-tokens: '-3' must be 1 or more"),
         (["ask", "hi", "--temperature", "-1"], "temperature"), (["ask", "hi", "--top-p", "0"], "top_p"),
-        (["ask", "hi", "--top-p", "1.5"], "top_p"), (["ask", "hi", "--max-new-tokens", "many"], "invalid int"),
+        (["ask", "hi", "--top-p", "1.5"], "top_p"), (["ask", "hi", "--max-new-tokens", "many"], "not a whole number"),
         (["ask"], "required"), (["fly"], "invalid choice"),
     ],
 )

@@ -1,6 +1,6 @@
 """The helper package stays thin: no line over 120 characters, and a size ceiling: today's size.
 
-Today (2026-12-07): 5,797 lines, 277,841 characters, the ceiling. It was raised from 5,800 lines and 277,300
+Today (2026-12-07): 5,794 lines, 277,837 characters, the ceiling. It was raised from 5,800 lines and 277,300
 characters to 5,805 and 277,850 when the onnx build learnt which of its options the installed model builder knows
 (the package grew by 17 lines and about 750 characters that day; the files it touched were shortened where they could).
 The course's goal is 4,000 lines and 175,000 characters. A change that adds a feature makes room for it elsewhere in
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "phi3_helpers"
-MAX_LINES, MAX_CHARS, MAX_WIDTH = 5_797, 277_841, 120
+MAX_LINES, MAX_CHARS, MAX_WIDTH = 5_794, 277_837, 120
 
 
 def _sources() -> dict[str, str]:
