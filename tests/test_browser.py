@@ -205,8 +205,9 @@ def _wait_state(page, state: str, timeout: float) -> None:
     page.wait_for_selector(f".phi3-chat .phi3-chat-state[data-state='{state}']", timeout=timeout * 1000)
 
 
-def _wait_answered(page, question: str, timeout: float) -> None:
-    """Wait until the newest turn is ``question``'s, its answer has ended (its metrics name how) and shows text.
+def _wait_answered(page, question: str, timeout: float, expect: str = "") -> None:
+    """Wait until the newest turn is ``question``'s, its answer has ended (its metrics name how) and shows text
+    (containing ``expect``, if given).
 
     Waiting for the state "idle" alone can return before the answer starts: the new turn and the state
     reach the page in separate widget messages. The answer's Markdown is rendered after its metrics line.
@@ -219,10 +220,12 @@ def _wait_answered(page, question: str, timeout: float) -> None:
     page.wait_for_function(f"() => {{ {newest} return !!t.querySelector('.phi3-chat-metrics [data-finish]'); }}",
                            timeout=timeout * 1000)
     try:
-        page.wait_for_function(f"() => {{ {newest} const a = t.querySelector('.phi3-chat-answer');"
-                               " return !!a && a.innerText.trim() !== ''; }", timeout=30_000)
+        page.wait_for_function(f"(e) => {{ {newest} const a = t.querySelector('.phi3-chat-answer');"
+                               " return !!a && a.innerText.trim() !== '' && a.innerText.includes(e); }",
+                               arg=expect, timeout=30_000)
     except PlaywrightTimeout:
-        raise AssertionError(f"the answer to {question!r} ended with no text") from None
+        wanted = f"text containing {expect!r}" if expect else "text"
+        raise AssertionError(f"the answer to {question!r} ended with no {wanted}: {_answer_text(page)!r}") from None
     _wait_state(page, "idle", timeout)
 
 
@@ -255,13 +258,7 @@ def test_chat_in_jupyterlab(lab, chromium):
             chat_input.click()
             chat_input.press_sequentially(FRANCE)
             chat_input.press("Enter")
-            page.wait_for_selector(".phi3-chat .phi3-chat-answer", timeout=60_000)
-            page.wait_for_function(
-                """() => { const a = document.querySelector('.phi3-chat .phi3-chat-answer');
-                           return !!a && a.innerText.includes('Paris'); }""",
-                timeout=ANSWER_TIMEOUT * 1000,
-            )
-            _wait_state(page, "idle", ANSWER_TIMEOUT)
+            _wait_answered(page, FRANCE, ANSWER_TIMEOUT, expect="Paris")
             assert "Paris" in _answer_text(page)
             metrics = page.locator(".phi3-chat .phi3-chat-metrics").first.inner_text()
             word = _finish_word(page)
